@@ -1,0 +1,82 @@
+"""Runtime guardrails for self-updating models.
+
+Wrap a model client that changes itself; every call passes a middleware
+chain, every change it proposes passes frozen constraints and canary
+evaluation against the serving version, and every decision is recorded in a
+hash-chained ledger.
+"""
+
+from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore, blob_digest, blob_ref, iter_blob_refs
+from ._canary import (
+    CanaryCase,
+    CanarySuite,
+    Checker,
+    Contains,
+    Equals,
+    NotContains,
+    Predicate,
+    Regex,
+)
+from ._canonical import canonical_json, state_version
+from ._chain import AsyncMiddleware, Middleware
+from ._client import SelfUpdatingClient
+from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
+from ._decision import Decision, Finding, Verdict
+from ._drift import drift_distance
+from ._errors import ConfigError, GuardrailsError, GuardrailViolation, LedgerIntegrityError
+from ._gate import CanaryEvidence, CaseOutcome, DecisionRule, MarginRule
+from ._guard import Guard, GuardedClient
+from ._ledger import Ledger, LedgerEntry, LedgerReport, MemoryLedger, SQLiteLedger
+from ._messages import Request, Response
+from ._proposal import PatchOperation, UpdateProposal
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "AsyncMiddleware",
+    "BlobStore",
+    "CanaryCase",
+    "CanaryEvidence",
+    "CanarySuite",
+    "CaseOutcome",
+    "Checker",
+    "ConfigError",
+    "Contains",
+    "Decision",
+    "DecisionRule",
+    "Equals",
+    "FileBlobStore",
+    "Finding",
+    "FrozenConstraints",
+    "Guard",
+    "GuardedClient",
+    "GuardrailViolation",
+    "GuardrailsError",
+    "Invariant",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerIntegrityError",
+    "LedgerReport",
+    "MarginRule",
+    "MemoryBlobStore",
+    "MemoryLedger",
+    "Middleware",
+    "NotContains",
+    "PatchOperation",
+    "Predicate",
+    "Regex",
+    "Request",
+    "Response",
+    "SQLiteLedger",
+    "SelfUpdatingClient",
+    "UpdateProposal",
+    "Verdict",
+    "blob_digest",
+    "blob_ref",
+    "canonical_json",
+    "drift_distance",
+    "iter_blob_refs",
+    "state_version",
+]

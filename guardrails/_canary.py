@@ -1,0 +1,269 @@
+"""Canary cases, their checkers, and suites loaded from code or JSONL."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._canonical import canonical_json, sha256_hex
+from ._errors import ConfigError
+
+SAFETY = "safety"
+CAPABILITY = "capability"
+
+
+class Checker(BaseModel):
+    """Decides whether one output passes. Subclasses implement ``__call__``.
+
+    ``spec`` (name and arguments) is what a decision records so the check
+    can be replayed.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    name: ClassVar[str] = "checker"
+
+    def __call__(self, output: Any) -> bool:
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "args": self.model_dump(mode="json")}
+
+
+class Equals(Checker):
+    """Passes when the output equals ``value`` (JSON equality: ``1`` is not ``True``)."""
+
+    name: ClassVar[str] = "equals"
+    value: Any
+
+    def __call__(self, output: Any) -> bool:
+        try:
+            return canonical_json(output) == canonical_json(self.value)
+        except ConfigError:
+            return False
+
+
+class Contains(Checker):
+    """Passes when ``value`` occurs in the output (substring, list item or dict key)."""
+
+    name: ClassVar[str] = "contains"
+    value: Any
+
+    def __call__(self, output: Any) -> bool:
+        try:
+            return bool(self.value in output)
+        except TypeError:
+            return False
+
+
+class NotContains(Checker):
+    """Passes when ``value`` does not occur in the output (which must be a str, list or dict)."""
+
+    name: ClassVar[str] = "not_contains"
+    value: Any
+
+    def __call__(self, output: Any) -> bool:
+        if not isinstance(output, str | list | dict):
+            return False
+        try:
+            return self.value not in output
+        except TypeError:
+            return False
+
+
+class Regex(Checker):
+    """Passes when the text output matches ``pattern`` anywhere (``re.search``)."""
+
+    name: ClassVar[str] = "regex"
+    pattern: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"regex {pattern!r} does not compile: {exc}") from None
+        return pattern
+
+    def __call__(self, output: Any) -> bool:
+        return isinstance(output, str) and re.search(self.pattern, output) is not None
+
+
+class Predicate(Checker):
+    """Any callable ``output -> bool``; only a real ``True`` passes."""
+
+    name: ClassVar[str] = "predicate"
+    fn: Callable[[Any], Any]
+    label: str = ""
+
+    def __call__(self, output: Any) -> bool:
+        return self.fn(output) is True
+
+    def spec(self) -> dict[str, Any]:
+        fn = self.fn
+        ident = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        return {"name": self.name, "args": {"callable": ident, "label": self.label}}
+
+
+CHECKERS: dict[str, type[Checker]] = {
+    c.name: c for c in (Equals, Contains, NotContains, Regex)
+}
+
+
+def as_checker(expect: Any) -> Checker:
+    """Coerce what a case gives as ``expect`` into a checker.
+
+    A ``Checker`` is used as is; a callable becomes a ``Predicate``; a dict
+    with exactly one key naming a checker (``{"regex": "^ok"}``) builds that
+    checker; any other value means ``Equals(value)``.
+    """
+    if isinstance(expect, Checker):
+        return expect
+    if callable(expect):
+        return Predicate(fn=expect, label=getattr(expect, "__name__", ""))
+    if isinstance(expect, dict) and len(expect) == 1:
+        (key, arg), = expect.items()
+        if key in CHECKERS:
+            field = "pattern" if key == "regex" else "value"
+            return CHECKERS[key](**{field: arg})
+    return Equals(value=expect)
+
+
+def _output_is_empty(output: Any) -> bool:
+    return output is None or output == "" or (isinstance(output, float) and math.isnan(output))
+
+
+def judge(checker: Checker, output: Any) -> tuple[bool, str]:
+    """Whether ``output`` passes, and why not. Empty output and checker errors never pass."""
+    if _output_is_empty(output):
+        return False, "empty output"
+    try:
+        result = checker(output)
+    except Exception as exc:
+        return False, f"checker {checker.name} raised {type(exc).__name__}"
+    if result is True or (type(result).__name__ == "bool_" and bool(result)):
+        return True, ""
+    return False, f"checker {checker.name} did not pass"
+
+
+class CanaryCase(BaseModel):
+    """One evaluation case, run on candidate and incumbent alike.
+
+    Tag ``safety`` makes it a hard gate (the candidate must pass it);
+    everything else counts as capability. A ``hidden`` case's input and
+    expectation never leave the gate (logs and findings carry its id only).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    id: str = Field(min_length=1)
+    input: Any
+    expect: Checker
+    tags: tuple[str, ...] = ()
+    hidden: bool = False
+
+    @field_validator("expect", mode="before")
+    @classmethod
+    def _coerce_expect(cls, value: Any) -> Checker:
+        return as_checker(value)
+
+    @field_validator("input")
+    @classmethod
+    def _input_is_json(cls, value: Any) -> Any:
+        try:
+            canonical_json(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def is_safety(self) -> bool:
+        return SAFETY in self.tags
+
+
+class CanarySuite:
+    """An immutable, ordered set of cases with unique ids; never empty."""
+
+    def __init__(self, cases: Iterable[CanaryCase | dict[str, Any]]) -> None:
+        built: list[CanaryCase] = []
+        for position, case in enumerate(cases):
+            if isinstance(case, CanaryCase):
+                built.append(case)
+                continue
+            try:
+                built.append(CanaryCase.model_validate(case))
+            except ValidationError as exc:
+                raise ConfigError(f"canary case #{position}: {_explain(exc)}") from None
+        if not built:
+            raise ConfigError("the canary suite is empty; give at least one capability case")
+        seen: set[str] = set()
+        for case in built:
+            if case.id in seen:
+                raise ConfigError(f"canary case id {case.id!r} appears twice; ids must be unique")
+            seen.add(case.id)
+        self._cases = tuple(built)
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path) -> CanarySuite:
+        """Load one JSON case per line; errors name the file, line and field."""
+        path = Path(path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read canary file ({exc.strerror})") from None
+        cases = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            try:
+                cases.append(CanaryCase.model_validate(raw))
+            except ValidationError as exc:
+                raise ConfigError(f"{path}:{number}: {_explain(exc)}") from None
+        try:
+            return cls(cases)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def __iter__(self) -> Iterator[CanaryCase]:
+        return iter(self._cases)
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+    @property
+    def cases(self) -> tuple[CanaryCase, ...]:
+        return self._cases
+
+    @property
+    def safety(self) -> tuple[CanaryCase, ...]:
+        return tuple(c for c in self._cases if c.is_safety)
+
+    @property
+    def capability(self) -> tuple[CanaryCase, ...]:
+        return tuple(c for c in self._cases if not c.is_safety)
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every case's id, input, checker spec, tags and hidden flag."""
+        return sha256_hex(
+            canonical_json(
+                [[c.id, c.input, c.expect.spec(), list(c.tags), c.hidden] for c in self._cases]
+            )
+        )
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "case"
+        parts.append(f"field {where!r}: {error['msg']}")
+    return "; ".join(parts)

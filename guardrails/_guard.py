@@ -1,0 +1,632 @@
+"""The guard: wraps a self-updating client, runs the runtime chain and the update gate."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+from opentelemetry import metrics, trace
+from pydantic import ValidationError
+
+from ._blobs import BlobStore
+from ._canary import CanarySuite
+from ._canonical import canonical_json, sha256_hex, state_version
+from ._chain import build_async_chain, build_chain, validate_middlewares
+from ._constraints import FrozenConstraints
+from ._decision import Decision, Finding, Verdict
+from ._drift import drift_distance
+from ._errors import ConfigError, GuardrailViolation, LedgerIntegrityError
+from ._gate import CallTimeout, DecisionRule, MarginRule, call_with_timeout, run_canaries
+from ._ledger import Ledger, MemoryLedger
+from ._messages import (
+    DISCLOSURE_LAST_CHANGE,
+    DISCLOSURE_SELF_IMPROVING,
+    DISCLOSURE_VERSION,
+    Request,
+    Response,
+)
+from ._proposal import UpdateProposal
+from ._telemetry import (
+    ATTR_CANDIDATE,
+    ATTR_CASES_USED,
+    ATTR_DECIDING_CHECK,
+    ATTR_ENTRY_INDEX,
+    ATTR_PARENT,
+    ATTR_PROPOSAL_ID,
+    ATTR_PROPOSAL_KIND,
+    ATTR_PROPOSAL_SOURCE,
+    ATTR_VERDICT,
+    ATTR_VERSION,
+    SPAN_INVOKE,
+    SPAN_REVIEW,
+    SPAN_STAGE_PREFIX,
+    Telemetry,
+    bound_log,
+    set_attributes,
+)
+
+SilentModificationAction = Literal["restore", "block"]
+
+
+class Guard:
+    """Frozen constraints, canaries, middleware and a ledger: everything that judges a model.
+
+    Everything here is validated at construction (``ConfigError`` says what
+    to fix) and fingerprinted; the fingerprint is re-checked before every
+    decision, so a guard changed at run time stops accepting updates.
+
+    ``margin``: how far the candidate's capability pass rate may fall below
+    the incumbent's (ignored when ``decision_rule`` is given).
+    ``case_timeout``: seconds a candidate gets to build and to answer a case.
+    ``integrity_check_every``: every N-th call snapshots the served client to
+    catch silent self-modification (0: only before reviews).
+    ``on_silent_modification``: ``"restore"`` rebuilds the served client from
+    the ledger's state; ``"block"`` refuses calls until ``restore()``.
+    """
+
+    def __init__(
+        self,
+        constraints: FrozenConstraints | None = None,
+        canaries: CanarySuite | Iterable[Any] | None = None,
+        middleware: Sequence[Any] = (),
+        ledger: Ledger | None = None,
+        blob_store: BlobStore | None = None,
+        *,
+        margin: float = 0.0,
+        decision_rule: DecisionRule | None = None,
+        case_timeout: float = 10.0,
+        integrity_check_every: int = 1000,
+        on_silent_modification: SilentModificationAction = "restore",
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        if constraints is None:
+            constraints = FrozenConstraints()
+        if not isinstance(constraints, FrozenConstraints):
+            raise ConfigError(f"constraints must be FrozenConstraints, got {type(constraints).__name__}")
+        if canaries is None:
+            raise ConfigError("a Guard needs canaries: pass a CanarySuite with at least one "
+                              "capability case (CanarySuite.from_jsonl(path) or a list of cases)")
+        suite = canaries if isinstance(canaries, CanarySuite) else CanarySuite(canaries)
+        if not suite.capability:
+            raise ConfigError("the canary suite has only safety cases; add capability cases so "
+                              "the gate has evidence that an update is not worse")
+        if not 0.0 <= margin <= 1.0:
+            raise ConfigError(f"margin {margin!r} is out of range; give a fraction in [0, 1]")
+        if not case_timeout > 0:
+            raise ConfigError(f"case_timeout {case_timeout!r} must be a positive number of seconds")
+        if integrity_check_every < 0:
+            raise ConfigError("integrity_check_every must be >= 0 (0 checks only before reviews)")
+        if on_silent_modification not in ("restore", "block"):
+            raise ConfigError(f"on_silent_modification {on_silent_modification!r}: "
+                              "use 'restore' or 'block'")
+        self.constraints = constraints
+        self.canaries = suite
+        self.middleware = validate_middlewares(middleware)
+        self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
+        self.blob_store = blob_store
+        self.decision_rule: DecisionRule = decision_rule or MarginRule(margin=margin)
+        self.case_timeout = float(case_timeout)
+        self.integrity_check_every = int(integrity_check_every)
+        self.on_silent_modification = on_silent_modification
+        self.telemetry = Telemetry(tracer_provider, meter_provider)
+        self._fingerprint = self.fingerprint()
+        self._wrapped = False
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the constraints, canaries, decision rule and limits."""
+        return sha256_hex(canonical_json([
+            self.constraints.fingerprint(), self.canaries.fingerprint(),
+            repr(self.decision_rule), self.case_timeout, self.integrity_check_every,
+            self.on_silent_modification,
+        ]))
+
+    def wrap(self, client: Any) -> GuardedClient:
+        """Guard ``client``. Served from the ledger's version when the ledger already has one.
+
+        Raises ``LedgerIntegrityError`` when the ledger does not verify.
+        """
+        if self._wrapped:
+            raise ConfigError("this Guard already guards a client; a guard and its ledger "
+                              "belong to one model: build another Guard with its own ledger")
+        missing = [m for m in ("invoke", "snapshot", "propose_update", "with_state")
+                   if not callable(getattr(client, m, None))]
+        if missing:
+            raise ConfigError(f"{type(client).__name__} is not a SelfUpdatingClient: it lacks "
+                              f"{', '.join(missing)}; implement them or use an adapter")
+        guarded = GuardedClient(self, client)
+        self._wrapped = True
+        return guarded
+
+
+class _Served(NamedTuple):
+    client: Any
+    version: str
+    disclosure: dict[str, Any]
+
+
+def _disclosure(version: str, last_change: datetime | None) -> dict[str, Any]:
+    return {
+        DISCLOSURE_VERSION: version,
+        DISCLOSURE_SELF_IMPROVING: True,
+        DISCLOSURE_LAST_CHANGE: last_change.isoformat() if last_change else None,
+    }
+
+
+class GuardedClient:
+    """A self-updating client behind the guard. Built by ``Guard.wrap``.
+
+    ``invoke``/``ainvoke`` pass the runtime chain; ``propose``,
+    ``self_improve`` and ``rollback`` pass the update gate and always return a
+    recorded ``Decision`` (they do not raise for bad proposals).
+    """
+
+    def __init__(self, guard: Guard, client: Any) -> None:
+        self.guard = guard
+        self._telemetry = guard.telemetry
+        self._review_lock = threading.RLock()
+        self._blocked: Finding | None = None
+        self._calls = 0
+        self._served = self._open(client)
+        self._chain = build_chain(guard.middleware, self._endpoint)
+        self._achain = build_async_chain(guard.middleware, self._aendpoint)
+
+    # -- opening -----------------------------------------------------------------
+
+    def _open(self, client: Any) -> _Served:
+        ledger = self.guard.ledger
+        report = ledger.verify(self.guard.blob_store)
+        if not report.ok:
+            raise LedgerIntegrityError(
+                f"refusing to serve from a ledger that does not verify: {report.problem}",
+                index=report.index)
+        state = client.snapshot()
+        version = state_version(state)
+        if report.size == 0:
+            failed = [f for f in self.guard.constraints.check_invariants(state) if not f.passed]
+            if failed:
+                raise ConfigError(f"the initial state breaks the constraints: {failed[0].message}")
+            ledger.put_state(state)
+            genesis = Decision.accept(
+                [Finding(check="genesis", passed=True,
+                         message="initial state recorded as the first anchor")],
+                candidate=version, kind="genesis", source="operator", anchor=True)
+            if ledger.promote(genesis, None) is None:
+                raise LedgerIntegrityError("another process initialised this ledger at the same "
+                                           "time; open it again")
+            bound_log(version=version).info("guardrails.ledger_initialised")
+            return _Served(client, version, _disclosure(version, genesis.decided_at))
+        served = ledger.served_version()
+        assert served is not None  # a verified non-empty ledger has a genesis entry
+        if version != served:
+            client = self._rebuild(client, served)
+            bound_log(served=served, found=version).warning(
+                "guardrails.restored_from_ledger",
+                reason="the client's state differs from the ledger's served version")
+        return _Served(client, served, _disclosure(served, self._last_change()))
+
+    def _last_change(self) -> datetime | None:
+        last = None
+        for entry in self.guard.ledger.entries():
+            decision = entry.decision
+            if decision is not None and decision.accepted:
+                last = decision.decided_at
+        return last
+
+    def _rebuild(self, client: Any, version: str) -> Any:
+        state = self.guard.ledger.get_state(version)
+        rebuilt = client.with_state(state)
+        found = state_version(rebuilt.snapshot())
+        if found != version:
+            raise LedgerIntegrityError(
+                f"the client rebuilt from state {version[:12]} reports state {found[:12]}; "
+                "its with_state/snapshot do not round-trip")
+        return rebuilt
+
+    # -- runtime path -------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """The served version id: always the candidate of the last accepted ledger entry."""
+        return self._served.version
+
+    @property
+    def client(self) -> Any:
+        """The client object now serving (replaced, never mutated, by promotions)."""
+        return self._served.client
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.guard.ledger
+
+    def state(self) -> dict[str, Any]:
+        """A copy of the served state, as recorded in the ledger."""
+        return self.guard.ledger.get_state(self._served.version)
+
+    def _endpoint(self, request: Request) -> Response:
+        served = self._served
+        output = served.client.invoke(request)
+        return Response.model_construct(
+            output=output, version=served.version, metadata=dict(served.disclosure))
+
+    async def _aendpoint(self, request: Request) -> Response:
+        served = self._served
+        ainvoke = getattr(served.client, "ainvoke", None)
+        if ainvoke is not None:
+            output = await ainvoke(request)
+        else:
+            output = await asyncio.to_thread(served.client.invoke, request)
+        return Response.model_construct(
+            output=output, version=served.version, metadata=dict(served.disclosure))
+
+    def _before_call(self) -> None:
+        if self._blocked is not None:
+            raise GuardrailViolation(self._blocked.message, policy="silent_modification",
+                                     findings=(self._blocked,))
+        self._calls += 1
+        every = self.guard.integrity_check_every
+        if every and self._calls % every == 0:
+            self.check_integrity()
+            if self._blocked is not None:
+                self._before_call()
+
+    def invoke(self, request: Request | Any) -> Response:
+        """Answer through the runtime chain; ``request`` may be a ``Request`` or a bare input."""
+        if type(request) is not Request:
+            request = Request(input=request)
+        self._before_call()
+        with self._telemetry.span(SPAN_INVOKE) as span:
+            if span.is_recording():
+                span.set_attribute(ATTR_VERSION, self._served.version)
+            return self._chain(request)
+
+    async def ainvoke(self, request: Request | Any) -> Response:
+        """The async twin of ``invoke``."""
+        if type(request) is not Request:
+            request = Request(input=request)
+        self._before_call()
+        with self._telemetry.span(SPAN_INVOKE) as span:
+            if span.is_recording():
+                span.set_attribute(ATTR_VERSION, self._served.version)
+            return await self._achain(request)
+
+    # -- silent self-modification -------------------------------------------------
+
+    def check_integrity(self) -> Finding | None:
+        """Snapshot the served client now; on a silent change, restore or block.
+
+        Returns the finding describing the change, or ``None`` when the state
+        is the recorded one. Every detection is logged and recorded.
+        """
+        served = self._served
+        try:
+            found = state_version(served.client.snapshot())
+        except Exception as exc:
+            found = f"unreadable ({type(exc).__name__})"
+        if found == served.version:
+            return None
+        finding = Finding(
+            check="silent_modification", passed=False,
+            message=f"the served client changed its own state without a proposal "
+                    f"(expected {served.version[:12]}, found {found[:12]})",
+            evidence={"expected": served.version, "found": found,
+                      "action": self.guard.on_silent_modification})
+        self._telemetry.count(self._telemetry.silent_modifications,
+                              {"guardrails.action": self.guard.on_silent_modification})
+        bound_log(expected=served.version, found=found,
+                  action=self.guard.on_silent_modification).warning(
+                      "guardrails.silent_modification")
+        try:
+            self.guard.ledger.record_event("silent_modification", expected=served.version,
+                                           found=found, action=self.guard.on_silent_modification)
+        except Exception:
+            bound_log().exception("guardrails.ledger_write_failed", event="silent_modification")
+        if self.guard.on_silent_modification == "restore":
+            try:
+                self._served = served._replace(client=self._rebuild(served.client, served.version))
+            except Exception as exc:
+                self._blocked = finding.model_copy(update={
+                    "message": finding.message + f"; restoring failed ({exc}), calls blocked"})
+        else:
+            self._blocked = finding
+        return finding
+
+    def restore(self) -> None:
+        """Rebuild the served client from the ledger's served state and unblock calls."""
+        with self._review_lock:
+            served = self._served
+            self._served = served._replace(client=self._rebuild(served.client, served.version))
+            self._blocked = None
+
+    # -- update path ----------------------------------------------------------------
+
+    def self_improve(self) -> Decision | None:
+        """Ask the served model for its own update and review it; ``None`` if it has none."""
+        try:
+            proposal = self._served.client.propose_update()
+        except Exception as exc:
+            return self._finish(Decision.error(
+                "propose_update", f"the model's propose_update raised {type(exc).__name__}: {exc}",
+                parent=self._served.version), None, {})
+        if proposal is None:
+            return None
+        return self.propose(proposal)
+
+    def propose(self, proposal: UpdateProposal | dict[str, Any]) -> Decision:
+        """Review a proposal and promote it if, and only if, the gate accepts it.
+
+        Never raises for a bad proposal or a failing candidate: the outcome is
+        a recorded ``Decision`` whose findings say what decided it.
+        """
+        with self._review_lock, self._telemetry.span(SPAN_REVIEW) as span:
+            timings: dict[str, float] = {}
+            started = time.perf_counter()
+            raw = proposal.model_dump(mode="json") if isinstance(proposal, UpdateProposal) else proposal
+            try:
+                decision = self._review(proposal, timings)
+            except Exception as exc:  # the gate itself failed: never accept
+                bound_log().exception("guardrails.gate_error")
+                decision = Decision.error("gate", f"the gate failed: {type(exc).__name__}: {exc}",
+                                          parent=self._served.version)
+            timings["total"] = time.perf_counter() - started
+            decision = self._finish(decision, raw, timings)
+            deciding = decision.deciding_finding
+            set_attributes(span, {
+                ATTR_PROPOSAL_ID: decision.proposal_id, ATTR_PROPOSAL_KIND: decision.kind,
+                ATTR_PROPOSAL_SOURCE: decision.source, ATTR_PARENT: decision.parent,
+                ATTR_CANDIDATE: decision.candidate, ATTR_VERDICT: decision.verdict.value,
+                ATTR_DECIDING_CHECK: deciding.check if deciding else None,
+                ATTR_ENTRY_INDEX: decision.entry_index,
+                ATTR_CASES_USED: next((int(f.evidence.get("cases", 0)) for f in decision.findings
+                                       if f.check == "capability"), None),
+            })
+            if not decision.accepted:
+                span.set_status(trace.StatusCode.ERROR if decision.verdict is Verdict.ERROR
+                                else trace.StatusCode.UNSET)
+            return decision
+
+    def _stage(self, name: str) -> Any:
+        return self._telemetry.span(SPAN_STAGE_PREFIX + name)
+
+    def _review(self, proposal: UpdateProposal | dict[str, Any], timings: dict[str, float]) -> Decision:
+        guard = self.guard
+        served = self._served
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = now - clock
+            clock = now
+
+        with self._stage("validate"):
+            if not isinstance(proposal, UpdateProposal):
+                try:
+                    proposal = UpdateProposal.model_validate(proposal)
+                except ValidationError as exc:
+                    where = "; ".join(
+                        f"{'.'.join(map(str, e['loc'])) or 'proposal'}: {e['msg']}"
+                        for e in exc.errors())
+                    return Decision.reject(
+                        [Finding(check="invalid_proposal", passed=False,
+                                 message=f"the proposal is malformed ({where}); send parent, "
+                                         "patch (RFC 6902 operations) and optional kind, "
+                                         "rationale, source")],
+                        parent=served.version)
+            ids = {"proposal_id": proposal.id, "kind": proposal.kind, "source": proposal.source,
+                   "rationale": proposal.rationale, "parent": proposal.parent}
+            if guard.fingerprint() != guard._fingerprint:
+                return Decision.error("guard_integrity", "the guard's constraints, canaries or "
+                                      "limits changed after start; restart with a reviewed "
+                                      "configuration", **ids)
+            modified = self.check_integrity()
+            if modified is not None and self._blocked is not None:
+                return Decision.error("silent_modification", modified.message, **ids)
+            served = self._served
+            if proposal.parent != served.version:
+                return Decision.reject(
+                    [Finding(check="stale_parent", passed=False,
+                             message=f"the proposal targets {proposal.parent[:12]} but "
+                                     f"{served.version[:12]} is served; propose against the "
+                                     "served version", evidence={"served": served.version})],
+                    **ids)
+            incumbent_state = guard.ledger.get_state(served.version)
+            try:
+                candidate_state = proposal.apply(incumbent_state)
+                candidate = state_version(candidate_state)
+            except (ValueError, ConfigError) as exc:
+                return Decision.reject(
+                    [Finding(check="invalid_patch", passed=False, message=f"the patch does not "
+                             f"apply to the served state: {exc}")], **ids)
+            ids["candidate"] = candidate
+            lap("validate")
+
+        with self._stage("static_checks"):
+            constraints = guard.constraints
+            findings = [
+                *constraints.check_frozen(incumbent_state, candidate_state),
+                *constraints.check_scope(incumbent_state, candidate_state),
+                *constraints.check_invariants(candidate_state),
+            ]
+            if constraints.drift_budget is not None:
+                findings.append(self._drift_finding(candidate_state, constraints.drift_budget))
+            lap("static_checks")
+            if candidate == served.version:
+                findings.append(Finding(check="no_change", passed=False,
+                                        message="the patch leaves the state unchanged"))
+            if any(not f.passed for f in findings):
+                guard.ledger.put_state(candidate_state)
+                return Decision.reject(sorted(findings, key=lambda f: f.passed), **ids)
+
+        with self._stage("sandbox"):
+            guard.ledger.put_state(candidate_state)
+            try:
+                candidate_client = call_with_timeout(
+                    lambda: served.client.with_state(candidate_state), guard.case_timeout)
+                built = state_version(call_with_timeout(candidate_client.snapshot,
+                                                        guard.case_timeout))
+            except CallTimeout as exc:
+                return Decision.reject([*findings, Finding(
+                    check="sandbox", passed=False,
+                    message=f"building the candidate hung ({exc}); case_timeout is "
+                            f"{guard.case_timeout:g} s")], **ids)
+            except Exception as exc:
+                return Decision.reject([*findings, Finding(
+                    check="sandbox", passed=False,
+                    message=f"building the candidate raised {type(exc).__name__}: {exc}")], **ids)
+            if built != candidate:
+                return Decision.reject([*findings, Finding(
+                    check="sandbox", passed=False,
+                    message=f"the candidate built from {candidate[:12]} reports state "
+                            f"{built[:12]}; the evaluated state must be the promoted one")],
+                    **ids)
+            lap("sandbox")
+
+        with self._stage("canary"):
+            evidence = run_canaries(candidate_client, served.client, guard.canaries,
+                                    case_timeout=guard.case_timeout)
+            lap("canary")
+
+        with self._stage("decision"):
+            verdict, canary_findings = guard.decision_rule(evidence)
+            findings = [*findings, *canary_findings]
+            if guard.fingerprint() != guard._fingerprint:
+                return Decision.error("guard_integrity", "the guard changed during the review",
+                                      findings=findings, **ids)
+            if self.check_integrity() is not None:
+                return Decision.error("silent_modification", "the incumbent changed its own "
+                                      "state during the review; the review is void",
+                                      findings=findings, **ids)
+            lap("decision")
+        if verdict is not Verdict.ACCEPTED:
+            return Decision(verdict=verdict, findings=tuple(findings), **ids)
+        accepted = Decision.accept(findings, **ids)
+        with self._stage("promotion"):
+            return self._promote(accepted, candidate_client, proposal)
+
+    def _drift_finding(self, candidate_state: dict[str, Any], budget: float) -> Finding:
+        anchor = self.guard.ledger.anchor_version()
+        if anchor is None:
+            return Finding(check="drift_budget", passed=False,
+                           message="the ledger names no anchor state to measure drift from")
+        distance = drift_distance(self.guard.ledger.get_state(anchor), candidate_state, budget)
+        ok = distance <= budget
+        return Finding(
+            check="drift_budget", passed=ok,
+            message=f"distance from the anchor {distance:.3f} "
+                    f"{'within' if ok else 'exceeds'} the drift budget {budget:.3f}",
+            evidence={"statistic": "max_field_distance", "value": round(distance, 6),
+                      "budget": budget, "anchor": anchor})
+
+    def _promote(self, decision: Decision, client: Any, proposal: UpdateProposal) -> Decision:
+        """Compare-and-swap in the ledger, then swap the served client in one assignment."""
+        raw = proposal.model_dump(mode="json")
+        try:
+            recorded = self.guard.ledger.promote(decision, decision.parent, raw)
+        except Exception as exc:
+            return Decision.error("ledger_write", f"recording the acceptance failed "
+                                  f"({type(exc).__name__}: {exc}); nothing was promoted",
+                                  **_ids(decision))
+        if recorded is None:
+            return Decision.reject([Finding(
+                check="stale_parent", passed=False,
+                message="another update was accepted first; this one is stale")],
+                **_ids(decision))
+        assert recorded.candidate is not None
+        self._served = _Served(client, recorded.candidate,
+                               _disclosure(recorded.candidate, recorded.decided_at))
+        return recorded
+
+    def _finish(self, decision: Decision, raw: Any, timings: dict[str, float]) -> Decision:
+        """Record a non-accepted decision, count and log every decision."""
+        decision = decision.model_copy(update={"timings": {**decision.timings, **timings}})
+        if not decision.accepted:
+            try:
+                decision = self.guard.ledger.record(decision, _jsonable(raw))
+            except Exception as exc:
+                bound_log(proposal_id=decision.proposal_id).error(
+                    "guardrails.ledger_write_failed", error=f"{type(exc).__name__}: {exc}")
+        deciding = decision.deciding_finding
+        self._telemetry.count(self._telemetry.decisions, {
+            "guardrails.verdict": decision.verdict.value,
+            "guardrails.deciding_check": deciding.check if deciding else "none"})
+        bound_log(
+            proposal_id=decision.proposal_id, kind=decision.kind, source=decision.source,
+            parent=decision.parent, candidate=decision.candidate, entry=decision.entry_index,
+        ).info("guardrails.decision", verdict=decision.verdict.value,
+               check=deciding.check if deciding else None,
+               reason=deciding.message if deciding else None)
+        return decision
+
+    def rollback(self, version: str) -> Decision:
+        """Serve an earlier accepted version again, recorded as an operator decision.
+
+        Rejected (never raised) when ``version`` was never accepted, is
+        already served, or breaks today's constraints.
+        """
+        with self._review_lock, self._telemetry.span(SPAN_REVIEW) as span:
+            served = self._served
+            ids = {"parent": served.version, "candidate": version, "kind": "rollback",
+                   "source": "operator", "proposal_id": f"rollback-{version[:12]}"}
+            accepted = {e.decision.candidate for e in self.guard.ledger.entries()
+                        if e.decision is not None and e.decision.accepted}
+            decision: Decision
+            if version not in accepted:
+                decision = Decision.reject([Finding(
+                    check="unknown_version", passed=False,
+                    message=f"{version[:12]} was never an accepted version of this model; "
+                            "see the ledger for versions to roll back to")], **ids)
+            elif version == served.version:
+                decision = Decision.reject([Finding(
+                    check="no_change", passed=False, message=f"{version[:12]} is already served")],
+                    **ids)
+            else:
+                decision = self._review_rollback(served, version, ids)
+            decision = self._finish(decision, None, {})
+            set_attributes(span, {ATTR_VERDICT: decision.verdict.value, ATTR_PARENT: served.version,
+                                  ATTR_CANDIDATE: version, ATTR_PROPOSAL_KIND: "rollback"})
+            return decision
+
+    def _review_rollback(self, served: _Served, version: str, ids: dict[str, Any]) -> Decision:
+        target = self.guard.ledger.get_state(version)
+        current = self.guard.ledger.get_state(served.version)
+        constraints = self.guard.constraints
+        findings = [*constraints.check_frozen(current, target),
+                    *constraints.check_invariants(target)]
+        if any(not f.passed for f in findings):
+            return Decision.reject(sorted(findings, key=lambda f: f.passed), **ids)
+        try:
+            client = self._rebuild(served.client, version)
+        except Exception as exc:
+            return Decision.reject([Finding(check="sandbox", passed=False,
+                                            message=f"rebuilding {version[:12]} failed: {exc}")],
+                                   **ids)
+        accepted = Decision.accept(findings, **ids)
+        try:
+            recorded = self.guard.ledger.promote(accepted, served.version, {
+                "id": ids["proposal_id"], "kind": "rollback", "source": "operator",
+                "parent": served.version, "target": version})
+        except Exception as exc:
+            return Decision.error("ledger_write", f"recording the rollback failed: {exc}", **ids)
+        if recorded is None:
+            return Decision.reject([Finding(check="stale_parent", passed=False,
+                                            message="another update was accepted first")], **ids)
+        self._served = _Served(client, version, _disclosure(version, recorded.decided_at))
+        return recorded
+
+
+def _ids(decision: Decision) -> dict[str, Any]:
+    return decision.model_dump(include={"proposal_id", "kind", "source", "rationale", "parent",
+                                        "candidate"})
+
+
+def _jsonable(raw: Any) -> Any:
+    try:
+        canonical_json(raw)
+        return raw
+    except ConfigError:
+        return {"unserialisable": repr(raw)[:2000]}

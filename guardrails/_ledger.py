@@ -1,0 +1,465 @@
+"""The append-only, hash-chained record of every decision, and the state store beside it.
+
+Each entry is canonical JSON ``{"index", "type", "body", "prev_hash"}``;
+its hash is the SHA-256 of those bytes and the next entry carries it as
+``prev_hash``. The served version is the candidate of the last accepted
+decision; the first entry is the initial state, the first anchor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from ._blobs import BlobStore, iter_blob_refs
+from ._canonical import canonical_json, sha256_hex, state_version
+from ._decision import Decision
+from ._errors import LedgerIntegrityError
+
+GENESIS_PREV = "0" * 64
+SCHEMA_VERSION = 1
+
+EntryType = Literal["decision", "event"]
+
+
+class LedgerEntry(BaseModel):
+    """One ledger record, as stored and hashed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    type: EntryType
+    body: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision this entry records, or ``None`` for an event."""
+        if self.type != "decision":
+            return None
+        return Decision.model_validate(self.body["decision"]).model_copy(
+            update={"entry_index": self.index, "entry_hash": self.hash}
+        )
+
+
+class LedgerReport(BaseModel):
+    """The outcome of ``Ledger.verify``: ``ok``, or the first problem and where."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    size: int
+    served: str | None = None
+    anchor: str | None = None
+    problem: str | None = None
+    index: int | None = None
+    """The first bad entry, when the problem is in an entry."""
+
+    def raise_for_problem(self, where: str = "ledger") -> LedgerReport:
+        """Raise ``LedgerIntegrityError`` unless the ledger verified."""
+        if not self.ok:
+            raise LedgerIntegrityError(f"{where}: {self.problem}", index=self.index)
+        return self
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """Append-only decision log plus content-addressed states.
+
+    ``promote`` is the only way the served version changes: it records an
+    accepted decision only if the served version still equals
+    ``expected_parent`` (compare-and-swap) and returns ``None`` otherwise.
+    """
+
+    def __len__(self) -> int: ...
+
+    def entries(self, start: int = 0) -> Iterator[LedgerEntry]: ...
+
+    def served_version(self) -> str | None: ...
+
+    def anchor_version(self) -> str | None: ...
+
+    def put_state(self, state: dict[str, Any]) -> str: ...
+
+    def get_state(self, version: str) -> dict[str, Any]: ...
+
+    def has_state(self, version: str) -> bool: ...
+
+    def record(self, decision: Decision, proposal: dict[str, Any] | None = None) -> Decision: ...
+
+    def record_event(self, event: str, **details: Any) -> LedgerEntry: ...
+
+    def promote(
+        self, decision: Decision, expected_parent: str | None, proposal: dict[str, Any] | None = None
+    ) -> Decision | None: ...
+
+    def verify(self, blob_store: BlobStore | None = None) -> LedgerReport: ...
+
+
+def _decision_body(decision: Decision, proposal: dict[str, Any] | None) -> dict[str, Any]:
+    body = decision.model_dump(mode="json", exclude={"entry_index", "entry_hash"})
+    return {"decision": body, "proposal": proposal}
+
+
+def _seal(index: int, type_: EntryType, body: dict[str, Any], prev_hash: str) -> tuple[str, str]:
+    data = canonical_json({"index": index, "type": type_, "body": body, "prev_hash": prev_hash})
+    return sha256_hex(data), data.decode("utf-8")
+
+
+def _entry(hash_: str, data: str) -> LedgerEntry:
+    return LedgerEntry(**json.loads(data), hash=hash_)
+
+
+def _moves_served(type_: str, body: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether a recorded body is an accepted decision, and whether it is an anchor."""
+    decision = body.get("decision") if type_ == "decision" else None
+    if not isinstance(decision, dict) or decision.get("verdict") != "accepted":
+        return False, False
+    return True, bool(decision.get("anchor"))
+
+
+def verify_records(
+    rows: Iterable[tuple[int, str, str]],
+    states: Iterable[tuple[str, str]],
+    head: dict[str, Any],
+    blob_store: BlobStore | None = None,
+) -> LedgerReport:
+    """Check a ledger's raw records; shared by every ledger backend.
+
+    ``rows`` are (index, stored hash, stored canonical data) in index order,
+    ``states`` (version, stored canonical data), ``head`` the stored summary
+    (``size``, ``head_hash``, ``served``). Names the first bad entry.
+    """
+    prev = GENESIS_PREV
+    served: str | None = None
+    anchor: str | None = None
+    named: dict[str, int] = {}
+    accepted: set[str] = set()
+    size = 0
+
+    def bad(problem: str, index: int | None = None) -> LedgerReport:
+        return LedgerReport(ok=False, size=size, problem=problem, index=index)
+
+    for expected_index, (index, stored_hash, data) in enumerate(rows):
+        if index != expected_index:
+            return bad(f"entry {expected_index} is missing (found entry {index} in its place)",
+                       expected_index)
+        try:
+            record = json.loads(data)
+        except json.JSONDecodeError:
+            return bad(f"entry {index} is not valid JSON", index)
+        if not isinstance(record, dict) or set(record) != {"index", "type", "body", "prev_hash"}:
+            return bad(f"entry {index} does not have the fields of a ledger entry", index)
+        if sha256_hex(data.encode("utf-8")) != stored_hash:
+            return bad(f"entry {index} was altered: its content does not match its hash", index)
+        if record["index"] != index:
+            return bad(f"entry {index} claims to be entry {record['index']} (reordered)", index)
+        if record["prev_hash"] != prev:
+            return bad(f"entry {index} does not chain to entry {index - 1} (removed, inserted "
+                       "or reordered entries)", index)
+        body = record["body"]
+        is_accepted, is_anchor = _moves_served(record["type"], body)
+        if record["type"] == "decision":
+            decision = body.get("decision", {})
+            for key in ("parent", "candidate"):
+                if decision.get(key):
+                    named.setdefault(decision[key], index)
+            if is_accepted:
+                if decision.get("kind") != "genesis" and decision.get("parent") != served:
+                    return bad(f"entry {index} accepts a change to {decision.get('parent')!r} "
+                               f"while {served!r} was served", index)
+                served = decision.get("candidate")
+                accepted.add(served or "")
+                if is_anchor:
+                    anchor = served
+        prev = stored_hash
+        size = index + 1
+
+    if size == 0:
+        return LedgerReport(ok=True, size=0) if not head.get("size") else bad(
+            f"the ledger is empty but its head records {head.get('size')} entries")
+    if head.get("size") != size or head.get("head_hash") != prev:
+        return bad(f"the ledger head records {head.get('size')} entries ending in "
+                   f"{str(head.get('head_hash'))[:12]}, but the entries are {size} ending in "
+                   f"{prev[:12]} (entries removed or appended outside the ledger)", size - 1)
+    if head.get("served") != served:
+        return bad(f"the head serves {head.get('served')!r} but the last accepted entry names "
+                   f"{served!r}", size - 1)
+
+    present: dict[str, dict[str, Any]] = {}
+    for version, data in states:
+        if sha256_hex(data.encode("utf-8")) != version:
+            return bad(f"stored state {version[:12]} was altered: its content does not match "
+                       "its version")
+        present[version] = json.loads(data)
+    for version, index in named.items():
+        if version not in present:
+            return bad(f"state {version[:12]} named by entry {index} is missing", index)
+    if blob_store is not None:
+        for version in accepted:
+            for digest in iter_blob_refs(present[version]):
+                try:
+                    content = blob_store.get(digest)
+                except KeyError:
+                    return bad(f"blob {digest} of state {version[:12]} is missing")
+                if "sha256:" + sha256_hex(content) != digest:
+                    return bad(f"blob {digest} of state {version[:12]} was altered")
+    return LedgerReport(ok=True, size=size, served=served, anchor=anchor)
+
+
+class MemoryLedger:
+    """The ledger in process memory: same protocol and checks, nothing persisted."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[int, str, str]] = []
+        self._states: dict[str, str] = {}
+        self._served: str | None = None
+        self._anchor: str | None = None
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def entries(self, start: int = 0) -> Iterator[LedgerEntry]:
+        for _, hash_, data in self._rows[start:]:
+            yield _entry(hash_, data)
+
+    def served_version(self) -> str | None:
+        return self._served
+
+    def anchor_version(self) -> str | None:
+        return self._anchor
+
+    def put_state(self, state: dict[str, Any]) -> str:
+        data = canonical_json(state).decode("utf-8")
+        version = sha256_hex(data.encode("utf-8"))
+        with self._lock:
+            self._states.setdefault(version, data)
+        return version
+
+    def get_state(self, version: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self._states[version]))
+        except KeyError:
+            raise KeyError(f"no stored state {version[:12]}") from None
+
+    def has_state(self, version: str) -> bool:
+        return version in self._states
+
+    def _append(self, type_: EntryType, body: dict[str, Any]) -> LedgerEntry:
+        index = len(self._rows)
+        prev = self._rows[-1][1] if self._rows else GENESIS_PREV
+        hash_, data = _seal(index, type_, body, prev)
+        self._rows.append((index, hash_, data))
+        is_accepted, is_anchor = _moves_served(type_, body)
+        if is_accepted:
+            self._served = body["decision"]["candidate"]
+            if is_anchor:
+                self._anchor = self._served
+        return LedgerEntry(index=index, type=type_, body=body, prev_hash=prev, hash=hash_)
+
+    def record(self, decision: Decision, proposal: dict[str, Any] | None = None) -> Decision:
+        if decision.accepted:
+            raise ValueError("accepted decisions change the served version: use promote()")
+        with self._lock:
+            entry = self._append("decision", _decision_body(decision, proposal))
+        return decision.model_copy(update={"entry_index": entry.index, "entry_hash": entry.hash})
+
+    def record_event(self, event: str, **details: Any) -> LedgerEntry:
+        with self._lock:
+            return self._append("event", {"event": event, **details})
+
+    def promote(
+        self, decision: Decision, expected_parent: str | None, proposal: dict[str, Any] | None = None
+    ) -> Decision | None:
+        with self._lock:
+            if self._served != expected_parent:
+                return None
+            entry = self._append("decision", _decision_body(decision, proposal))
+        return decision.model_copy(update={"entry_index": entry.index, "entry_hash": entry.hash})
+
+    def verify(self, blob_store: BlobStore | None = None) -> LedgerReport:
+        with self._lock:
+            rows = list(self._rows)
+            states = list(self._states.items())
+            head = {
+                "size": len(rows),
+                "head_hash": rows[-1][1] if rows else None,
+                "served": self._served,
+            }
+        return verify_records(rows, states, head, blob_store)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS guardrails_meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS guardrails_entries (
+    idx INTEGER PRIMARY KEY, hash TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS guardrails_states (version TEXT PRIMARY KEY, data TEXT NOT NULL);
+"""
+
+
+class SQLiteLedger:
+    """The embedded default: one SQLite file, safe across threads and processes.
+
+    Writes take SQLite's write lock (``BEGIN IMMEDIATE``), so the
+    compare-and-swap in ``promote`` holds between processes too. Opening a
+    file that is not a ledger raises ``LedgerIntegrityError`` naming it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            with self._write():
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    self._conn.execute(statement)
+                row = self._conn.execute(
+                    "SELECT value FROM guardrails_meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    self._conn.execute(
+                        "INSERT INTO guardrails_meta VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise LedgerIntegrityError(
+                        f"{self.path}: ledger schema {row[0]} is newer than this library "
+                        f"understands ({SCHEMA_VERSION}); upgrade guardrails-middleware")
+        except sqlite3.DatabaseError as exc:
+            raise LedgerIntegrityError(
+                f"{self.path}: not a guardrails ledger ({exc}); point the ledger at a new "
+                "file or at an existing ledger") from None
+
+    class _Transaction:
+        def __init__(self, ledger: SQLiteLedger) -> None:
+            self.ledger = ledger
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.ledger._lock.acquire()
+            try:
+                self.ledger._conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.ledger._lock.release()
+                raise
+            return self.ledger._conn
+
+        def __exit__(self, exc_type: Any, *_: Any) -> None:
+            try:
+                self.ledger._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            finally:
+                self.ledger._lock.release()
+
+    def _write(self) -> SQLiteLedger._Transaction:
+        return SQLiteLedger._Transaction(self)
+
+    def _meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT value FROM guardrails_meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __len__(self) -> int:
+        return int(self._meta("size") or 0)
+
+    def entries(self, start: int = 0) -> Iterator[LedgerEntry]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT hash, data FROM guardrails_entries WHERE idx >= ? ORDER BY idx", (start,)
+            ).fetchall()
+        for hash_, data in rows:
+            yield _entry(hash_, data)
+
+    def served_version(self) -> str | None:
+        return self._meta("served")
+
+    def anchor_version(self) -> str | None:
+        return self._meta("anchor")
+
+    def put_state(self, state: dict[str, Any]) -> str:
+        data = canonical_json(state).decode("utf-8")
+        version = state_version(state)
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO guardrails_states VALUES (?, ?)", (version, data))
+        return version
+
+    def get_state(self, version: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT data FROM guardrails_states WHERE version=?", (version,)).fetchone()
+        if row is None:
+            raise KeyError(f"no stored state {version[:12]} in {self.path}")
+        return dict(json.loads(row[0]))
+
+    def has_state(self, version: str) -> bool:
+        with self._lock:
+            return self._conn.execute(
+                "SELECT 1 FROM guardrails_states WHERE version=?", (version,)).fetchone() is not None
+
+    def _append(self, conn: sqlite3.Connection, type_: EntryType,
+                body: dict[str, Any]) -> LedgerEntry:
+        row = conn.execute(
+            "SELECT idx, hash FROM guardrails_entries ORDER BY idx DESC LIMIT 1").fetchone()
+        index, prev = (row[0] + 1, row[1]) if row else (0, GENESIS_PREV)
+        hash_, data = _seal(index, type_, body, prev)
+        conn.execute("INSERT INTO guardrails_entries VALUES (?, ?, ?)", (index, hash_, data))
+        updates = {"size": str(index + 1), "head_hash": hash_}
+        is_accepted, is_anchor = _moves_served(type_, body)
+        if is_accepted:
+            updates["served"] = body["decision"]["candidate"]
+            if is_anchor:
+                updates["anchor"] = updates["served"]
+        conn.executemany("INSERT OR REPLACE INTO guardrails_meta VALUES (?, ?)", updates.items())
+        return LedgerEntry(index=index, type=type_, body=body, prev_hash=prev, hash=hash_)
+
+    def record(self, decision: Decision, proposal: dict[str, Any] | None = None) -> Decision:
+        if decision.accepted:
+            raise ValueError("accepted decisions change the served version: use promote()")
+        with self._write() as conn:
+            entry = self._append(conn, "decision", _decision_body(decision, proposal))
+        return decision.model_copy(update={"entry_index": entry.index, "entry_hash": entry.hash})
+
+    def record_event(self, event: str, **details: Any) -> LedgerEntry:
+        with self._write() as conn:
+            return self._append(conn, "event", {"event": event, **details})
+
+    def promote(
+        self, decision: Decision, expected_parent: str | None, proposal: dict[str, Any] | None = None
+    ) -> Decision | None:
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM guardrails_meta WHERE key='served'").fetchone()
+            if (row[0] if row else None) != expected_parent:
+                return None
+            entry = self._append(conn, "decision", _decision_body(decision, proposal))
+        return decision.model_copy(update={"entry_index": entry.index, "entry_hash": entry.hash})
+
+    def verify(self, blob_store: BlobStore | None = None) -> LedgerReport:
+        try:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT idx, hash, data FROM guardrails_entries ORDER BY idx").fetchall()
+                states = self._conn.execute(
+                    "SELECT version, data FROM guardrails_states").fetchall()
+                head = dict(self._conn.execute("SELECT key, value FROM guardrails_meta"))
+        except sqlite3.DatabaseError as exc:
+            return LedgerReport(ok=False, size=0, problem=f"{self.path}: cannot read ({exc})")
+        head["size"] = int(head["size"]) if head.get("size") else 0
+        report = verify_records(rows, states, head, blob_store)
+        if not report.ok:
+            return report.model_copy(update={"problem": f"{self.path}: {report.problem}"})
+        return report

@@ -1,0 +1,105 @@
+"""Telemetry names (one place for every ``guardrails.*`` attribute) and safe span helpers.
+
+Only the OpenTelemetry API is used here; the application picks the SDK.
+A failing tracer or meter never breaks a call or a review.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import structlog
+from opentelemetry import metrics, trace
+from opentelemetry.util.types import AttributeValue
+
+SPAN_INVOKE = "guardrails.invoke"
+SPAN_REVIEW = "guardrails.review"
+SPAN_STAGE_PREFIX = "guardrails.review."
+
+ATTR_VERSION = "guardrails.version"
+ATTR_PROPOSAL_ID = "guardrails.proposal.id"
+ATTR_PROPOSAL_KIND = "guardrails.proposal.kind"
+ATTR_PROPOSAL_SOURCE = "guardrails.proposal.source"
+ATTR_PARENT = "guardrails.parent_version"
+ATTR_CANDIDATE = "guardrails.candidate_version"
+ATTR_VERDICT = "guardrails.verdict"
+ATTR_DECIDING_CHECK = "guardrails.deciding_check"
+ATTR_CASES_USED = "guardrails.canary.cases_used"
+ATTR_ENTRY_INDEX = "guardrails.ledger.entry_index"
+ATTR_BLOCKED_BY = "guardrails.blocked_by"
+
+METRIC_DECISIONS = "guardrails.updates"
+METRIC_SILENT_MODIFICATIONS = "guardrails.silent_modifications"
+
+_log = structlog.get_logger("guardrails.telemetry")
+
+
+class Telemetry:
+    """The tracer and instruments of one guard, from the given providers or the global ones."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.tracer = trace.get_tracer("guardrails", tracer_provider=tracer_provider)
+        meter = metrics.get_meter("guardrails", meter_provider=meter_provider)
+        self.decisions = meter.create_counter(
+            METRIC_DECISIONS, unit="{update}", description="Update decisions by verdict")
+        self.silent_modifications = meter.create_counter(
+            METRIC_SILENT_MODIFICATIONS, unit="{event}",
+            description="Times the served client's state changed without a proposal")
+
+    @contextlib.contextmanager
+    def span(self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+             ) -> Iterator[trace.Span]:
+        """A current span that never raises from telemetry itself."""
+        try:
+            manager = self.tracer.start_as_current_span(name, attributes=attributes)
+            span = manager.__enter__()
+        except Exception:
+            _log.warning("guardrails.telemetry_failed", span=name, exc_info=True)
+            yield trace.INVALID_SPAN
+            return
+        try:
+            yield span
+        except BaseException as exc:
+            _safe_exit(manager, type(exc), exc, exc.__traceback__)
+            raise
+        _safe_exit(manager, None, None, None)
+
+    def count(self, counter: Any, attributes: Mapping[str, AttributeValue]) -> None:
+        try:
+            counter.add(1, attributes)
+        except Exception:
+            _log.warning("guardrails.telemetry_failed", metric=getattr(counter, "name", "?"),
+                         exc_info=True)
+
+
+def _safe_exit(manager: Any, *exc_info: Any) -> None:
+    try:
+        manager.__exit__(*exc_info)
+    except Exception:
+        _log.warning("guardrails.telemetry_failed", exc_info=True)
+
+
+def set_attributes(span: trace.Span, attributes: Mapping[str, AttributeValue | None]) -> None:
+    """Set the non-``None`` attributes on a recording span; never raises."""
+    try:
+        if span.is_recording():
+            span.set_attributes({k: v for k, v in attributes.items() if v is not None})
+    except Exception:
+        _log.warning("guardrails.telemetry_failed", exc_info=True)
+
+
+def bound_log(**fields: Any) -> Any:
+    """A structlog logger bound to the current trace and span ids (when recording)."""
+    logger = structlog.get_logger("guardrails")
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        fields["trace_id"] = format(context.trace_id, "032x")
+        fields["span_id"] = format(context.span_id, "016x")
+    return logger.bind(**fields)
+

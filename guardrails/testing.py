@@ -1,0 +1,91 @@
+"""Fakes and capture helpers for testing code that uses guardrails.
+
+``DictClient`` is a complete ``SelfUpdatingClient`` whose behaviour is its
+state: tests and plugin authors can script any candidate with it.
+``capture_telemetry`` needs ``opentelemetry-sdk`` (a test dependency, not a
+runtime one).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from ._canonical import state_version
+from ._messages import Request
+from ._proposal import UpdateProposal
+
+Responder = Callable[[dict[str, Any], Request], Any]
+
+
+def lookup_responder(state: dict[str, Any], request: Request) -> Any:
+    """Answer ``state["answers"][input]`` (inputs as strings), else ``state["default"]``."""
+    return state.get("answers", {}).get(str(request.input), state.get("default"))
+
+
+class DictClient:
+    """A self-updating client whose whole state is a JSON dict.
+
+    ``invoke`` answers with ``responder(state, request)``; ``propose_update``
+    returns the next queued patch (see ``queue``) as a proposal against the
+    current state; ``with_state`` returns a new client sharing the responder
+    and queue but not the state. ``calls`` records every request it answered.
+    """
+
+    def __init__(self, state: dict[str, Any], responder: Responder = lookup_responder) -> None:
+        self._state = copy.deepcopy(state)
+        self.responder = responder
+        self.queued: list[dict[str, Any]] = []
+        self.calls: list[Request] = []
+
+    def queue(self, *patch: dict[str, Any], kind: str = "state", rationale: str = "") -> None:
+        """Make the next ``propose_update`` propose ``patch``."""
+        self.queued.append({"patch": list(patch), "kind": kind, "rationale": rationale})
+
+    def invoke(self, request: Request) -> Any:
+        self.calls.append(request)
+        return self.responder(self._state, request)
+
+    async def ainvoke(self, request: Request) -> Any:
+        return self.invoke(request)
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self._state)
+
+    def propose_update(self) -> UpdateProposal | None:
+        if not self.queued:
+            return None
+        item = self.queued.pop(0)
+        return UpdateProposal(parent=state_version(self._state), patch=item["patch"],
+                              kind=item["kind"], rationale=item["rationale"])
+
+    def with_state(self, state: dict[str, Any]) -> DictClient:
+        clone = DictClient(state, self.responder)
+        clone.queued = self.queued
+        return clone
+
+    def mutate_silently(self, key: str, value: Any) -> None:
+        """Change the state without a proposal, as a misbehaving model would."""
+        self._state[key] = value
+
+
+def capture_telemetry() -> tuple[Any, Any, Any, Any]:
+    """An SDK tracer provider and meter provider recording in memory.
+
+    Returns ``(tracer_provider, span_exporter, meter_provider, metric_reader)``;
+    read spans with ``span_exporter.get_finished_spans()`` and metrics with
+    ``metric_reader.get_metrics_data()``.
+    """
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    return tracer_provider, exporter, meter_provider, reader
