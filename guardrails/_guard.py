@@ -40,12 +40,13 @@ from ._telemetry import (
     ATTR_PROPOSAL_KIND,
     ATTR_PROPOSAL_SOURCE,
     ATTR_VERDICT,
-    ATTR_VERSION,
-    SPAN_INVOKE,
     SPAN_REVIEW,
     SPAN_STAGE_PREFIX,
     Telemetry,
+    attach_span,
     bound_log,
+    end_span,
+    record_failure,
     set_attributes,
 )
 
@@ -250,8 +251,7 @@ class GuardedClient:
     def _endpoint(self, request: Request) -> Response:
         served = self._served
         output = served.client.invoke(request)
-        return Response.model_construct(
-            output=output, version=served.version, metadata=dict(served.disclosure))
+        return Response(output=output, version=served.version, metadata=dict(served.disclosure))
 
     async def _aendpoint(self, request: Request) -> Response:
         served = self._served
@@ -260,8 +260,7 @@ class GuardedClient:
             output = await ainvoke(request)
         else:
             output = await asyncio.to_thread(served.client.invoke, request)
-        return Response.model_construct(
-            output=output, version=served.version, metadata=dict(served.disclosure))
+        return Response(output=output, version=served.version, metadata=dict(served.disclosure))
 
     def _before_call(self) -> None:
         if self._blocked is not None:
@@ -279,20 +278,34 @@ class GuardedClient:
         if type(request) is not Request:
             request = Request(input=request)
         self._before_call()
-        with self._telemetry.span(SPAN_INVOKE) as span:
-            if span.is_recording():
-                span.set_attribute(ATTR_VERSION, self._served.version)
+        span = self._telemetry.start_invoke_span(self._served.version)
+        if span is None:
             return self._chain(request)
+        token = attach_span(span)
+        try:
+            return self._chain(request)
+        except BaseException as exc:
+            record_failure(span, exc)
+            raise
+        finally:
+            end_span(span, token)
 
     async def ainvoke(self, request: Request | Any) -> Response:
         """The async twin of ``invoke``."""
         if type(request) is not Request:
             request = Request(input=request)
         self._before_call()
-        with self._telemetry.span(SPAN_INVOKE) as span:
-            if span.is_recording():
-                span.set_attribute(ATTR_VERSION, self._served.version)
+        span = self._telemetry.start_invoke_span(self._served.version)
+        if span is None:
             return await self._achain(request)
+        token = attach_span(span)
+        try:
+            return await self._achain(request)
+        except BaseException as exc:
+            record_failure(span, exc)
+            raise
+        finally:
+            end_span(span, token)
 
     # -- silent self-modification -------------------------------------------------
 

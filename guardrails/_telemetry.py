@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import structlog
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 from opentelemetry.util.types import AttributeValue
 
 SPAN_INVOKE = "guardrails.invoke"
@@ -70,6 +70,22 @@ class Telemetry:
             raise
         _safe_exit(manager, None, None, None)
 
+    def start_invoke_span(self, version: str) -> trace.Span | None:
+        """The per-call span, or ``None`` when it would not record (the no-op fast path).
+
+        The hot path avoids ``start_as_current_span``: a non-recording span
+        is never made current, which keeps the API-only cost near a microsecond.
+        """
+        try:
+            span = self.tracer.start_span(SPAN_INVOKE)
+            if not span.is_recording():
+                return None
+            span.set_attribute(ATTR_VERSION, version)
+            return span
+        except Exception:
+            _log.warning("guardrails.telemetry_failed", span=SPAN_INVOKE, exc_info=True)
+            return None
+
     def count(self, counter: Any, attributes: Mapping[str, AttributeValue]) -> None:
         try:
             counter.add(1, attributes)
@@ -103,3 +119,31 @@ def bound_log(**fields: Any) -> Any:
         fields["span_id"] = format(context.span_id, "016x")
     return logger.bind(**fields)
 
+
+
+def attach_span(span: trace.Span) -> object | None:
+    """Make ``span`` current; returns the token for ``end_span``. Never raises."""
+    try:
+        return context.attach(trace.set_span_in_context(span))
+    except Exception:
+        _log.warning("guardrails.telemetry_failed", exc_info=True)
+        return None
+
+
+def end_span(span: trace.Span, token: object | None) -> None:
+    """Detach and end a span started by ``start_invoke_span``. Never raises."""
+    try:
+        if token is not None:
+            context.detach(token)  # type: ignore[arg-type]
+        span.end()
+    except Exception:
+        _log.warning("guardrails.telemetry_failed", exc_info=True)
+
+
+def record_failure(span: trace.Span, exc: BaseException) -> None:
+    """Mark a span as failed with the exception type (no message: it may hold content)."""
+    try:
+        span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+        span.set_attribute("error.type", type(exc).__qualname__)
+    except Exception:
+        _log.warning("guardrails.telemetry_failed", exc_info=True)

@@ -1,0 +1,94 @@
+"""Per-call cost of GuardedClient.invoke over a zero-latency client.
+
+Prints median and p99 in microseconds for the bare client and for the
+guard with an empty chain and with three trivial middlewares, once with the
+OpenTelemetry API alone (no SDK: no-op spans) and once with the SDK
+recording to an in-memory exporter. The guard's cost is the difference
+from the bare call measured in the same run.
+
+    python benchmarks/overhead.py            # 20,000 calls per row
+    GUARDRAILS_BENCH_N=500 python benchmarks/overhead.py   # short mode
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import guardrails as gr
+from guardrails.testing import DictClient
+
+N = int(os.environ.get("GUARDRAILS_BENCH_N", "20000"))
+WARMUP = max(100, N // 10)
+
+
+def passthrough(request: gr.Request, call_next: Callable[[gr.Request], gr.Response]) -> gr.Response:
+    return call_next(request)
+
+
+class ZeroLatency(DictClient):
+    """Answers at once with a fixed string."""
+
+    def invoke(self, request: gr.Request) -> Any:
+        return "ok"
+
+
+def timed(call: Callable[[], Any]) -> tuple[float, float]:
+    for _ in range(WARMUP):
+        call()
+    samples = []
+    gc.disable()
+    try:
+        for _ in range(N):
+            start = time.perf_counter_ns()
+            call()
+            samples.append(time.perf_counter_ns() - start)
+    finally:
+        gc.enable()
+    samples.sort()
+    return statistics.median(samples) / 1000, samples[int(len(samples) * 0.99)] / 1000
+
+
+def guarded(middleware: tuple[Any, ...], tracer_provider: Any = None) -> gr.GuardedClient:
+    suite = gr.CanarySuite([gr.CanaryCase(id="ok", input="x", expect="ok")])
+    guard = gr.Guard(gr.FrozenConstraints(), suite, middleware=middleware,
+                     tracer_provider=tracer_provider)
+    return guard.wrap(ZeroLatency({"prompt": "p"}))
+
+
+def main() -> None:
+    request = gr.Request(input="hello")
+    client = ZeroLatency({"prompt": "p"})
+    raw_median, raw_p99 = timed(lambda: client.invoke(request))
+    rows = [("bare client.invoke", raw_median, raw_p99)]
+    settings: list[tuple[str, Any]] = [("API only", None)]
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        provider = TracerProvider()
+        exporter = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        settings.append(("SDK, in-memory exporter", provider))
+    except ImportError:
+        exporter = None
+    for label, provider in settings:
+        for chain_label, chain in (("empty chain", ()), ("3 middlewares", (passthrough,) * 3)):
+            guarded_client = guarded(chain, provider)
+            median, p99 = timed(lambda g=guarded_client: g.invoke(request))
+            rows.append((f"guarded, {chain_label}, {label}", median, p99))
+            if exporter is not None:
+                exporter.clear()
+    print(f"calls per row: {N}")
+    print(f"{'setting':<48} {'median us':>10} {'p99 us':>10} {'added us':>10}")
+    for label, median, p99 in rows:
+        print(f"{label:<48} {median:>10.2f} {p99:>10.2f} {median - raw_median:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
