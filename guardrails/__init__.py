@@ -19,6 +19,7 @@ from ._canary import (
 )
 from ._canonical import canonical_json, state_version
 from ._chain import AsyncMiddleware, Middleware
+from ._checks import ReviewContext, UpdateCheck
 from ._client import SelfUpdatingClient
 from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
 from ._decision import Decision, Finding, Verdict
@@ -69,8 +70,10 @@ __all__ = [
     "Regex",
     "Request",
     "Response",
+    "ReviewContext",
     "SQLiteLedger",
     "SelfUpdatingClient",
+    "UpdateCheck",
     "UpdateProposal",
     "Verdict",
     "blob_digest",

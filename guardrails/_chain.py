@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from ._errors import ConfigError
 from ._messages import Request, Response
 
 Handler = Callable[[Request], Response]
-AsyncHandler = Callable[[Request], Awaitable[Response]]
+AsyncHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 class Middleware(Protocol):
@@ -39,8 +39,7 @@ def _name(middleware: Any) -> str:
 def _is_async_only(middleware: Any) -> bool:
     if inspect.iscoroutinefunction(middleware):
         return True
-    call = getattr(type(middleware), "__call__", None)
-    return call is not None and inspect.iscoroutinefunction(call)
+    return inspect.iscoroutinefunction(type(middleware).__call__)
 
 
 def validate_middlewares(middlewares: Sequence[Any]) -> tuple[Any, ...]:

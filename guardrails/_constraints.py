@@ -29,7 +29,7 @@ class Invariant:
         if not callable(predicate):
             raise TypeError(f"an invariant needs a callable, got {type(predicate).__name__}")
         self.predicate = predicate
-        self.name = name or getattr(predicate, "__name__", type(predicate).__name__)
+        self.name: str = name or str(getattr(predicate, "__name__", type(predicate).__name__))
 
     @classmethod
     def of(cls, value: Invariant | StatePredicate) -> Invariant:
@@ -80,12 +80,13 @@ class _Group(Invariant):
     def __init__(self, *members: Invariant | StatePredicate) -> None:
         flat: list[Invariant] = []
         for member in map(Invariant.of, members):
-            flat.extend(member.members if type(member) is type(self) else [member])  # type: ignore[attr-defined]
-        self.members = tuple(flat)
+            same_kind = isinstance(member, _Group) and type(member) is type(self)
+            flat.extend(member.members if isinstance(member, _Group) and same_kind else [member])
+        self.members: tuple[Invariant, ...] = tuple(flat)
         super().__init__(self._evaluate, name=f" {self._joiner} ".join(m.name for m in flat))
 
     def _evaluate(self, state: dict[str, Any]) -> bool:
-        raise NotImplementedError
+        return self.holds(state)[0]
 
     def fingerprint_parts(self) -> list[Any]:
         return [type(self).__name__, [m.fingerprint_parts() for m in self.members]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,7 @@ from ._blobs import BlobStore
 from ._canary import CanarySuite
 from ._canonical import canonical_json, sha256_hex, state_version
 from ._chain import build_async_chain, build_chain, validate_middlewares
+from ._checks import ReviewContext, UpdateCheck, run_update_checks
 from ._constraints import FrozenConstraints
 from ._decision import Decision, Finding, Verdict
 from ._drift import drift_distance
@@ -60,6 +62,8 @@ class Guard:
     to fix) and fingerprinted; the fingerprint is re-checked before every
     decision, so a guard changed at run time stops accepting updates.
 
+    ``checks``: extra static update checks (plugins), run after the frozen
+    constraints and before any candidate is built.
     ``margin``: how far the candidate's capability pass rate may fall below
     the incumbent's (ignored when ``decision_rule`` is given).
     ``case_timeout``: seconds a candidate gets to build and to answer a case.
@@ -79,6 +83,7 @@ class Guard:
         *,
         margin: float = 0.0,
         decision_rule: DecisionRule | None = None,
+        checks: Sequence[UpdateCheck] = (),
         case_timeout: float = 10.0,
         integrity_check_every: int = 1000,
         on_silent_modification: SilentModificationAction = "restore",
@@ -111,6 +116,11 @@ class Guard:
         self.ledger: Ledger = ledger if ledger is not None else MemoryLedger()
         self.blob_store = blob_store
         self.decision_rule: DecisionRule = decision_rule or MarginRule(margin=margin)
+        for check in checks:
+            if not callable(check):
+                raise ConfigError(f"update check {check!r} is not callable; an update check is "
+                                  "callable(context) -> findings with a 'name'")
+        self.checks = tuple(checks)
         self.case_timeout = float(case_timeout)
         self.integrity_check_every = int(integrity_check_every)
         self.on_silent_modification = on_silent_modification
@@ -122,8 +132,8 @@ class Guard:
         """SHA-256 over the constraints, canaries, decision rule and limits."""
         return sha256_hex(canonical_json([
             self.constraints.fingerprint(), self.canaries.fingerprint(),
-            repr(self.decision_rule), self.case_timeout, self.integrity_check_every,
-            self.on_silent_modification,
+            repr(self.decision_rule), [repr(c) for c in self.checks], self.case_timeout,
+            self.integrity_check_every, self.on_silent_modification,
         ]))
 
     def wrap(self, client: Any) -> GuardedClient:
@@ -467,6 +477,11 @@ class GuardedClient:
             ]
             if constraints.drift_budget is not None:
                 findings.append(self._drift_finding(candidate_state, constraints.drift_budget))
+            if guard.checks:
+                context = ReviewContext(proposal, copy.deepcopy(incumbent_state),
+                                        copy.deepcopy(candidate_state), candidate, guard.ledger,
+                                        guard.blob_store)
+                findings.extend(run_update_checks(guard.checks, context))
             lap("static_checks")
             if candidate == served.version:
                 findings.append(Finding(check="no_change", passed=False,
