@@ -6,6 +6,7 @@ evaluation against the serving version, and every decision is recorded in a
 hash-chained ledger.
 """
 
+from ._approval import ApprovalPolicy
 from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore, blob_digest, blob_ref, iter_blob_refs
 from ._canary import (
     CanaryCase,
@@ -27,7 +28,14 @@ from ._drift import drift_distance
 from ._errors import ConfigError, GuardrailsError, GuardrailViolation, LedgerIntegrityError
 from ._gate import CanaryEvidence, CaseOutcome, DecisionRule, MarginRule
 from ._guard import Guard, GuardedClient
-from ._ledger import Ledger, LedgerEntry, LedgerReport, MemoryLedger, SQLiteLedger
+from ._ledger import (
+    Ledger,
+    LedgerEntry,
+    LedgerReport,
+    MemoryLedger,
+    PendingApproval,
+    SQLiteLedger,
+)
 from ._messages import Request, Response
 from ._proposal import PatchOperation, UpdateProposal
 
@@ -36,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AllOf",
     "AnyOf",
+    "ApprovalPolicy",
     "AsyncMiddleware",
     "BlobStore",
     "CanaryCase",
@@ -66,6 +75,7 @@ __all__ = [
     "Middleware",
     "NotContains",
     "PatchOperation",
+    "PendingApproval",
     "Predicate",
     "Regex",
     "Request",

@@ -13,6 +13,13 @@ from typing import Any, Literal, NamedTuple
 from opentelemetry import metrics, trace
 from pydantic import ValidationError
 
+from ._approval import (
+    ApprovalPolicy,
+    approve_pending,
+    expire_pending,
+    reject_pending,
+    request_approval,
+)
 from ._blobs import BlobStore
 from ._canary import CanarySuite
 from ._canonical import canonical_json, sha256_hex, state_version
@@ -23,7 +30,7 @@ from ._decision import Decision, Finding, Verdict
 from ._drift import drift_distance
 from ._errors import ConfigError, GuardrailViolation, LedgerIntegrityError
 from ._gate import CallTimeout, DecisionRule, MarginRule, call_with_timeout, run_canaries
-from ._ledger import Ledger, MemoryLedger
+from ._ledger import Ledger, MemoryLedger, PendingApproval
 from ._messages import (
     DISCLOSURE_LAST_CHANGE,
     DISCLOSURE_SELF_IMPROVING,
@@ -64,6 +71,7 @@ class Guard:
 
     ``checks``: extra static update checks (plugins), run after the frozen
     constraints and before any candidate is built.
+    ``approval``: which proposals wait for a human (see ``ApprovalPolicy``).
     ``margin``: how far the candidate's capability pass rate may fall below
     the incumbent's (ignored when ``decision_rule`` is given).
     ``case_timeout``: seconds a candidate gets to build and to answer a case.
@@ -84,6 +92,7 @@ class Guard:
         margin: float = 0.0,
         decision_rule: DecisionRule | None = None,
         checks: Sequence[UpdateCheck] = (),
+        approval: ApprovalPolicy | None = None,
         case_timeout: float = 10.0,
         integrity_check_every: int = 1000,
         on_silent_modification: SilentModificationAction = "restore",
@@ -121,6 +130,7 @@ class Guard:
                 raise ConfigError(f"update check {check!r} is not callable; an update check is "
                                   "callable(context) -> findings with a 'name'")
         self.checks = tuple(checks)
+        self.approval = approval
         self.case_timeout = float(case_timeout)
         self.integrity_check_every = int(integrity_check_every)
         self.on_silent_modification = on_silent_modification
@@ -132,7 +142,8 @@ class Guard:
         """SHA-256 over the constraints, canaries, decision rule and limits."""
         return sha256_hex(canonical_json([
             self.constraints.fingerprint(), self.canaries.fingerprint(),
-            repr(self.decision_rule), [repr(c) for c in self.checks], self.case_timeout,
+            repr(self.decision_rule), [repr(c) for c in self.checks],
+            None if self.approval is None else self.approval.model_dump(), self.case_timeout,
             self.integrity_check_every, self.on_silent_modification,
         ]))
 
@@ -279,6 +290,7 @@ class GuardedClient:
         self._calls += 1
         every = self.guard.integrity_check_every
         if every and self._calls % every == 0:
+            self.sync()
             self.check_integrity()
             if self._blocked is not None:
                 self._before_call()
@@ -396,7 +408,12 @@ class GuardedClient:
                 decision = Decision.error("gate", f"the gate failed: {type(exc).__name__}: {exc}",
                                           parent=self._served.version)
             timings["total"] = time.perf_counter() - started
-            decision = self._finish(decision, raw, timings)
+            pending = None
+            approval = self.guard.approval
+            if (approval is not None and decision.entry_index is None
+                    and approval.requires_approval(decision)):
+                decision, pending = request_approval(decision, _jsonable(raw), approval)
+            decision = self._finish(decision, raw, timings, pending)
             deciding = decision.deciding_finding
             set_attributes(span, {
                 ATTR_PROPOSAL_ID: decision.proposal_id, ATTR_PROPOSAL_KIND: decision.kind,
@@ -446,6 +463,8 @@ class GuardedClient:
                 return Decision.error("guard_integrity", "the guard's constraints, canaries or "
                                       "limits changed after start; restart with a reviewed "
                                       "configuration", **ids)
+            self.sync()
+            expire_pending(guard.ledger)
             modified = self.check_integrity()
             if modified is not None and self._blocked is not None:
                 return Decision.error("silent_modification", modified.message, **ids)
@@ -533,6 +552,8 @@ class GuardedClient:
         if verdict is not Verdict.ACCEPTED:
             return Decision(verdict=verdict, findings=tuple(findings), **ids)
         accepted = Decision.accept(findings, **ids)
+        if guard.approval is not None and guard.approval.requires_approval(accepted):
+            return accepted  # not promoted: propose() turns it into a pending approval
         with self._stage("promotion"):
             return self._promote(accepted, candidate_client, proposal)
 
@@ -569,15 +590,19 @@ class GuardedClient:
                                _disclosure(recorded.candidate, recorded.decided_at))
         return recorded
 
-    def _finish(self, decision: Decision, raw: Any, timings: dict[str, float]) -> Decision:
+    def _finish(self, decision: Decision, raw: Any, timings: dict[str, float],
+                pending: PendingApproval | None = None) -> Decision:
         """Record a non-accepted decision, count and log every decision."""
         decision = decision.model_copy(update={"timings": {**decision.timings, **timings}})
         if not decision.accepted:
             try:
-                decision = self.guard.ledger.record(decision, _jsonable(raw))
+                decision = self.guard.ledger.record(decision, _jsonable(raw), pending=pending)
             except Exception as exc:
                 bound_log(proposal_id=decision.proposal_id).error(
                     "guardrails.ledger_write_failed", error=f"{type(exc).__name__}: {exc}")
+        return self._log_decision(decision)
+
+    def _log_decision(self, decision: Decision) -> Decision:
         deciding = decision.deciding_finding
         self._telemetry.count(self._telemetry.decisions, {
             "guardrails.verdict": decision.verdict.value,
@@ -589,6 +614,44 @@ class GuardedClient:
                check=deciding.check if deciding else None,
                reason=deciding.message if deciding else None)
         return decision
+
+    def sync(self) -> bool:
+        """Follow the ledger: serve its version if another process promoted one.
+
+        Returns whether the served client changed. Runs on the integrity
+        schedule and before every review; call it to follow at once.
+        """
+        with self._review_lock:
+            served = self._served
+            version = self.guard.ledger.served_version()
+            if version is None or version == served.version:
+                return False
+            client = self._rebuild(served.client, version)
+            self._served = _Served(client, version, _disclosure(version, self._last_change()))
+            bound_log(previous=served.version, served=version).info("guardrails.followed_ledger")
+            return True
+
+    def pending(self) -> list[PendingApproval]:
+        """Proposals waiting for a human (expired ones are rejected first)."""
+        expire_pending(self.guard.ledger)
+        return self.guard.ledger.pending()
+
+    def approve(self, proposal_id: str, *, approver: str = "api") -> Decision:
+        """Approve a waiting proposal: promoted as the new anchor if its parent is still served.
+
+        Raises ``KeyError`` (unknown id) or ``ValueError`` (already resolved).
+        """
+        with self._review_lock:
+            decision = approve_pending(self.guard.ledger, proposal_id, approver=approver)
+            self.sync()
+        return self._log_decision(decision)
+
+    def reject(self, proposal_id: str, *, reason: str, approver: str = "api") -> Decision:
+        """Reject a waiting proposal; same errors as ``approve``."""
+        with self._review_lock:
+            decision = reject_pending(self.guard.ledger, proposal_id, reason=reason,
+                                      approver=approver)
+        return self._log_decision(decision)
 
     def rollback(self, version: str) -> Decision:
         """Serve an earlier accepted version again, recorded as an operator decision.

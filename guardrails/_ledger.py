@@ -8,6 +8,7 @@ decision; the first entry is the initial state, the first anchor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -77,6 +78,9 @@ class Ledger(Protocol):
     ``promote`` is the only way the served version changes: it records an
     accepted decision only if the served version still equals
     ``expected_parent`` (compare-and-swap) and returns ``None`` otherwise.
+    ``record(..., pending=...)`` opens a pending approval in the same
+    transaction as its entry; ``resolves=ID`` closes one (exactly once: a
+    second resolution raises ``ValueError``).
     """
 
     def __len__(self) -> int: ...
@@ -93,15 +97,41 @@ class Ledger(Protocol):
 
     def has_state(self, version: str) -> bool: ...
 
-    def record(self, decision: Decision, proposal: dict[str, Any] | None = None) -> Decision: ...
+    def record(self, decision: Decision, proposal: dict[str, Any] | None = None, *,
+               pending: PendingApproval | None = None, resolves: str | None = None) -> Decision: ...
 
     def record_event(self, event: str, **details: Any) -> LedgerEntry: ...
 
-    def promote(
-        self, decision: Decision, expected_parent: str | None, proposal: dict[str, Any] | None = None
-    ) -> Decision | None: ...
+    def promote(self, decision: Decision, expected_parent: str | None,
+                proposal: dict[str, Any] | None = None, *,
+                resolves: str | None = None) -> Decision | None: ...
+
+    def pending(self, *, include_resolved: bool = False) -> list[PendingApproval]: ...
 
     def verify(self, blob_store: BlobStore | None = None) -> LedgerReport: ...
+
+
+class PendingApproval(BaseModel):
+    """A reviewed proposal waiting for a human; lives in the ledger's store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    """The proposal id; ``approve ID`` and ``reject ID`` use it."""
+    parent: str
+    candidate: str
+    kind: str
+    source: str
+    proposal: dict[str, Any]
+    findings: list[dict[str, Any]]
+    """The review's findings, as recorded."""
+    requested_at: float
+    """POSIX time the approval was requested."""
+    expires_at: float | None = None
+    """POSIX time after which it is rejected as timed out (``None``: never)."""
+    status: Literal["pending", "approved", "rejected"] = "pending"
+    entry_index: int | None = None
+    """The ledger entry that records the request."""
 
 
 def _decision_body(decision: Decision, proposal: dict[str, Any] | None) -> dict[str, Any]:
@@ -215,15 +245,111 @@ def verify_records(
     return LedgerReport(ok=True, size=size, served=served, anchor=anchor)
 
 
-class MemoryLedger:
+class _Tx(Protocol):
+    """Storage primitives inside one write transaction of a ledger backend."""
+
+    def head(self) -> dict[str, Any]: ...
+
+    def set_head(self, values: dict[str, str]) -> None: ...
+
+    def insert_entry(self, index: int, hash_: str, data: str) -> None: ...
+
+    def get_pending(self, id_: str) -> PendingApproval | None: ...
+
+    def put_pending(self, pending: PendingApproval) -> None: ...
+
+
+class _BaseLedger:
+    """The ledger logic, written once over a backend's storage primitives."""
+
+    def _transaction(self) -> contextlib.AbstractContextManager[_Tx]:
+        raise NotImplementedError
+
+    def _append(self, tx: _Tx, type_: EntryType, body: dict[str, Any]) -> LedgerEntry:
+        head = tx.head()
+        index = int(head.get("size") or 0)
+        prev = head.get("head_hash") or GENESIS_PREV
+        hash_, data = _seal(index, type_, body, prev)
+        tx.insert_entry(index, hash_, data)
+        updates = {"size": str(index + 1), "head_hash": hash_}
+        is_accepted, is_anchor = _moves_served(type_, body)
+        if is_accepted:
+            updates["served"] = body["decision"]["candidate"]
+            if is_anchor:
+                updates["anchor"] = updates["served"]
+        tx.set_head(updates)
+        return LedgerEntry(index=index, type=type_, body=body, prev_hash=prev, hash=hash_)
+
+    @staticmethod
+    def _resolve(tx: _Tx, id_: str, decision: Decision) -> None:
+        pending = tx.get_pending(id_)
+        if pending is None:
+            raise KeyError(f"no pending approval {id_!r}")
+        if pending.status != "pending":
+            raise ValueError(f"approval {id_!r} was already {pending.status}; it can be "
+                             "resolved only once")
+        status: Literal["approved", "rejected"] = "approved" if decision.accepted else "rejected"
+        tx.put_pending(pending.model_copy(update={"status": status}))
+
+    def record(self, decision: Decision, proposal: dict[str, Any] | None = None, *,
+               pending: PendingApproval | None = None, resolves: str | None = None) -> Decision:
+        if decision.accepted:
+            raise ValueError("accepted decisions change the served version: use promote()")
+        with self._transaction() as tx:
+            if resolves is not None:
+                self._resolve(tx, resolves, decision)
+            entry = self._append(tx, "decision", _decision_body(decision, proposal))
+            if pending is not None:
+                tx.put_pending(pending.model_copy(update={"entry_index": entry.index}))
+        return decision.model_copy(update={"entry_index": entry.index, "entry_hash": entry.hash})
+
+    def record_event(self, event: str, **details: Any) -> LedgerEntry:
+        with self._transaction() as tx:
+            return self._append(tx, "event", {"event": event, **details})
+
+    def promote(self, decision: Decision, expected_parent: str | None,
+                proposal: dict[str, Any] | None = None, *,
+                resolves: str | None = None) -> Decision | None:
+        with self._transaction() as tx:
+            if tx.head().get("served") != expected_parent:
+                return None
+            if resolves is not None:
+                self._resolve(tx, resolves, decision)
+            entry = self._append(tx, "decision", _decision_body(decision, proposal))
+        return decision.model_copy(update={"entry_index": entry.index, "entry_hash": entry.hash})
+
+
+class MemoryLedger(_BaseLedger):
     """The ledger in process memory: same protocol and checks, nothing persisted."""
 
     def __init__(self) -> None:
         self._rows: list[tuple[int, str, str]] = []
         self._states: dict[str, str] = {}
-        self._served: str | None = None
-        self._anchor: str | None = None
+        self._head: dict[str, Any] = {}
+        self._pending: dict[str, PendingApproval] = {}
         self._lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[_Tx]:
+        # Every check inside a transaction happens before its first write, so
+        # holding the lock is enough: a failed check leaves nothing half-written.
+        with self._lock:
+            yield self
+
+    def head(self) -> dict[str, Any]:
+        return self._head
+
+    def set_head(self, values: dict[str, str]) -> None:
+        self._head.update(values)
+
+    def insert_entry(self, index: int, hash_: str, data: str) -> None:
+        self._rows.append((index, hash_, data))
+
+    def get_pending(self, id_: str) -> PendingApproval | None:
+        return self._pending.get(id_)
+
+    def put_pending(self, pending: PendingApproval) -> None:
+        self._pending[pending.id] = pending
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -233,10 +359,10 @@ class MemoryLedger:
             yield _entry(hash_, data)
 
     def served_version(self) -> str | None:
-        return self._served
+        return self._head.get("served")
 
     def anchor_version(self) -> str | None:
-        return self._anchor
+        return self._head.get("anchor")
 
     def put_state(self, state: dict[str, Any]) -> str:
         data = canonical_json(state).decode("utf-8")
@@ -254,47 +380,16 @@ class MemoryLedger:
     def has_state(self, version: str) -> bool:
         return version in self._states
 
-    def _append(self, type_: EntryType, body: dict[str, Any]) -> LedgerEntry:
-        index = len(self._rows)
-        prev = self._rows[-1][1] if self._rows else GENESIS_PREV
-        hash_, data = _seal(index, type_, body, prev)
-        self._rows.append((index, hash_, data))
-        is_accepted, is_anchor = _moves_served(type_, body)
-        if is_accepted:
-            self._served = body["decision"]["candidate"]
-            if is_anchor:
-                self._anchor = self._served
-        return LedgerEntry(index=index, type=type_, body=body, prev_hash=prev, hash=hash_)
-
-    def record(self, decision: Decision, proposal: dict[str, Any] | None = None) -> Decision:
-        if decision.accepted:
-            raise ValueError("accepted decisions change the served version: use promote()")
+    def pending(self, *, include_resolved: bool = False) -> list[PendingApproval]:
         with self._lock:
-            entry = self._append("decision", _decision_body(decision, proposal))
-        return decision.model_copy(update={"entry_index": entry.index, "entry_hash": entry.hash})
-
-    def record_event(self, event: str, **details: Any) -> LedgerEntry:
-        with self._lock:
-            return self._append("event", {"event": event, **details})
-
-    def promote(
-        self, decision: Decision, expected_parent: str | None, proposal: dict[str, Any] | None = None
-    ) -> Decision | None:
-        with self._lock:
-            if self._served != expected_parent:
-                return None
-            entry = self._append("decision", _decision_body(decision, proposal))
-        return decision.model_copy(update={"entry_index": entry.index, "entry_hash": entry.hash})
+            return [p for p in self._pending.values() if include_resolved or p.status == "pending"]
 
     def verify(self, blob_store: BlobStore | None = None) -> LedgerReport:
         with self._lock:
             rows = list(self._rows)
             states = list(self._states.items())
-            head = {
-                "size": len(rows),
-                "head_hash": rows[-1][1] if rows else None,
-                "served": self._served,
-            }
+            head = {"size": len(rows), "head_hash": rows[-1][1] if rows else None,
+                    "served": self._head.get("served")}
         return verify_records(rows, states, head, blob_store)
 
 
@@ -303,10 +398,34 @@ CREATE TABLE IF NOT EXISTS guardrails_meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS guardrails_entries (
     idx INTEGER PRIMARY KEY, hash TEXT NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS guardrails_states (version TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS guardrails_pending (
+    id TEXT PRIMARY KEY, status TEXT NOT NULL, data TEXT NOT NULL)
 """
 
 
-class SQLiteLedger:
+class _SQLiteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def head(self) -> dict[str, Any]:
+        return dict(self.conn.execute("SELECT key, value FROM guardrails_meta"))
+
+    def set_head(self, values: dict[str, str]) -> None:
+        self.conn.executemany("INSERT OR REPLACE INTO guardrails_meta VALUES (?, ?)", values.items())
+
+    def insert_entry(self, index: int, hash_: str, data: str) -> None:
+        self.conn.execute("INSERT INTO guardrails_entries VALUES (?, ?, ?)", (index, hash_, data))
+
+    def get_pending(self, id_: str) -> PendingApproval | None:
+        row = self.conn.execute("SELECT data FROM guardrails_pending WHERE id=?", (id_,)).fetchone()
+        return None if row is None else PendingApproval.model_validate_json(row[0])
+
+    def put_pending(self, pending: PendingApproval) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO guardrails_pending VALUES (?, ?, ?)",
+                          (pending.id, pending.status, pending.model_dump_json()))
+
+
+class SQLiteLedger(_BaseLedger):
     """The embedded default: one SQLite file, safe across threads and processes.
 
     Writes take SQLite's write lock (``BEGIN IMMEDIATE``), so the
@@ -320,49 +439,35 @@ class SQLiteLedger:
         self._lock = threading.RLock()
         try:
             self._conn = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
-            with self._write():
+            with self._transaction() as tx:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
-                    self._conn.execute(statement)
-                row = self._conn.execute(
-                    "SELECT value FROM guardrails_meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    self._conn.execute(
-                        "INSERT INTO guardrails_meta VALUES ('schema_version', ?)",
-                        (str(SCHEMA_VERSION),))
-                elif int(row[0]) > SCHEMA_VERSION:
+                    tx.conn.execute(statement)
+                found = tx.head().get("schema_version")
+                if found is None:
+                    tx.set_head({"schema_version": str(SCHEMA_VERSION)})
+                elif int(found) > SCHEMA_VERSION:
                     raise LedgerIntegrityError(
-                        f"{self.path}: ledger schema {row[0]} is newer than this library "
+                        f"{self.path}: ledger schema {found} is newer than this library "
                         f"understands ({SCHEMA_VERSION}); upgrade guardrails-middleware")
         except sqlite3.DatabaseError as exc:
             raise LedgerIntegrityError(
                 f"{self.path}: not a guardrails ledger ({exc}); point the ledger at a new "
                 "file or at an existing ledger") from None
 
-    class _Transaction:
-        def __init__(self, ledger: SQLiteLedger) -> None:
-            self.ledger = ledger
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.ledger._lock.acquire()
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[_SQLiteTx]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self.ledger._conn.execute("BEGIN IMMEDIATE")
+                yield _SQLiteTx(self._conn)
+                self._conn.execute("COMMIT")
             except BaseException:
-                self.ledger._lock.release()
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            return self.ledger._conn
-
-        def __exit__(self, exc_type: Any, *_: Any) -> None:
-            try:
-                self.ledger._conn.execute("ROLLBACK" if exc_type else "COMMIT")
-            finally:
-                self.ledger._lock.release()
-
-    def _write(self) -> SQLiteLedger._Transaction:
-        return SQLiteLedger._Transaction(self)
 
     def _meta(self, key: str) -> str | None:
         with self._lock:
@@ -394,8 +499,8 @@ class SQLiteLedger:
     def put_state(self, state: dict[str, Any]) -> str:
         data = canonical_json(state).decode("utf-8")
         version = state_version(state)
-        with self._write() as conn:
-            conn.execute("INSERT OR IGNORE INTO guardrails_states VALUES (?, ?)", (version, data))
+        with self._transaction() as tx:
+            tx.conn.execute("INSERT OR IGNORE INTO guardrails_states VALUES (?, ?)", (version, data))
         return version
 
     def get_state(self, version: str) -> dict[str, Any]:
@@ -411,42 +516,13 @@ class SQLiteLedger:
             return self._conn.execute(
                 "SELECT 1 FROM guardrails_states WHERE version=?", (version,)).fetchone() is not None
 
-    def _append(self, conn: sqlite3.Connection, type_: EntryType,
-                body: dict[str, Any]) -> LedgerEntry:
-        row = conn.execute(
-            "SELECT idx, hash FROM guardrails_entries ORDER BY idx DESC LIMIT 1").fetchone()
-        index, prev = (row[0] + 1, row[1]) if row else (0, GENESIS_PREV)
-        hash_, data = _seal(index, type_, body, prev)
-        conn.execute("INSERT INTO guardrails_entries VALUES (?, ?, ?)", (index, hash_, data))
-        updates = {"size": str(index + 1), "head_hash": hash_}
-        is_accepted, is_anchor = _moves_served(type_, body)
-        if is_accepted:
-            updates["served"] = body["decision"]["candidate"]
-            if is_anchor:
-                updates["anchor"] = updates["served"]
-        conn.executemany("INSERT OR REPLACE INTO guardrails_meta VALUES (?, ?)", updates.items())
-        return LedgerEntry(index=index, type=type_, body=body, prev_hash=prev, hash=hash_)
-
-    def record(self, decision: Decision, proposal: dict[str, Any] | None = None) -> Decision:
-        if decision.accepted:
-            raise ValueError("accepted decisions change the served version: use promote()")
-        with self._write() as conn:
-            entry = self._append(conn, "decision", _decision_body(decision, proposal))
-        return decision.model_copy(update={"entry_index": entry.index, "entry_hash": entry.hash})
-
-    def record_event(self, event: str, **details: Any) -> LedgerEntry:
-        with self._write() as conn:
-            return self._append(conn, "event", {"event": event, **details})
-
-    def promote(
-        self, decision: Decision, expected_parent: str | None, proposal: dict[str, Any] | None = None
-    ) -> Decision | None:
-        with self._write() as conn:
-            row = conn.execute("SELECT value FROM guardrails_meta WHERE key='served'").fetchone()
-            if (row[0] if row else None) != expected_parent:
-                return None
-            entry = self._append(conn, "decision", _decision_body(decision, proposal))
-        return decision.model_copy(update={"entry_index": entry.index, "entry_hash": entry.hash})
+    def pending(self, *, include_resolved: bool = False) -> list[PendingApproval]:
+        query = "SELECT data FROM guardrails_pending"
+        if not include_resolved:
+            query += " WHERE status='pending'"
+        with self._lock:
+            rows = self._conn.execute(query).fetchall()
+        return [PendingApproval.model_validate_json(row[0]) for row in rows]
 
     def verify(self, blob_store: BlobStore | None = None) -> LedgerReport:
         try:
