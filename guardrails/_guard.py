@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
@@ -138,6 +139,17 @@ class Guard:
         self._fingerprint = self.fingerprint()
         self._wrapped = False
 
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], *,
+                    tracer_provider: trace.TracerProvider | None = None,
+                    meter_provider: metrics.MeterProvider | None = None) -> Guard:
+        """Build a guard from ``guardrails.toml``; ``ConfigError`` names the file, key and fix."""
+        from ._config import guard_kwargs, load_config
+
+        config, root = load_config(path)
+        return cls(**guard_kwargs(config, root, str(path)), tracer_provider=tracer_provider,
+                   meter_provider=meter_provider)
+
     def fingerprint(self) -> str:
         """SHA-256 over the constraints, canaries, decision rule and limits."""
         return sha256_hex(canonical_json([
@@ -194,7 +206,11 @@ class GuardedClient:
         self._blocked: Finding | None = None
         self._calls = 0
         self._served = self._open(client)
-        self._chain = build_chain(guard.middleware, self._endpoint)
+        try:
+            self._chain = build_chain(guard.middleware, self._endpoint)
+        except ConfigError as exc:
+            # An async-only middleware: the guard still serves ainvoke; invoke says why not.
+            self._chain = _refuse_sync(exc)
         self._achain = build_async_chain(guard.middleware, self._aendpoint)
 
     # -- opening -----------------------------------------------------------------
@@ -708,6 +724,13 @@ class GuardedClient:
                                             message="another update was accepted first")], **ids)
         self._served = _Served(client, version, _disclosure(version, recorded.decided_at))
         return recorded
+
+
+def _refuse_sync(error: ConfigError) -> Callable[[Request], Response]:
+    def refuse(request: Request) -> Response:
+        raise ConfigError(str(error))
+
+    return refuse
 
 
 def _ids(decision: Decision) -> dict[str, Any]:

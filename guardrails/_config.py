@@ -1,0 +1,186 @@
+"""``guardrails.toml``: one validated file for everything that judges a model.
+
+Every mistake is caught when the file is loaded, with the file, the key path
+and the fix in the message; unknown keys are errors with a "did you mean".
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GuardSettings(_Section):
+    """``[guard]``: limits of the update gate and the runtime path."""
+
+    margin: float = Field(default=0.0, ge=0.0, le=1.0)
+    """How far the candidate's capability pass rate may fall below the incumbent's."""
+    case_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a candidate gets to build and to answer one case."""
+    integrity_check_every: int = Field(default=1000, ge=0)
+    """Snapshot the served client every N calls (0: only around reviews)."""
+    on_silent_modification: Literal["restore", "block"] = "restore"
+
+
+class ConstraintSettings(_Section):
+    """``[constraints]``: frozen pointers, mutable scope and drift budget."""
+
+    frozen: list[str] = []
+    mutable: list[str] | None = None
+    drift_budget: float | None = Field(default=None, ge=0.0)
+
+
+class CanarySettings(_Section):
+    """``[canaries]``: JSONL case files, relative to the configuration file."""
+
+    files: list[str] = Field(min_length=1)
+
+
+class LedgerSettings(_Section):
+    """``[ledger]``: where decisions, states and blobs live."""
+
+    path: str = ".guardrails/ledger.db"
+    """SQLite file, relative to the configuration file."""
+    blobs: str = ".guardrails/blobs"
+    """Blob directory, relative to the configuration file."""
+
+
+class ApprovalSettings(_Section):
+    """``[approval]``: which proposals wait for a human."""
+
+    kinds: list[str] = []
+    inconclusive: bool = True
+    timeout: float | None = Field(default=86_400.0, gt=0)
+
+
+class ClientSettings(_Section):
+    """``[client]``: how the command line builds the model it reviews proposals for."""
+
+    factory: str
+    """``"package.module:callable"``; called with ``args`` as keyword arguments."""
+    args: dict[str, Any] = {}
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_form(cls, value: str) -> str:
+        module, _, attr = value.partition(":")
+        if not module or not attr:
+            raise ValueError(f"{value!r} is not 'package.module:callable'")
+        return value
+
+    def build(self) -> Any:
+        module_name, _, attr = self.factory.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"[client] factory {self.factory!r} cannot be imported ({exc}); "
+                              "check the module path and that its package is installed") from None
+        return factory(**self.args)
+
+
+class Config(_Section):
+    """The whole ``guardrails.toml``."""
+
+    guard: GuardSettings = GuardSettings()
+    constraints: ConstraintSettings = ConstraintSettings()
+    canaries: CanarySettings
+    ledger: LedgerSettings = LedgerSettings()
+    approval: ApprovalSettings | None = None
+    client: ClientSettings | None = None
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names valid at ``loc`` (the location of an unknown key)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+                       None)
+    return list(current.model_fields) if current is not None else []
+
+
+def explain(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line per error: file, key path, what is wrong and how to fix it."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = (f"did you mean {close[0]!r}?" if close
+                    else f"allowed keys here: {', '.join(allowed) or 'none'}")
+            lines.append(f"{source}: unknown key {key!r}; {hint}")
+        elif error["type"] == "missing":
+            lines.append(f"{source}: {key!r} is required; add it")
+        else:
+            lines.append(f"{source}: {key!r}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> tuple[Config, Path]:
+    """Parse and validate a configuration file; returns it and its folder.
+
+    Raises ``ConfigError`` naming the file, the key path and the fix.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return Config.model_validate(raw), path.resolve().parent
+    except ValidationError as exc:
+        raise ConfigError(explain(exc, Config, str(path))) from None
+
+
+def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
+    """The ``Guard`` arguments a validated configuration describes (files resolved from ``root``)."""
+    from ._approval import ApprovalPolicy
+    from ._blobs import FileBlobStore
+    from ._canary import CanarySuite
+    from ._constraints import FrozenConstraints
+    from ._ledger import SQLiteLedger
+
+    cases = []
+    for name in config.canaries.files:
+        cases.extend(CanarySuite.from_jsonl(root / name).cases)
+    try:
+        suite = CanarySuite(cases)
+        constraints = FrozenConstraints(
+            frozen=tuple(config.constraints.frozen),
+            mutable=None if config.constraints.mutable is None else tuple(config.constraints.mutable),
+            drift_budget=config.constraints.drift_budget)
+    except ValidationError as exc:
+        raise ConfigError(explain(exc, ConstraintSettings, f"{source} [constraints]")) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source} [canaries]: {exc}") from None
+    approval = (None if config.approval is None
+                else ApprovalPolicy(**config.approval.model_dump(), ))
+    return {
+        "constraints": constraints,
+        "canaries": suite,
+        "ledger": SQLiteLedger(root / config.ledger.path),
+        "blob_store": FileBlobStore(root / config.ledger.blobs),
+        "approval": approval,
+        **config.guard.model_dump(),
+    }
