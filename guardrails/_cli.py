@@ -1,23 +1,90 @@
-"""The ``guardrails`` command line."""
+"""The ``guardrails`` command line.
+
+Exit codes: 0 success (an update accepted, a ledger verified); 1 not
+accepted (rejected, inconclusive, error) or verification failed; 2 usage
+error; 3 configuration error; 4 unknown or already resolved approval id.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
-from ._errors import GuardrailsError
-from ._ledger import SQLiteLedger
+from ._config import Config, load_config
+from ._decision import Decision
+from ._errors import ConfigError, GuardrailsError
+from ._ledger import LedgerEntry, SQLiteLedger
 
 DEMO_GROUP = "guardrails.demos"
+EXIT_NOT_ACCEPTED = 1
+EXIT_CONFIG = 3
+EXIT_UNKNOWN_ID = 4
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+config_option = click.option(
+    "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("guardrails.toml"), show_default=True, help="The configuration file.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _config(path: Path) -> tuple[Config, Path]:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+
+def _ledger(path: Path) -> SQLiteLedger:
+    config, root = _config(path)
+    try:
+        return SQLiteLedger(root / config.ledger.path)
+    except GuardrailsError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+
+def _decision_table(decision: Decision) -> str:
+    lines = [
+        f"verdict     {decision.verdict.value}",
+        f"proposal    {decision.proposal_id}  ({decision.kind}, from {decision.source})",
+        f"parent      {decision.parent}",
+        f"candidate   {decision.candidate}",
+        f"entry       {decision.entry_index}",
+        "findings:",
+    ]
+    for finding in decision.findings:
+        mark = "pass" if finding.passed else "FAIL"
+        lines.append(f"  {mark}  {finding.check:<18} {finding.message}")
+    return "\n".join(lines)
+
+
+def _exit_for(decision: Decision) -> None:
+    if not decision.accepted:
+        sys.exit(EXIT_NOT_ACCEPTED)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="guardrails-middleware")
 def main() -> None:
-    """Runtime guardrails for self-updating models."""
+    """Runtime guardrails for self-updating models.
+
+    Exit codes: 0 success, 1 not accepted or not verified, 2 usage error,
+    3 configuration error, 4 unknown or already resolved approval id.
+    """
 
 
 @main.command()
@@ -30,15 +97,164 @@ def demo(name: str, workdir: Path) -> None:
     demos = {ep.name: ep for ep in entry_points(group=DEMO_GROUP)}
     if name not in demos:
         raise click.UsageError(f"no demo named {name!r}; installed demos: "
-                               f"{', '.join(sorted(demos)) or 'none'} (pip install "
-                               "'guardrails-middleware[demo]')")
+                               f"{', '.join(sorted(demos)) or 'none'}")
     try:
         run = demos[name].load()
     except ImportError as exc:
-        raise click.ClickException(f"demo {name!r} needs packages that are missing ({exc}); "
-                                   "install them with: pip install 'guardrails-middleware[demo]'"
-                                   ) from None
+        _fail(f"demo {name!r} needs packages that are missing ({exc}); install them with: "
+              "pip install 'guardrails-middleware[demo]'", EXIT_CONFIG)
     run(workdir=workdir)
+
+
+@main.command()
+@config_option
+@json_option
+def check(config_path: Path, as_json: bool) -> None:
+    """Validate a configuration, its canary files and everything it names."""
+    from ._guard import Guard
+
+    try:
+        guard = Guard.from_config(config_path)
+    except GuardrailsError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    summary: dict[str, Any] = {"config": str(config_path), "cases": len(guard.canaries),
+               "safety_cases": len(guard.canaries.safety),
+               "frozen": list(guard.constraints.frozen), "fingerprint": guard.fingerprint()}
+    _emit(summary, as_json, f"ok: {config_path} ({summary['cases']} canary cases, "
+                            f"{summary['safety_cases']} safety; fingerprint "
+                            f"{summary['fingerprint'][:12]})")
+
+
+@main.group("config")
+def config_group() -> None:
+    """Work with the configuration file."""
+
+
+@config_group.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of guardrails.toml (for editors)."""
+    click.echo(json.dumps(Config.model_json_schema(), indent=2))
+
+
+@main.command()
+@config_option
+@json_option
+def status(config_path: Path, as_json: bool) -> None:
+    """Served version, anchor, drift used and the last decisions."""
+    from ._drift import drift_distance
+
+    config, _ = _config(config_path)
+    ledger = _ledger(config_path)
+    served, anchor = ledger.served_version(), ledger.anchor_version()
+    drift = None
+    if served and anchor:
+        drift = drift_distance(ledger.get_state(anchor), ledger.get_state(served))
+    recent = [d for d in (e.decision for e in ledger.entries(max(0, len(ledger) - 5)))
+              if d is not None]
+    data = {"served": served, "anchor": anchor, "drift": drift,
+            "drift_budget": config.constraints.drift_budget, "entries": len(ledger),
+            "pending": len(ledger.pending()),
+            "recent": [{"verdict": d.verdict.value, "kind": d.kind, "proposal": d.proposal_id,
+                        "entry": d.entry_index} for d in recent]}
+    text = [f"served   {served}", f"anchor   {anchor}",
+            f"drift    {drift if drift is None else round(drift, 4)} "
+            f"(budget {config.constraints.drift_budget})",
+            f"entries  {len(ledger)}   pending approvals {data['pending']}", "recent:"]
+    text += [f"  #{d.entry_index:<5} {d.verdict.value:<13} {d.kind:<10} {d.proposal_id}"
+             for d in recent]
+    _emit(data, as_json, "\n".join(text))
+
+
+@main.command()
+@config_option
+@json_option
+def pending(config_path: Path, as_json: bool) -> None:
+    """Proposals waiting for a human."""
+    from ._approval import expire_pending
+
+    ledger = _ledger(config_path)
+    expire_pending(ledger)
+    waiting = ledger.pending()
+    text = "\n".join(f"{p.id}  {p.kind:<10} from {p.source:<10} candidate {p.candidate[:12]}"
+                     for p in waiting) or "no pending approvals"
+    _emit([p.model_dump(mode="json") for p in waiting], as_json, text)
+
+
+@main.command()
+@click.argument("proposal_id")
+@click.option("--approver", default="cli", show_default=True, help="Who approves (recorded).")
+@config_option
+@json_option
+def approve(proposal_id: str, approver: str, config_path: Path, as_json: bool) -> None:
+    """Approve a waiting proposal; it is served if its parent still is."""
+    from ._approval import approve_pending
+
+    try:
+        decision = approve_pending(_ledger(config_path), proposal_id, approver=approver)
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc).strip('"'), EXIT_UNKNOWN_ID)
+    _emit(decision.model_dump(mode="json"), as_json, _decision_table(decision))
+    _exit_for(decision)
+
+
+@main.command()
+@click.argument("proposal_id")
+@click.option("--reason", required=True, help="Why (recorded in the ledger).")
+@click.option("--approver", default="cli", show_default=True, help="Who rejects (recorded).")
+@config_option
+@json_option
+def reject(proposal_id: str, reason: str, approver: str, config_path: Path, as_json: bool) -> None:
+    """Reject a waiting proposal."""
+    from ._approval import reject_pending
+
+    try:
+        decision = reject_pending(_ledger(config_path), proposal_id, reason=reason,
+                                  approver=approver)
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc).strip('"'), EXIT_UNKNOWN_ID)
+    _emit(decision.model_dump(mode="json"), as_json, _decision_table(decision))
+
+
+def _guarded(config_path: Path) -> Any:
+    from ._guard import Guard
+
+    config, _ = _config(config_path)
+    if config.client is None:
+        _fail(f"{config_path}: this command builds the model; add a [client] section with "
+              "factory = 'package.module:callable'", EXIT_CONFIG)
+    try:
+        return Guard.from_config(config_path).wrap(config.client.build())
+    except GuardrailsError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+
+@main.command()
+@click.argument("proposal_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@config_option
+@json_option
+def review(proposal_file: Path, config_path: Path, as_json: bool) -> None:
+    """Review a proposal (JSON: parent, patch, kind, rationale, source) and print the decision."""
+    try:
+        proposal = json.loads(proposal_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        _fail(f"{proposal_file}: not valid JSON ({exc})", EXIT_CONFIG)
+    guarded = _guarded(config_path)
+    with click.progressbar(length=1, label="reviewing", file=sys.stderr) as bar:
+        decision = guarded.propose(proposal)
+        bar.update(1)
+    _emit(decision.model_dump(mode="json"), as_json, _decision_table(decision))
+    _exit_for(decision)
+
+
+@main.command()
+@click.argument("version")
+@config_option
+@json_option
+def rollback(version: str, config_path: Path, as_json: bool) -> None:
+    """Serve an earlier accepted VERSION again (recorded as an operator decision)."""
+    decision = _guarded(config_path).rollback(version)
+    _emit(decision.model_dump(mode="json"), as_json, _decision_table(decision))
+    _exit_for(decision)
 
 
 @main.group()
@@ -46,16 +262,51 @@ def ledger() -> None:
     """Inspect and verify a ledger."""
 
 
+def _filtered(entries: Iterator[LedgerEntry], verdict: str | None,
+              version: str | None) -> Iterator[LedgerEntry]:
+    for entry in entries:
+        decision = entry.decision
+        if verdict and (decision is None or decision.verdict.value != verdict):
+            continue
+        if version and (decision is None or not any(
+                (v or "").startswith(version) for v in (decision.parent, decision.candidate))):
+            continue
+        yield entry
+
+
+@ledger.command("show")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--verdict", type=click.Choice(["accepted", "rejected", "inconclusive", "error"]))
+@click.option("--version", "version", help="Only entries whose parent or candidate starts so.")
+@json_option
+def ledger_show(path: Path, verdict: str | None, version: str | None, as_json: bool) -> None:
+    """List ledger entries as a table."""
+    entries = list(_filtered(SQLiteLedger(path).entries(), verdict, version))
+    rows = []
+    for entry in entries:
+        decision = entry.decision
+        if decision is None:
+            rows.append(f"#{entry.index:<5} event      {entry.body.get('event')}")
+            continue
+        deciding = decision.deciding_finding
+        rows.append(f"#{entry.index:<5} {decision.verdict.value:<12} {decision.kind:<10} "
+                    f"{(decision.candidate or '-')[:12]:<12} "
+                    f"{deciding.check if deciding else ''}")
+    _emit([e.model_dump(mode="json") for e in entries], as_json, "\n".join(rows) or "no entries")
+
+
 @ledger.command("verify")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def ledger_verify(path: Path) -> None:
+@click.option("--blobs", type=click.Path(file_okay=False, path_type=Path),
+              help="Also check every blob of every accepted state in this folder.")
+def ledger_verify(path: Path, blobs: Path | None) -> None:
     """Verify a SQLite ledger; exit 1 and name the first bad entry if it does not verify."""
+    from ._blobs import FileBlobStore
+
     try:
-        report = SQLiteLedger(path).verify()
+        report = SQLiteLedger(path).verify(FileBlobStore(blobs) if blobs else None)
     except GuardrailsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _fail(str(exc), EXIT_NOT_ACCEPTED)
     if not report.ok:
-        click.echo(f"FAILED: {report.problem}", err=True)
-        sys.exit(1)
+        _fail(f"FAILED: {report.problem}", EXIT_NOT_ACCEPTED)
     click.echo(f"ok: {report.size} entries, serving {report.served}")
