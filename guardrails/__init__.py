@@ -6,7 +6,7 @@ evaluation against the serving version, and every decision is recorded in a
 hash-chained ledger.
 """
 
-from ._approval import ApprovalPolicy
+from ._approval import ApprovalPolicy, approve_pending, expire_pending, reject_pending
 from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore, blob_digest, blob_ref, iter_blob_refs
 from ._canary import (
     CanaryCase,
@@ -86,10 +86,13 @@ __all__ = [
     "UpdateCheck",
     "UpdateProposal",
     "Verdict",
+    "approve_pending",
     "blob_digest",
     "blob_ref",
     "canonical_json",
     "drift_distance",
+    "expire_pending",
     "iter_blob_refs",
+    "reject_pending",
     "state_version",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import structlog
 
 from ._config import Config, load_config
 from ._decision import Decision
@@ -85,6 +86,9 @@ def main() -> None:
     Exit codes: 0 success, 1 not accepted or not verified, 2 usage error,
     3 configuration error, 4 unknown or already resolved approval id.
     """
+    # The command line is an application, so it may configure logging: log
+    # lines go to stderr, keeping stdout for tables and --json output.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
 @main.command()

@@ -162,9 +162,9 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     from ._ledger import SQLiteLedger
 
     cases = []
-    for name in config.canaries.files:
-        cases.extend(CanarySuite.from_jsonl(root / name).cases)
     try:
+        for name in config.canaries.files:
+            cases.extend(CanarySuite.from_jsonl(root / name).cases)
         suite = CanarySuite(cases)
         constraints = FrozenConstraints(
             frozen=tuple(config.constraints.frozen),
@@ -173,9 +173,8 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     except ValidationError as exc:
         raise ConfigError(explain(exc, ConstraintSettings, f"{source} [constraints]")) from None
     except ConfigError as exc:
-        raise ConfigError(f"{source} [canaries]: {exc}") from None
-    approval = (None if config.approval is None
-                else ApprovalPolicy(**config.approval.model_dump(), ))
+        raise ConfigError(f"{source} [canaries] files: {exc}") from None
+    approval = None if config.approval is None else ApprovalPolicy(**config.approval.model_dump())
     return {
         "constraints": constraints,
         "canaries": suite,
