@@ -7,6 +7,7 @@ and the fix in the message; unknown keys are errors with a "did you mean".
 from __future__ import annotations
 
 import difflib
+import os
 import importlib
 import tomllib
 from pathlib import Path
@@ -135,7 +136,7 @@ def explain(exc: ValidationError, model: type[BaseModel], source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path) -> tuple[Config, Path]:
+def load_config(path: str | os.PathLike[str]) -> tuple[Config, Path]:
     """Parse and validate a configuration file; returns it and its folder.
 
     Raises ``ConfigError`` naming the file, the key path and the fix.
@@ -161,7 +162,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     from ._constraints import FrozenConstraints
     from ._ledger import SQLiteLedger
 
-    cases = []
+    cases: list[Any] = []
     try:
         for name in config.canaries.files:
             cases.extend(CanarySuite.from_jsonl(root / name).cases)
