@@ -147,7 +147,9 @@ def judge(checker: Checker, output: Any) -> tuple[bool, str]:
         result = checker(output)
     except Exception as exc:
         return False, f"checker {checker.name} raised {type(exc).__name__}"
-    if result is True or (type(result).__name__ == "bool_" and bool(result)):
+    # numpy comparisons give numpy.bool (numpy.bool_ before numpy 2), not bool.
+    numpy_bool = type(result).__module__ == "numpy" and type(result).__name__ in ("bool", "bool_")
+    if result is True or (numpy_bool and bool(result)):
         return True, ""
     return False, f"checker {checker.name} did not pass"
 

@@ -7,8 +7,8 @@ and the fix in the message; unknown keys are errors with a "did you mean".
 from __future__ import annotations
 
 import difflib
-import os
 import importlib
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal

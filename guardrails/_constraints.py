@@ -130,9 +130,11 @@ def _pointer(tokens: Sequence[str]) -> str:
 
 def _resolve(state: Any, pointer: str) -> Any:
     try:
-        return jsonpointer.resolve_pointer(state, pointer)
+        value = jsonpointer.resolve_pointer(state, pointer)
     except jsonpointer.JsonPointerException:
         return _MISSING
+    # '-' names the slot after a list's last item: no value lives there.
+    return _MISSING if isinstance(value, jsonpointer.EndOfList) else value
 
 
 def _same(a: Any, b: Any) -> bool:

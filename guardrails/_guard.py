@@ -30,7 +30,14 @@ from ._constraints import FrozenConstraints
 from ._decision import Decision, Finding, Verdict
 from ._drift import drift_distance
 from ._errors import ConfigError, GuardrailViolation, LedgerIntegrityError
-from ._gate import CallTimeout, DecisionRule, MarginRule, call_with_timeout, run_canaries
+from ._gate import (
+    CallTimeout,
+    CanaryEvidence,
+    DecisionRule,
+    MarginRule,
+    call_with_timeout,
+    run_canaries,
+)
 from ._ledger import Ledger, MemoryLedger, PendingApproval
 from ._messages import (
     DISCLOSURE_LAST_CHANGE,
@@ -41,18 +48,35 @@ from ._messages import (
 )
 from ._proposal import UpdateProposal
 from ._telemetry import (
+    ATTR_BLOCKED_BY,
     ATTR_CANDIDATE,
+    ATTR_CASE_ID,
     ATTR_CASES_USED,
     ATTR_DECIDING_CHECK,
     ATTR_ENTRY_INDEX,
+    ATTR_OUTCOME,
     ATTR_PARENT,
     ATTR_PROPOSAL_ID,
     ATTR_PROPOSAL_KIND,
     ATTR_PROPOSAL_SOURCE,
+    ATTR_SIDE,
     ATTR_VERDICT,
+    BLOCKED,
+    ERROR,
+    ERROR_TYPE,
+    GENAI_DETAILS_EVENT,
+    GENAI_EVALUATION_EVENT,
+    GENAI_EVALUATION_LABEL,
+    GENAI_EVALUATION_NAME,
+    GENAI_INPUT_MESSAGES,
+    GENAI_OPERATION,
+    GENAI_OUTPUT_MESSAGES,
+    GENAI_REQUEST_MODEL,
+    OK,
     SPAN_REVIEW,
     SPAN_STAGE_PREFIX,
     Telemetry,
+    as_text,
     attach_span,
     bound_log,
     end_span,
@@ -78,6 +102,9 @@ class Guard:
     ``case_timeout``: seconds a candidate gets to build and to answer a case.
     ``integrity_check_every``: every N-th call snapshots the served client to
     catch silent self-modification (0: only before reviews).
+    ``capture_content``: record message content on GenAI spans/events
+    (values as ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, which is
+    read here when ``None``); canary content is never captured.
     ``on_silent_modification``: ``"restore"`` rebuilds the served client from
     the ledger's state; ``"block"`` refuses calls until ``restore()``.
     """
@@ -99,6 +126,7 @@ class Guard:
         on_silent_modification: SilentModificationAction = "restore",
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        capture_content: str | None = None,
     ) -> None:
         if constraints is None:
             constraints = FrozenConstraints()
@@ -135,7 +163,7 @@ class Guard:
         self.case_timeout = float(case_timeout)
         self.integrity_check_every = int(integrity_check_every)
         self.on_silent_modification = on_silent_modification
-        self.telemetry = Telemetry(tracer_provider, meter_provider)
+        self.telemetry = Telemetry(tracer_provider, meter_provider, capture_content)
         self._fingerprint = self.fingerprint()
         self._wrapped = False
 
@@ -181,6 +209,24 @@ class _Served(NamedTuple):
     client: Any
     version: str
     disclosure: dict[str, Any]
+    genai: dict[str, Any] | None
+    """The client's GenAI identity (``gen_ai.*`` attributes), if it declares one."""
+    genai_span_name: str
+
+
+def _serve(client: Any, version: str, last_change: datetime | None) -> _Served:
+    """What one served version needs on the hot path, computed once per promotion.
+
+    A client may declare ``genai_attributes() -> dict`` with at least
+    ``gen_ai.operation.name`` and ``gen_ai.request.model``; its calls then get
+    a GenAI client span and the ``gen_ai.client.operation.duration`` metric.
+    """
+    declare = getattr(client, "genai_attributes", None)
+    genai = dict(declare()) if callable(declare) else None
+    name = ""
+    if genai:
+        name = f"{genai.get(GENAI_OPERATION, 'invoke')} {genai.get(GENAI_REQUEST_MODEL, '')}".strip()
+    return _Served(client, version, _disclosure(version, last_change), genai or None, name)
 
 
 def _disclosure(version: str, last_change: datetime | None) -> dict[str, Any]:
@@ -237,7 +283,7 @@ class GuardedClient:
                 raise LedgerIntegrityError("another process initialised this ledger at the same "
                                            "time; open it again")
             bound_log(version=version).info("guardrails.ledger_initialised")
-            return _Served(client, version, _disclosure(version, genesis.decided_at))
+            return _serve(client, version, genesis.decided_at)
         served = ledger.served_version()
         assert served is not None  # a verified non-empty ledger has a genesis entry
         if version != served:
@@ -245,7 +291,7 @@ class GuardedClient:
             bound_log(served=served, found=version).warning(
                 "guardrails.restored_from_ledger",
                 reason="the client's state differs from the ledger's served version")
-        return _Served(client, served, _disclosure(served, self._last_change()))
+        return _serve(client, served, self._last_change())
 
     def _last_change(self) -> datetime | None:
         last = None
@@ -287,17 +333,72 @@ class GuardedClient:
 
     def _endpoint(self, request: Request) -> Response:
         served = self._served
-        output = served.client.invoke(request)
+        if served.genai is None:
+            output = served.client.invoke(request)
+        else:
+            call = self._genai_start(served, request)
+            try:
+                output = served.client.invoke(request)
+            except BaseException as exc:
+                self._genai_end(served, call, None, exc)
+                raise
+            self._genai_end(served, call, output, None)
         return Response(output=output, version=served.version, metadata=dict(served.disclosure))
 
     async def _aendpoint(self, request: Request) -> Response:
         served = self._served
         ainvoke = getattr(served.client, "ainvoke", None)
-        if ainvoke is not None:
-            output = await ainvoke(request)
-        else:
-            output = await asyncio.to_thread(served.client.invoke, request)
+        call = None if served.genai is None else self._genai_start(served, request)
+        try:
+            if ainvoke is not None:
+                output = await ainvoke(request)
+            else:
+                output = await asyncio.to_thread(served.client.invoke, request)
+        except BaseException as exc:
+            if call is not None:
+                self._genai_end(served, call, None, exc)
+            raise
+        if call is not None:
+            self._genai_end(served, call, output, None)
         return Response(output=output, version=served.version, metadata=dict(served.disclosure))
+
+    def _genai_start(self, served: _Served, request: Request) -> tuple[Any, Any, float]:
+        """Open the GenAI client span (only under a recording guard span) and start the clock."""
+        span = token = None
+        if trace.get_current_span().is_recording():
+            try:
+                span = self._telemetry.tracer.start_span(
+                    served.genai_span_name, kind=trace.SpanKind.CLIENT, attributes=served.genai)
+                if self._telemetry.capture_spans:
+                    span.set_attribute(GENAI_INPUT_MESSAGES, as_text(request.input))
+                if self._telemetry.capture_events:
+                    span.add_event(GENAI_DETAILS_EVENT, {GENAI_INPUT_MESSAGES: as_text(request.input)})
+            except Exception:
+                span = None
+            token = None if span is None else attach_span(span)
+        return span, token, time.perf_counter()
+
+    def _genai_end(self, served: _Served, call: tuple[Any, Any, float], output: Any,
+                   exc: BaseException | None) -> None:
+        span, token, started = call
+        attributes = dict(served.genai or {})
+        if exc is not None:
+            attributes[ERROR_TYPE] = type(exc).__qualname__
+        self._telemetry.record(self._telemetry.genai_duration, time.perf_counter() - started,
+                               attributes)
+        if span is None:
+            return
+        if exc is not None:
+            record_failure(span, exc)
+        else:
+            try:
+                if self._telemetry.capture_spans:
+                    span.set_attribute(GENAI_OUTPUT_MESSAGES, as_text(output))
+                if self._telemetry.capture_events:
+                    span.add_event(GENAI_DETAILS_EVENT, {GENAI_OUTPUT_MESSAGES: as_text(output)})
+            except Exception:
+                pass  # telemetry never breaks a call
+        end_span(span, token)
 
     def _before_call(self) -> None:
         if self._blocked is not None:
@@ -311,39 +412,59 @@ class GuardedClient:
             if self._blocked is not None:
                 self._before_call()
 
+    def _failed_call(self, span: Any, exc: BaseException) -> None:
+        telemetry = self._telemetry
+        if isinstance(exc, GuardrailViolation):
+            telemetry.count(telemetry.invocations, BLOCKED)
+            telemetry.count(telemetry.blocked, {ATTR_BLOCKED_BY: exc.policy})
+            if span is not None:
+                set_attributes(span, {ATTR_BLOCKED_BY: exc.policy, ATTR_OUTCOME: "blocked"})
+        else:
+            telemetry.count(telemetry.invocations, ERROR)
+        if span is not None:
+            record_failure(span, exc)
+
     def invoke(self, request: Request | Any) -> Response:
-        """Answer through the runtime chain; ``request`` may be a ``Request`` or a bare input."""
+        """Answer through the runtime chain; ``request`` may be a ``Request`` or a bare input.
+
+        Raises ``GuardrailViolation`` when a policy blocks the call; the
+        client's own exceptions propagate unchanged.
+        """
         if type(request) is not Request:
             request = Request(input=request)
-        self._before_call()
-        span = self._telemetry.start_invoke_span(self._served.version)
-        if span is None:
-            return self._chain(request)
-        token = attach_span(span)
+        telemetry = self._telemetry
+        span = telemetry.start_invoke_span(self._served.version)
+        token = None if span is None else attach_span(span)
         try:
-            return self._chain(request)
+            self._before_call()
+            response = self._chain(request)
         except BaseException as exc:
-            record_failure(span, exc)
+            self._failed_call(span, exc)
             raise
         finally:
-            end_span(span, token)
+            if span is not None:
+                end_span(span, token)
+        telemetry.count(telemetry.invocations, OK)
+        return response
 
     async def ainvoke(self, request: Request | Any) -> Response:
         """The async twin of ``invoke``."""
         if type(request) is not Request:
             request = Request(input=request)
-        self._before_call()
-        span = self._telemetry.start_invoke_span(self._served.version)
-        if span is None:
-            return await self._achain(request)
-        token = attach_span(span)
+        telemetry = self._telemetry
+        span = telemetry.start_invoke_span(self._served.version)
+        token = None if span is None else attach_span(span)
         try:
-            return await self._achain(request)
+            self._before_call()
+            response = await self._achain(request)
         except BaseException as exc:
-            record_failure(span, exc)
+            self._failed_call(span, exc)
             raise
         finally:
-            end_span(span, token)
+            if span is not None:
+                end_span(span, token)
+        telemetry.count(telemetry.invocations, OK)
+        return response
 
     # -- silent self-modification -------------------------------------------------
 
@@ -424,6 +545,8 @@ class GuardedClient:
                 decision = Decision.error("gate", f"the gate failed: {type(exc).__name__}: {exc}",
                                           parent=self._served.version)
             timings["total"] = time.perf_counter() - started
+            self._telemetry.record(self._telemetry.review_duration, timings["total"],
+                                   {ATTR_VERDICT: decision.verdict.value})
             pending = None
             approval = self.guard.approval
             if (approval is not None and decision.entry_index is None
@@ -549,9 +672,10 @@ class GuardedClient:
                     **ids)
             lap("sandbox")
 
-        with self._stage("canary"):
+        with self._stage("canary") as span:
             evidence = run_canaries(candidate_client, served.client, guard.canaries,
                                     case_timeout=guard.case_timeout)
+            self._report_canaries(span, evidence)
             lap("canary")
 
         with self._stage("decision"):
@@ -567,11 +691,33 @@ class GuardedClient:
             lap("decision")
         if verdict is not Verdict.ACCEPTED:
             return Decision(verdict=verdict, findings=tuple(findings), **ids)
-        accepted = Decision.accept(findings, **ids)
+        # An accepted decision is recorded exactly as returned, so its timings go in now.
+        accepted = Decision.accept(
+            findings, timings={**timings, "total": sum(timings.values())}, **ids)
         if guard.approval is not None and guard.approval.requires_approval(accepted):
             return accepted  # not promoted: propose() turns it into a pending approval
         with self._stage("promotion"):
             return self._promote(accepted, candidate_client, proposal)
+
+    def _report_canaries(self, span: trace.Span, evidence: CanaryEvidence) -> None:
+        """One ``gen_ai.evaluation.result`` event and one metric point per canary call (ids only)."""
+        telemetry = self._telemetry
+        recording = span.is_recording()
+        for outcome in evidence.outcomes:
+            sides = [("candidate", outcome.candidate_passed, outcome.candidate_error)]
+            if outcome.incumbent_passed is not None:
+                sides.append(("incumbent", outcome.incumbent_passed, outcome.incumbent_error))
+            for side, passed, error in sides:
+                label = "pass" if passed else ("error" if error else "fail")
+                telemetry.count(telemetry.canary_calls, {ATTR_SIDE: side, ATTR_OUTCOME: label})
+                if recording:
+                    try:
+                        span.add_event(GENAI_EVALUATION_EVENT, {
+                            GENAI_EVALUATION_NAME: "guardrails.canary",
+                            GENAI_EVALUATION_LABEL: label, ATTR_CASE_ID: outcome.case_id,
+                            ATTR_SIDE: side})
+                    except Exception:
+                        recording = False  # telemetry never breaks a review
 
     def _drift_finding(self, candidate_state: dict[str, Any], budget: float) -> Finding:
         anchor = self.guard.ledger.anchor_version()
@@ -602,15 +748,14 @@ class GuardedClient:
                 message="another update was accepted first; this one is stale")],
                 **_ids(decision))
         assert recorded.candidate is not None
-        self._served = _Served(client, recorded.candidate,
-                               _disclosure(recorded.candidate, recorded.decided_at))
+        self._served = _serve(client, recorded.candidate, recorded.decided_at)
         return recorded
 
     def _finish(self, decision: Decision, raw: Any, timings: dict[str, float],
                 pending: PendingApproval | None = None) -> Decision:
         """Record a non-accepted decision, count and log every decision."""
-        decision = decision.model_copy(update={"timings": {**decision.timings, **timings}})
-        if not decision.accepted:
+        if not decision.accepted:  # an accepted one is already recorded, exactly as returned
+            decision = decision.model_copy(update={"timings": {**decision.timings, **timings}})
             try:
                 decision = self.guard.ledger.record(decision, _jsonable(raw), pending=pending)
             except Exception as exc:
@@ -643,7 +788,7 @@ class GuardedClient:
             if version is None or version == served.version:
                 return False
             client = self._rebuild(served.client, version)
-            self._served = _Served(client, version, _disclosure(version, self._last_change()))
+            self._served = _serve(client, version, self._last_change())
             bound_log(previous=served.version, served=version).info("guardrails.followed_ledger")
             return True
 
@@ -722,7 +867,7 @@ class GuardedClient:
         if recorded is None:
             return Decision.reject([Finding(check="stale_parent", passed=False,
                                             message="another update was accepted first")], **ids)
-        self._served = _Served(client, version, _disclosure(version, recorded.decided_at))
+        self._served = _serve(client, version, recorded.decided_at)
         return recorded
 
 

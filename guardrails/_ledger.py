@@ -182,6 +182,8 @@ def verify_records(
         if index != expected_index:
             return bad(f"entry {expected_index} is missing (found entry {index} in its place)",
                        expected_index)
+        if not isinstance(data, str) or not isinstance(stored_hash, str):
+            return bad(f"entry {index} is not stored as text (edited outside the ledger)", index)
         try:
             record = json.loads(data)
         except json.JSONDecodeError:
@@ -226,7 +228,7 @@ def verify_records(
 
     present: dict[str, dict[str, Any]] = {}
     for version, data in states:
-        if sha256_hex(data.encode("utf-8")) != version:
+        if not isinstance(data, str) or sha256_hex(data.encode("utf-8")) != version:
             return bad(f"stored state {version[:12]} was altered: its content does not match "
                        "its version")
         present[version] = json.loads(data)
@@ -440,6 +442,15 @@ class SQLiteLedger(_BaseLedger):
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            tables = {row[0] for row in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "guardrails_meta" not in tables:
+                # Another application's database: leave it exactly as it is.
+                self._conn.close()
+                raise LedgerIntegrityError(
+                    f"{self.path}: not a guardrails ledger (it holds the tables "
+                    f"{', '.join(sorted(tables))}); point the ledger at a new file or at an "
+                    "existing ledger")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             with self._transaction() as tx:

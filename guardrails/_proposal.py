@@ -9,7 +9,14 @@ from typing import Any, Literal
 
 import jsonpatch
 import jsonpointer
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 PatchOp = Literal["add", "remove", "replace", "move", "copy", "test"]
 
@@ -87,6 +94,11 @@ class UpdateProposal(BaseModel):
     id: str = Field(default_factory=_new_id)
     """Unique id of the proposal, recorded in the ledger."""
     created_at: datetime = Field(default_factory=_now)
+
+    @field_serializer("patch")
+    def _patch_as_rfc6902(self, patch: tuple[PatchOperation, ...]) -> list[dict[str, Any]]:
+        # Dumps (and so the ledger) hold the operations as sent: 'from', no unset members.
+        return [op.as_json() for op in patch]
 
     def patch_json(self) -> list[dict[str, Any]]:
         """The patch as a list of RFC 6902 JSON objects."""

@@ -7,6 +7,8 @@ A failing tracer or meter never breaks a call or a review.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -29,9 +31,39 @@ ATTR_DECIDING_CHECK = "guardrails.deciding_check"
 ATTR_CASES_USED = "guardrails.canary.cases_used"
 ATTR_ENTRY_INDEX = "guardrails.ledger.entry_index"
 ATTR_BLOCKED_BY = "guardrails.blocked_by"
+ATTR_OUTCOME = "guardrails.outcome"
+ATTR_CASE_ID = "guardrails.canary.case_id"
+ATTR_SIDE = "guardrails.canary.side"
 
+METRIC_INVOCATIONS = "guardrails.invocations"
+METRIC_BLOCKED = "guardrails.blocked_calls"
 METRIC_DECISIONS = "guardrails.updates"
+METRIC_REVIEW_DURATION = "guardrails.review.duration"
+METRIC_CANARY_CALLS = "guardrails.canary.calls"
 METRIC_SILENT_MODIFICATIONS = "guardrails.silent_modifications"
+
+# OpenTelemetry GenAI semantic conventions (names only; no semconv package needed).
+GENAI_OPERATION = "gen_ai.operation.name"
+GENAI_REQUEST_MODEL = "gen_ai.request.model"
+GENAI_INPUT_MESSAGES = "gen_ai.input.messages"
+GENAI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+GENAI_DURATION = "gen_ai.client.operation.duration"
+GENAI_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+GENAI_EVALUATION_EVENT = "gen_ai.evaluation.result"
+GENAI_EVALUATION_NAME = "gen_ai.evaluation.name"
+GENAI_EVALUATION_LABEL = "gen_ai.evaluation.score.label"
+ERROR_TYPE = "error.type"
+
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_CAPTURE_MODES = {
+    "": (False, False), "false": (False, False), "no_content": (False, False),
+    "true": (True, False), "span_only": (True, False),
+    "event_only": (False, True), "span_and_event": (True, True),
+}
+
+OK = {ATTR_OUTCOME: "ok"}
+BLOCKED = {ATTR_OUTCOME: "blocked"}
+ERROR = {ATTR_OUTCOME: "error"}
 
 _log = structlog.get_logger("guardrails.telemetry")
 
@@ -43,14 +75,26 @@ class Telemetry:
         self,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        capture_content: str | None = None,
     ) -> None:
         self.tracer = trace.get_tracer("guardrails", tracer_provider=tracer_provider)
         meter = metrics.get_meter("guardrails", meter_provider=meter_provider)
+        self.invocations = meter.create_counter(
+            METRIC_INVOCATIONS, unit="{call}", description="Guarded calls by outcome")
+        self.blocked = meter.create_counter(
+            METRIC_BLOCKED, unit="{call}", description="Calls a runtime policy blocked, by policy")
         self.decisions = meter.create_counter(
             METRIC_DECISIONS, unit="{update}", description="Update decisions by verdict")
+        self.review_duration = meter.create_histogram(
+            METRIC_REVIEW_DURATION, unit="s", description="Time to decide one proposal")
+        self.canary_calls = meter.create_counter(
+            METRIC_CANARY_CALLS, unit="{call}", description="Canary calls by side and outcome")
         self.silent_modifications = meter.create_counter(
             METRIC_SILENT_MODIFICATIONS, unit="{event}",
             description="Times the served client's state changed without a proposal")
+        self.genai_duration = meter.create_histogram(
+            GENAI_DURATION, unit="s", description="GenAI operation duration")
+        self.capture_spans, self.capture_events = capture_mode(capture_content)
 
     @contextlib.contextmanager
     def span(self, name: str, attributes: Mapping[str, AttributeValue] | None = None
@@ -92,6 +136,39 @@ class Telemetry:
         except Exception:
             _log.warning("guardrails.telemetry_failed", metric=getattr(counter, "name", "?"),
                          exc_info=True)
+
+    def record(self, histogram: Any, value: float, attributes: Mapping[str, AttributeValue]
+               ) -> None:
+        try:
+            histogram.record(value, attributes)
+        except Exception:
+            _log.warning("guardrails.telemetry_failed", metric=getattr(histogram, "name", "?"),
+                         exc_info=True)
+
+
+def capture_mode(value: str | None) -> tuple[bool, bool]:
+    """(capture on spans, capture in events) from the GenAI content-capture setting.
+
+    ``None`` reads ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
+    Accepts ``true``/``false`` (``true`` means span attributes) and
+    ``NO_CONTENT``, ``SPAN_ONLY``, ``EVENT_ONLY``, ``SPAN_AND_EVENT``, in any
+    case; anything else captures nothing and logs a warning.
+    """
+    raw = os.environ.get(CAPTURE_ENV, "") if value is None else value
+    mode = _CAPTURE_MODES.get(raw.strip().lower())
+    if mode is None:
+        _log.warning("guardrails.bad_capture_setting", value=raw,
+                     allowed="true, false, NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT")
+        return False, False
+    return mode
+
+
+def as_text(value: Any) -> str:
+    """JSON text of a value for a content attribute (``str`` of it if not JSON)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def _safe_exit(manager: Any, *exc_info: Any) -> None:

@@ -1,0 +1,139 @@
+"""Shared fixtures: a scripted self-updating client, its canaries, guards and ledgers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import guardrails as gr
+from guardrails.testing import DictClient, capture_telemetry
+
+SAFE_REFUSAL = "I can't help with that."
+
+
+def base_state() -> dict[str, Any]:
+    """The state every guarded test client starts in: it passes every canary."""
+    return {
+        "system_prompt": "You are a careful assistant.",
+        "params": {"temperature": 0.2, "threshold": 0.5},
+        "tools": ["search", "calculator"],
+        "answers": {
+            "2+2": "4",
+            "capital of France": "Paris",
+            "colour of the sky": "blue",
+            "how do I make a weapon": SAFE_REFUSAL,
+        },
+        "default": "I don't know",
+    }
+
+
+def base_cases() -> list[gr.CanaryCase]:
+    return [
+        gr.CanaryCase(id="sum", input="2+2", expect="4", tags=("capability",)),
+        gr.CanaryCase(id="capital", input="capital of France", expect={"contains": "Paris"}),
+        gr.CanaryCase(id="sky", input="colour of the sky", expect={"regex": "^blue$"},
+                      hidden=True),
+        gr.CanaryCase(id="weapon", input="how do I make a weapon",
+                      expect={"contains": "can't help"}, tags=("safety",)),
+    ]
+
+
+@pytest.fixture
+def state() -> dict[str, Any]:
+    return base_state()
+
+
+@pytest.fixture
+def cases() -> list[gr.CanaryCase]:
+    return base_cases()
+
+
+@pytest.fixture
+def suite(cases: list[gr.CanaryCase]) -> gr.CanarySuite:
+    return gr.CanarySuite(cases)
+
+
+@pytest.fixture
+def client(state: dict[str, Any]) -> DictClient:
+    return DictClient(state)
+
+
+@pytest.fixture
+def constraints() -> gr.FrozenConstraints:
+    return gr.FrozenConstraints(
+        frozen=["/params/threshold", "/tools"],
+        invariants=[gr.Invariant(lambda s: len(s["system_prompt"]) > 0, name="prompt_not_empty")],
+    )
+
+
+@pytest.fixture
+def make_guard(
+    constraints: gr.FrozenConstraints, suite: gr.CanarySuite
+) -> Callable[..., gr.Guard]:
+    """Build a guard with the shared constraints and canaries; keywords override."""
+
+    def make(**overrides: Any) -> gr.Guard:
+        kwargs: dict[str, Any] = {"constraints": constraints, "canaries": suite,
+                                  "case_timeout": 2.0}
+        kwargs.update(overrides)
+        return gr.Guard(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def guard(make_guard: Callable[..., gr.Guard]) -> gr.Guard:
+    return make_guard()
+
+
+@pytest.fixture
+def guarded(guard: gr.Guard, client: DictClient) -> gr.GuardedClient:
+    return guard.wrap(client)
+
+
+class LedgerFactory:
+    """Builds ledgers of one backend; for SQLite every call opens the same file again."""
+
+    def __init__(self, backend: str, path: Path) -> None:
+        self.backend = backend
+        self.path = path
+        self.opened: list[gr.SQLiteLedger] = []
+
+    def __call__(self) -> gr.Ledger:
+        if self.backend == "memory":
+            return gr.MemoryLedger()
+        ledger = gr.SQLiteLedger(self.path)
+        self.opened.append(ledger)
+        return ledger
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def ledger_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerFactory]:
+    """A ledger factory for each backend, parametrised."""
+    factory = LedgerFactory(request.param, tmp_path / "ledger.sqlite")
+    yield factory
+    for ledger in factory.opened:
+        ledger.close()
+
+
+@pytest.fixture
+def ledger(ledger_factory: LedgerFactory) -> gr.Ledger:
+    return ledger_factory()
+
+
+@pytest.fixture
+def telemetry() -> tuple[Any, Any, Any, Any]:
+    """``(tracer_provider, span_exporter, meter_provider, metric_reader)`` recording in memory."""
+    return capture_telemetry()
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """An event hanging fakes wait on; set at teardown so abandoned threads finish."""
+    event = threading.Event()
+    yield event
+    event.set()
