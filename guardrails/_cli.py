@@ -129,6 +129,25 @@ def check(config_path: Path, as_json: bool) -> None:
                             f"{summary['fingerprint'][:12]})")
 
 
+@main.command()
+@json_option
+def plugins(as_json: bool) -> None:
+    """Installed plugins, what they provide and their settings."""
+    from ._plugins import installed_plugins
+
+    infos = installed_plugins()
+    if as_json:
+        click.echo(json.dumps({n: i.model_dump(mode="json") for n, i in infos.items()}, indent=2))
+        return
+    for name, info in infos.items():
+        if info.error:
+            click.echo(f"{name:<18} BROKEN  {info.error}")
+            continue
+        settings = ", ".join((info.settings_schema or {}).get("properties", {}))
+        click.echo(f"{name:<18} {'+'.join(info.provides):<20} {info.description}")
+        click.echo(f"{'':<18} settings: {settings or 'none'}")
+
+
 @main.group("config")
 def config_group() -> None:
     """Work with the configuration file."""
@@ -303,14 +322,56 @@ def ledger_show(path: Path, verdict: str | None, version: str | None, as_json: b
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--blobs", type=click.Path(file_okay=False, path_type=Path),
               help="Also check every blob of every accepted state in this folder.")
-def ledger_verify(path: Path, blobs: Path | None) -> None:
-    """Verify a SQLite ledger; exit 1 and name the first bad entry if it does not verify."""
-    from ._blobs import FileBlobStore
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A verifier (public) key file: check the ledger's signed checkpoint with it "
+                   "instead of the key recorded in the ledger; fail if there is none.")
+def ledger_verify(path: Path, blobs: Path | None, key_file: Path | None) -> None:
+    """Verify a SQLite ledger; exit 1 and name the first bad entry if it does not verify.
 
+    Checks the hash chain, the Merkle tree against the entries and, when a
+    key is given or recorded, the last signed checkpoint.
+    """
+    from ._blobs import FileBlobStore
+    from ._checkpoint import Checkpoint, VerifierKey
+
+    key = None
+    if key_file is not None:
+        try:
+            key = VerifierKey.load(key_file)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_CONFIG)
     try:
-        report = SQLiteLedger(path).verify(FileBlobStore(blobs) if blobs else None)
+        ledger = SQLiteLedger(path, verifier_key=key)
+        report = ledger.verify(FileBlobStore(blobs) if blobs else None)
     except GuardrailsError as exc:
         _fail(str(exc), EXIT_NOT_ACCEPTED)
     if not report.ok:
         _fail(f"FAILED: {report.problem}", EXIT_NOT_ACCEPTED)
-    click.echo(f"ok: {report.size} entries, serving {report.served}")
+    _, root = ledger.root()
+    line = f"ok: {report.size} entries, serving {report.served}, tree root {root.hex()}"
+    note = ledger.latest_checkpoint()
+    if note is not None and (key is not None or ledger.verifier_key is not None):
+        checkpoint = Checkpoint.read(note, where=str(path))
+        line += f"; signed checkpoint of {checkpoint.size} entries verified"
+    click.echo(line)
+
+
+@ledger.command("prove")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("entry", type=int)
+def ledger_prove(path: Path, entry: int) -> None:
+    """Print the inclusion proof of ENTRY in the ledger's Merkle tree as JSON.
+
+    Hashes are lowercase hex; ``checkpoint`` is the last signed checkpoint
+    note, or null if the ledger does not sign.
+    """
+    try:
+        ledger = SQLiteLedger(path)
+        proof = ledger.prove(entry)
+    except IndexError as exc:
+        _fail(str(exc), EXIT_NOT_ACCEPTED)
+    except GuardrailsError as exc:
+        _fail(str(exc), EXIT_NOT_ACCEPTED)
+    data = json.loads(proof.model_dump_json())
+    data["checkpoint"] = ledger.latest_checkpoint()
+    click.echo(json.dumps(data, indent=2))

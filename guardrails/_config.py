@@ -90,6 +90,22 @@ class ClientSettings(_Section):
         return factory(**self.args)
 
 
+class PolicySettings(BaseModel):
+    """One ``[[policies]]`` entry: ``plugin = "name"`` plus that plugin's own settings.
+
+    The settings are checked by the plugin's settings model when it loads, so
+    a typo there is an error naming the plugin and the setting.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    plugin: str = Field(min_length=1)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class Config(_Section):
     """The whole ``guardrails.toml``."""
 
@@ -99,6 +115,9 @@ class Config(_Section):
     ledger: LedgerSettings = LedgerSettings()
     approval: ApprovalSettings | None = None
     client: ClientSettings | None = None
+    policies: list[PolicySettings] = []
+    """Plugins, in order: runtime middlewares wrap the model first-listed outermost;
+    update checks run in the same order."""
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -176,7 +195,10 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     except ConfigError as exc:
         raise ConfigError(f"{source} [canaries] files: {exc}") from None
     approval = None if config.approval is None else ApprovalPolicy(**config.approval.model_dump())
+    parts = build_policies(config.policies, source)
     return {
+        "middleware": parts.middleware,
+        "checks": parts.checks,
         "constraints": constraints,
         "canaries": suite,
         "ledger": SQLiteLedger(root / config.ledger.path),
@@ -184,3 +206,23 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "approval": approval,
         **config.guard.model_dump(),
     }
+
+
+def build_policies(policies: list[PolicySettings], source: str) -> Any:
+    """Load and build every configured plugin; errors name the file, the entry and the plugin."""
+    from ._plugins import load_plugin, merge_parts
+
+    built = []
+    for position, policy in enumerate(policies):
+        where = f"{source} policies[{position}] (plugin {policy.plugin!r})"
+        try:
+            built.append((policy.plugin, load_plugin(policy.plugin).build(policy.settings)))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        except Exception as exc:
+            raise ConfigError(f"{where}: the plugin raised {type(exc).__name__}: {exc}; the "
+                              "guard refuses to start with a policy it cannot build") from None
+    try:
+        return merge_parts(built)
+    except ConfigError as exc:
+        raise ConfigError(f"{source} policies: {exc}") from None

@@ -564,8 +564,11 @@ class GuardedClient:
                                        if f.check == "capability"), None),
             })
             if not decision.accepted:
-                span.set_status(trace.StatusCode.ERROR if decision.verdict is Verdict.ERROR
-                                else trace.StatusCode.UNSET)
+                try:
+                    span.set_status(trace.StatusCode.ERROR if decision.verdict is Verdict.ERROR
+                                    else trace.StatusCode.UNSET)
+                except Exception:  # telemetry never breaks a review
+                    bound_log().warning("guardrails.telemetry_failed", exc_info=True)
             return decision
 
     def _stage(self, name: str) -> Any:
@@ -596,8 +599,13 @@ class GuardedClient:
                                          "patch (RFC 6902 operations) and optional kind, "
                                          "rationale, source")],
                         parent=served.version)
-            ids = {"proposal_id": proposal.id, "kind": proposal.kind, "source": proposal.source,
-                   "rationale": proposal.rationale, "parent": proposal.parent}
+            ids: dict[str, Any] = {
+                "proposal_id": proposal.id, "kind": proposal.kind, "source": proposal.source,
+                "rationale": proposal.rationale, "parent": proposal.parent}
+            if not guard.ledger.has_state(proposal.parent):
+                # verify() requires every version the ledger names to be stored; an unknown
+                # parent stays in the recorded proposal, never in the decision.
+                ids["parent"] = None
             if guard.fingerprint() != guard._fingerprint:
                 return Decision.error("guard_integrity", "the guard's constraints, canaries or "
                                       "limits changed after start; restart with a reviewed "
@@ -613,7 +621,9 @@ class GuardedClient:
                     [Finding(check="stale_parent", passed=False,
                              message=f"the proposal targets {proposal.parent[:12]} but "
                                      f"{served.version[:12]} is served; propose against the "
-                                     "served version", evidence={"served": served.version})],
+                                     "served version",
+                             evidence={"served": served.version,
+                                       "proposed_parent": proposal.parent})],
                     **ids)
             incumbent_state = guard.ledger.get_state(served.version)
             try:
@@ -822,16 +832,20 @@ class GuardedClient:
         """
         with self._review_lock, self._telemetry.span(SPAN_REVIEW) as span:
             served = self._served
-            ids = {"parent": served.version, "candidate": version, "kind": "rollback",
-                   "source": "operator", "proposal_id": f"rollback-{version[:12]}"}
+            ids: dict[str, Any] = {
+                "parent": served.version, "candidate": version, "kind": "rollback",
+                "source": "operator", "proposal_id": f"rollback-{version[:12]}"}
             accepted = {e.decision.candidate for e in self.guard.ledger.entries()
                         if e.decision is not None and e.decision.accepted}
             decision: Decision
             if version not in accepted:
+                if not self.guard.ledger.has_state(version):
+                    ids["candidate"] = None  # the ledger names only versions it stores
                 decision = Decision.reject([Finding(
                     check="unknown_version", passed=False,
                     message=f"{version[:12]} was never an accepted version of this model; "
-                            "see the ledger for versions to roll back to")], **ids)
+                            "see the ledger for versions to roll back to",
+                    evidence={"requested": version})], **ids)
             elif version == served.version:
                 decision = Decision.reject([Finding(
                     check="no_change", passed=False, message=f"{version[:12]} is already served")],

@@ -4,6 +4,14 @@ Each entry is canonical JSON ``{"index", "type", "body", "prev_hash"}``;
 its hash is the SHA-256 of those bytes and the next entry carries it as
 ``prev_hash``. The served version is the candidate of the last accepted
 decision; the first entry is the initial state, the first anchor.
+
+The same canonical bytes are also the leaves of an RFC 6962 Merkle tree
+(``_merkle``), appended in the entry's own write transaction, so any entry
+can be proved included (``prove``) against a root (``root``). With a
+signing key, every append also stores a signed checkpoint (``_checkpoint``)
+of the new tree head; opening the ledger checks the last one, so history
+rewritten before it is refused. Checking the entries and the tree needs no
+key. The format, and how to check it independently: ``docs/ledger.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -21,11 +30,17 @@ from pydantic import BaseModel, ConfigDict
 
 from ._blobs import BlobStore, iter_blob_refs
 from ._canonical import canonical_json, sha256_hex, state_version
+from ._checkpoint import Checkpoint, SigningKey, VerifierKey
 from ._decision import Decision
-from ._errors import LedgerIntegrityError
+from ._errors import ConfigError, LedgerIntegrityError
+from ._merkle import DictNodeStore, InclusionProof, MerkleTree, SQLiteNodeStore, leaf_hash
 
 GENESIS_PREV = "0" * 64
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added the Merkle tree's node table (built once when a version 1 ledger is opened)."""
+
+ORIGIN_PREFIX = "guardrails/"
+"""A ledger's checkpoint origin is this prefix and a random UUID, fixed when it is created."""
 
 EntryType = Literal["decision", "event"]
 
@@ -81,6 +96,12 @@ class Ledger(Protocol):
     ``record(..., pending=...)`` opens a pending approval in the same
     transaction as its entry; ``resolves=ID`` closes one (exactly once: a
     second resolution raises ``ValueError``).
+
+    Every entry's canonical bytes are a leaf of an RFC 6962 Merkle tree:
+    ``root()`` is ``(size, root hash)``, ``prove(i)`` the inclusion proof of
+    entry ``i`` in the current tree (``IndexError`` if there is no entry
+    ``i``), ``latest_checkpoint()`` the last signed checkpoint note (``None``
+    unless the ledger signs). ``verify`` recomputes the tree from the entries.
     """
 
     def __len__(self) -> int: ...
@@ -109,6 +130,12 @@ class Ledger(Protocol):
     def pending(self, *, include_resolved: bool = False) -> list[PendingApproval]: ...
 
     def verify(self, blob_store: BlobStore | None = None) -> LedgerReport: ...
+
+    def prove(self, index: int) -> InclusionProof: ...
+
+    def root(self) -> tuple[int, bytes]: ...
+
+    def latest_checkpoint(self) -> str | None: ...
 
 
 class PendingApproval(BaseModel):
@@ -161,13 +188,17 @@ def verify_records(
     states: Iterable[tuple[str, str]],
     head: dict[str, Any],
     blob_store: BlobStore | None = None,
+    tree: MerkleTree | None = None,
 ) -> LedgerReport:
     """Check a ledger's raw records; shared by every ledger backend.
 
     ``rows`` are (index, stored hash, stored canonical data) in index order,
     ``states`` (version, stored canonical data), ``head`` the stored summary
-    (``size``, ``head_hash``, ``served``). Names the first bad entry.
+    (``size``, ``head_hash``, ``served``). ``tree``, if given, is the stored
+    Merkle tree at the head's size: every node is recomputed from the
+    entries and compared. Names the first bad entry.
     """
+    rows = rows if isinstance(rows, Sequence) else list(rows)
     prev = GENESIS_PREV
     served: str | None = None
     anchor: str | None = None
@@ -225,6 +256,11 @@ def verify_records(
     if head.get("served") != served:
         return bad(f"the head serves {head.get('served')!r} but the last accepted entry names "
                    f"{served!r}", size - 1)
+    if tree is not None:
+        try:
+            tree.check_against(leaf_hash(data.encode("utf-8")) for _, _, data in rows)
+        except LedgerIntegrityError as exc:
+            return bad(f"the Merkle tree does not match the entries: {exc}", exc.index)
 
     present: dict[str, dict[str, Any]] = {}
     for version, data in states:
@@ -262,10 +298,136 @@ class _Tx(Protocol):
 
 
 class _BaseLedger:
-    """The ledger logic, written once over a backend's storage primitives."""
+    """The ledger logic, written once over a backend's storage primitives.
+
+    A backend sets ``_lock``, ``_tree`` (its ``MerkleTree``) and calls
+    ``_open_checkpoints`` once inside its first transaction.
+    """
+
+    _lock: threading.RLock
+    _tree: MerkleTree
+    _tree_stale = False
+    """Set when a transaction rolled back: the tree may hold a leaf that was never stored."""
+    _origin = ""
+    _signing_key: SigningKey | None = None
+    _verifier_key: VerifierKey | None = None
+    _where = "ledger"
 
     def _transaction(self) -> contextlib.AbstractContextManager[_Tx]:
         raise NotImplementedError
+
+    def _meta(self, key: str) -> str | None:
+        raise NotImplementedError
+
+    def _stored_size(self) -> int:
+        return int(self._meta("size") or 0)
+
+    def _synced_tree(self) -> MerkleTree:
+        """The tree at the stored size (another process may have appended); under ``_lock``."""
+        size = self._stored_size()
+        if self._tree_stale or self._tree.size != size:
+            self._tree.reset(size)
+            self._tree_stale = False
+        return self._tree
+
+    def _open_checkpoints(self, tx: _Tx, signing_key: SigningKey | None,
+                          verifier_key: VerifierKey | None, trusted_checkpoint: str | None) -> None:
+        """Fix the origin and signing key, and check the tree against the last checkpoints.
+
+        The stored checkpoint is checked with ``verifier_key`` if given,
+        else with the public key recorded when the ledger first signed;
+        ``trusted_checkpoint`` (a signed note kept elsewhere) is checked too.
+        """
+        head = tx.head()
+        updates: dict[str, str] = {}
+        origin = head.get("origin")
+        if origin is None:
+            origin = ORIGIN_PREFIX + str(uuid.uuid4())
+            updates["origin"] = origin
+        recorded: VerifierKey | None = None
+        if head.get("checkpoint_key"):
+            try:
+                recorded = VerifierKey.parse(head["checkpoint_key"])
+            except ConfigError as exc:
+                raise LedgerIntegrityError(
+                    f"{self._where}: the recorded checkpoint key is damaged ({exc})") from None
+        if signing_key is not None:
+            if recorded is None:
+                recorded = signing_key.verifier
+                updates["checkpoint_key"] = str(recorded)
+            elif recorded != signing_key.verifier:
+                raise ConfigError(
+                    f"{self._where}: its checkpoints are signed by {recorded.name}+"
+                    f"{recorded.key_id:08x}, not by the signing key given ({signing_key.name}+"
+                    f"{signing_key.key_id:08x}); open it with the ledger's own key")
+        self._origin, self._signing_key = str(origin), signing_key
+        self._verifier_key = verifier_key or recorded
+        stored = head.get("checkpoint")
+        if self._verifier_key is None:
+            if trusted_checkpoint is not None:
+                raise ConfigError(f"{self._where}: a trusted checkpoint needs a verifier key "
+                                  "to check its signature")
+        else:
+            if (verifier_key is not None and stored is None and trusted_checkpoint is None
+                    and self._tree.size):
+                raise LedgerIntegrityError(
+                    f"{self._where}: has {self._tree.size} entries but no signed checkpoint to "
+                    "check with the given key (the checkpoint was removed, or the ledger never "
+                    "signed)")
+            for note, what in ((stored, "stored checkpoint"),
+                               (trusted_checkpoint, "trusted checkpoint")):
+                if note is not None:
+                    self._check_checkpoint(note, self._tree, what)
+        if updates:
+            tx.set_head(updates)
+
+    def _check_checkpoint(self, note: str, tree: MerkleTree, what: str) -> Checkpoint:
+        assert self._verifier_key is not None
+        checkpoint = Checkpoint.verify(note, self._verifier_key, origin=self._origin,
+                                       where=f"{self._where} ({what})")
+        checkpoint.check_tree(tree, where=self._where)
+        return checkpoint
+
+    def _checkpoint_problem(self, tree: MerkleTree) -> str | None:
+        """Why the stored checkpoint does not hold for ``tree``, if a key is known; else ``None``."""
+        note = self._meta("checkpoint")
+        if note is None or self._verifier_key is None:
+            return None
+        try:
+            self._check_checkpoint(note, tree, "stored checkpoint")
+        except LedgerIntegrityError as exc:
+            return str(exc)
+        return None
+
+    @property
+    def origin(self) -> str:
+        """The ledger's checkpoint origin, ``guardrails/<uuid>``, fixed when it was created."""
+        return self._origin
+
+    @property
+    def verifier_key(self) -> VerifierKey | None:
+        """The key checkpoints are checked with: the one given, else the one recorded."""
+        return self._verifier_key
+
+    def latest_checkpoint(self) -> str | None:
+        """The last signed checkpoint note (``None`` unless the ledger signs)."""
+        with self._lock:
+            return self._meta("checkpoint")
+
+    def root(self) -> tuple[int, bytes]:
+        """``(size, root hash)`` of the Merkle tree over the entries."""
+        with self._lock:
+            tree = self._synced_tree()
+            return tree.size, tree.root
+
+    def prove(self, index: int) -> InclusionProof:
+        """The inclusion proof of entry ``index`` in the current tree; ``IndexError`` if none."""
+        with self._lock:
+            tree = self._synced_tree()
+            if not 0 <= index < tree.size:
+                raise IndexError(f"{self._where}: no entry {index} (the ledger has {tree.size} "
+                                 f"entries, 0 to {tree.size - 1})")
+            return tree.prove_inclusion(index)
 
     def _append(self, tx: _Tx, type_: EntryType, body: dict[str, Any]) -> LedgerEntry:
         head = tx.head()
@@ -273,7 +435,15 @@ class _BaseLedger:
         prev = head.get("head_hash") or GENESIS_PREV
         hash_, data = _seal(index, type_, body, prev)
         tx.insert_entry(index, hash_, data)
+        if self._tree_stale or self._tree.size != index:
+            self._tree.reset(index)
+            self._tree_stale = False
+        self._tree.append(data.encode("utf-8"))
         updates = {"size": str(index + 1), "head_hash": hash_}
+        if self._signing_key is not None:
+            updates["checkpoint"] = Checkpoint(
+                origin=self._origin, size=index + 1, root_hash=self._tree.root
+            ).sign(self._signing_key)
         is_accepted, is_anchor = _moves_served(type_, body)
         if is_accepted:
             updates["served"] = body["decision"]["candidate"]
@@ -322,14 +492,21 @@ class _BaseLedger:
 
 
 class MemoryLedger(_BaseLedger):
-    """The ledger in process memory: same protocol and checks, nothing persisted."""
+    """The ledger in process memory: same protocol and checks, nothing persisted.
 
-    def __init__(self) -> None:
+    Its Merkle tree lives in a ``DictNodeStore``; with ``signing_key`` every
+    append stores a signed checkpoint, as ``SQLiteLedger`` does.
+    """
+
+    def __init__(self, *, signing_key: SigningKey | None = None) -> None:
         self._rows: list[tuple[int, str, str]] = []
         self._states: dict[str, str] = {}
         self._head: dict[str, Any] = {}
         self._pending: dict[str, PendingApproval] = {}
         self._lock = threading.RLock()
+        self._tree = MerkleTree(DictNodeStore())
+        with self._transaction() as tx:
+            self._open_checkpoints(tx, signing_key, None, None)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[_Tx]:
@@ -340,6 +517,10 @@ class MemoryLedger(_BaseLedger):
 
     def head(self) -> dict[str, Any]:
         return self._head
+
+    def _meta(self, key: str) -> str | None:
+        value = self._head.get(key)
+        return None if value is None else str(value)
 
     def set_head(self, values: dict[str, str]) -> None:
         self._head.update(values)
@@ -392,7 +573,14 @@ class MemoryLedger(_BaseLedger):
             states = list(self._states.items())
             head = {"size": len(rows), "head_hash": rows[-1][1] if rows else None,
                     "served": self._head.get("served")}
-        return verify_records(rows, states, head, blob_store)
+            try:
+                tree = MerkleTree(self._tree.store, self._stored_size())
+            except LedgerIntegrityError as exc:
+                return LedgerReport(ok=False, size=len(rows), problem=str(exc), index=exc.index)
+        report = verify_records(rows, states, head, blob_store, tree)
+        problem = self._checkpoint_problem(tree) if report.ok else None
+        return report if problem is None else LedgerReport(ok=False, size=report.size,
+                                                           problem=problem)
 
 
 _SCHEMA = """
@@ -433,10 +621,27 @@ class SQLiteLedger(_BaseLedger):
     Writes take SQLite's write lock (``BEGIN IMMEDIATE``), so the
     compare-and-swap in ``promote`` holds between processes too. Opening a
     file that is not a ledger raises ``LedgerIntegrityError`` naming it.
+
+    The Merkle tree's nodes live in the same file (``guardrails_merkle_nodes``),
+    written in each entry's transaction; a ledger from before the tree gets
+    it built once, on open. With ``signing_key``, every append stores a
+    signed checkpoint and the key's public half is recorded in the file.
+    On open, the stored checkpoint, and ``trusted_checkpoint`` (a signed
+    note kept elsewhere) if given, are checked with ``verifier_key``, or
+    else with the recorded public key: a bad signature, another ledger's
+    checkpoint, or a tree that does not extend it (history rewritten or
+    truncated) raises ``LedgerIntegrityError`` naming the file. Given
+    ``verifier_key``, a ledger with entries but no checkpoint is refused too.
+    The recorded key only guards against damage; against a rewritten file,
+    keep the verifier key (or a checkpoint) outside it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0,
+                 signing_key: SigningKey | None = None,
+                 verifier_key: VerifierKey | None = None,
+                 trusted_checkpoint: str | None = None) -> None:
         self.path = Path(path)
+        self._where = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         try:
@@ -456,13 +661,26 @@ class SQLiteLedger(_BaseLedger):
             with self._transaction() as tx:
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     tx.conn.execute(statement)
+                store = SQLiteNodeStore(tx.conn)
+                store.create_table()
                 found = tx.head().get("schema_version")
-                if found is None:
-                    tx.set_head({"schema_version": str(SCHEMA_VERSION)})
-                elif int(found) > SCHEMA_VERSION:
+                if found is not None and int(found) > SCHEMA_VERSION:
                     raise LedgerIntegrityError(
                         f"{self.path}: ledger schema {found} is newer than this library "
                         f"understands ({SCHEMA_VERSION}); upgrade guardrails-middleware")
+                if found != str(SCHEMA_VERSION):
+                    tx.set_head({"schema_version": str(SCHEMA_VERSION)})
+                if store.table not in tables:
+                    # A ledger from before the tree: build it from the entries, once.
+                    MerkleTree(store).extend_hashes(
+                        leaf_hash(data.encode("utf-8") if isinstance(data, str) else bytes(data))
+                        for (data,) in tx.conn.execute(
+                            "SELECT data FROM guardrails_entries ORDER BY idx"))
+                try:
+                    self._tree = MerkleTree(store, int(tx.head().get("size") or 0))
+                except LedgerIntegrityError as exc:
+                    raise LedgerIntegrityError(f"{self.path}: {exc}", index=exc.index) from None
+                self._open_checkpoints(tx, signing_key, verifier_key, trusted_checkpoint)
         except sqlite3.DatabaseError as exc:
             raise LedgerIntegrityError(
                 f"{self.path}: not a guardrails ledger ({exc}); point the ledger at a new "
@@ -476,6 +694,7 @@ class SQLiteLedger(_BaseLedger):
                 yield _SQLiteTx(self._conn)
                 self._conn.execute("COMMIT")
             except BaseException:
+                self._tree_stale = True
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
@@ -546,7 +765,17 @@ class SQLiteLedger(_BaseLedger):
         except sqlite3.DatabaseError as exc:
             return LedgerReport(ok=False, size=0, problem=f"{self.path}: cannot read ({exc})")
         head["size"] = int(head["size"]) if head.get("size") else 0
-        report = verify_records(rows, states, head, blob_store)
+        try:
+            with self._lock:
+                tree = MerkleTree(SQLiteNodeStore(self._conn), head["size"])
+        except LedgerIntegrityError as exc:
+            return LedgerReport(ok=False, size=head["size"], problem=f"{self.path}: {exc}",
+                                index=exc.index)
+        with self._lock:
+            report = verify_records(rows, states, head, blob_store, tree)
+            problem = self._checkpoint_problem(tree) if report.ok else None
         if not report.ok:
             return report.model_copy(update={"problem": f"{self.path}: {report.problem}"})
+        if problem is not None:
+            return LedgerReport(ok=False, size=report.size, problem=problem)
         return report

@@ -77,8 +77,16 @@ class Telemetry:
         meter_provider: metrics.MeterProvider | None = None,
         capture_content: str | None = None,
     ) -> None:
-        self.tracer = trace.get_tracer("guardrails", tracer_provider=tracer_provider)
-        meter = metrics.get_meter("guardrails", meter_provider=meter_provider)
+        try:
+            self.tracer = trace.get_tracer("guardrails", tracer_provider=tracer_provider)
+        except Exception:  # a broken provider must not stop the guard: trace nothing
+            _log.warning("guardrails.telemetry_failed", provider="tracer", exc_info=True)
+            self.tracer = trace.NoOpTracer()
+        try:
+            meter = metrics.get_meter("guardrails", meter_provider=meter_provider)
+        except Exception:
+            _log.warning("guardrails.telemetry_failed", provider="meter", exc_info=True)
+            meter = metrics.NoOpMeter("guardrails")
         self.invocations = meter.create_counter(
             METRIC_INVOCATIONS, unit="{call}", description="Guarded calls by outcome")
         self.blocked = meter.create_counter(

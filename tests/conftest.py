@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,3 +139,26 @@ def release() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
+
+
+
+@contextlib.contextmanager
+def open_db(path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def db() -> Callable[[Path], contextlib.AbstractContextManager[sqlite3.Connection]]:
+    """Open a SQLite file behind the ledger's back; commits and closes on leaving."""
+    return open_db
+
+
+@pytest.fixture
+def state_factory() -> Callable[[], dict[str, Any]]:
+    """Makes fresh copies of the initial test state."""
+    return base_state

@@ -225,7 +225,7 @@ def test_bad_middleware_signature_is_a_config_error(make_guard: Any, bad: Any) -
 
 def test_non_callable_middleware_is_a_config_error(make_guard: Any) -> None:
     """A middleware that is not callable is refused at construction."""
-    with pytest.raises(gr.ConfigError, match="middleware #0 .* is not callable"):
+    with pytest.raises(gr.ConfigError, match=r"middleware #0 .* is not callable"):
         make_guard(middleware=["not a function"])
 
 

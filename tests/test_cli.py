@@ -199,3 +199,11 @@ def test_demo_with_an_unknown_name_is_a_usage_error() -> None:
     """An unknown demo name exits 2 and lists the installed demos."""
     result = CliRunner().invoke(main, ["demo", "nope"])
     assert result.exit_code == 2 and "installed demos" in result.output
+
+
+def test_plugins_lists_the_built_in_plugins_with_their_settings() -> None:
+    """plugins --json lists each built-in plugin with what it provides and its settings schema."""
+    data = json.loads(run("plugins", "--json").stdout)
+    assert {"pii", "deny_list", "drift_budget", "provenance"} <= set(data)
+    assert data["pii"]["provides"] == ["middleware"]
+    assert "action" in data["pii"]["settings_schema"]["properties"]

@@ -115,3 +115,34 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A configuration path that does not exist says so."""
     with pytest.raises(gr.ConfigError, match="cannot read the configuration"):
         gr.Guard.from_config(tmp_path / "absent.toml")
+
+
+def test_policies_build_middleware_and_checks_in_order(tmp_path: Path) -> None:
+    """[[policies]] entries become the guard's middleware and update checks, in order."""
+    text = VALID + """
+[[policies]]
+plugin = "deny_list"
+words = ["forbidden"]
+
+[[policies]]
+plugin = "invariants"
+rules = [{pointer = "/default", op = "exists"}]
+"""
+    guard = gr.Guard.from_config(write(tmp_path, text))
+    assert len(guard.middleware) == 1 and len(guard.checks) == 1
+
+
+def test_an_unknown_plugin_lists_the_installed_ones(tmp_path: Path) -> None:
+    """A policy naming no installed plugin says which entry and lists what is installed."""
+    path = write(tmp_path, VALID + '\n[[policies]]\nplugin = "pi"\n')
+    with pytest.raises(gr.ConfigError, match=r"policies\[0\] \(plugin 'pi'\): unknown plugin") as caught:
+        gr.Guard.from_config(path)
+    assert "Installed plugins:" in str(caught.value) and "pii" in str(caught.value)
+
+
+def test_a_bad_plugin_setting_names_the_plugin_and_the_setting(tmp_path: Path) -> None:
+    """A typo in a plugin's own settings is an error naming the plugin and the key."""
+    path = write(tmp_path, VALID + '\n[[policies]]\nplugin = "pii"\nacton = "block"\n')
+    with pytest.raises(gr.ConfigError, match="acton") as caught:
+        gr.Guard.from_config(path)
+    assert "pii" in str(caught.value)

@@ -20,7 +20,7 @@ def has_prompt(state: dict[str, Any]) -> bool:
 
 
 def low_temperature(state: dict[str, Any]) -> bool:
-    return state.get("temperature", 0) <= 1
+    return bool(state.get("temperature", 0) <= 1)
 
 
 # -- invariants --------------------------------------------------------------------------
@@ -45,7 +45,7 @@ def test_invariant_needs_a_callable() -> None:
 @pytest.mark.parametrize("result", [1, "yes", [True], None, False])
 def test_only_true_holds(result: object) -> None:
     """A predicate returning anything but True fails (fail closed), naming the value."""
-    ok, message = gr.Invariant(lambda s: result, name="odd").holds({})
+    ok, message = gr.Invariant(lambda s: result, name="odd").holds({})  # type: ignore[arg-type,return-value]
     assert not ok
     assert repr(result) in message
 
@@ -141,7 +141,7 @@ def test_constraints_reject_non_callable_invariants() -> None:
 @pytest.mark.parametrize("field", ["frozen", "mutable"])
 def test_constraints_reject_bad_pointers(field: str) -> None:
     """A frozen or mutable entry that is not a JSON Pointer names the pointer and the fix."""
-    with pytest.raises(ValidationError, match="'params.threshold' is not a JSON Pointer"):
+    with pytest.raises(ValidationError, match=r"'params\.threshold' is not a JSON Pointer"):
         gr.FrozenConstraints(**{field: ["params.threshold"]})
 
 

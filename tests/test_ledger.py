@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+import itertools
 import threading
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,7 @@ def test_entries_form_a_hash_chain(ledger: gr.Ledger) -> None:
     entries = list(ledger.entries())
     assert [e.index for e in entries] == [0, 1, 2, 3, 4]
     assert entries[0].prev_hash == GENESIS_PREV
-    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
 
 
 def test_entries_start_at_an_index(ledger: gr.Ledger) -> None:
@@ -217,23 +217,23 @@ def test_concurrent_promotions_have_one_winner(ledger: gr.Ledger) -> None:
 # -- tampering ----------------------------------------------------------------------------
 
 
-def tamper_entry(ledger: gr.Ledger, index: int, old: str, new: str) -> None:
+def tamper_entry(db: Any, ledger: gr.Ledger, index: int, old: str, new: str) -> None:
     """Replace text in the stored data of one entry, behind the ledger's back."""
     if isinstance(ledger, gr.MemoryLedger):
         i, hash_, data = ledger._rows[index]
         ledger._rows[index] = (i, hash_, data.replace(old, new))
         return
     assert isinstance(ledger, gr.SQLiteLedger)
-    with sqlite3.connect(ledger.path) as conn:
+    with db(ledger.path) as conn:
         conn.execute("UPDATE guardrails_entries SET data = replace(data, ?, ?) WHERE idx = ?",
                      (old, new, index))
 
 
-def test_verify_names_the_first_altered_entry(ledger: gr.Ledger) -> None:
+def test_verify_names_the_first_altered_entry(ledger: gr.Ledger, db: Any) -> None:
     """An entry edited after the fact is named by index (and, for files, with the path)."""
     history(ledger)
-    tamper_entry(ledger, 2, '"verdict":"rejected"', '"verdict":"accepted"')
-    tamper_entry(ledger, 3, '"detail":"x"', '"detail":"y"')
+    tamper_entry(db, ledger, 2, '"verdict":"rejected"', '"verdict":"accepted"')
+    tamper_entry(db, ledger, 3, '"detail":"x"', '"detail":"y"')
     report = ledger.verify()
     assert not report.ok and report.index == 2
     assert "entry 2 was altered" in str(report.problem)
@@ -290,32 +290,32 @@ def test_foreign_file_names_the_file(tmp_path: Path) -> None:
         gr.SQLiteLedger(path)
 
 
-def test_foreign_database_names_the_file(tmp_path: Path) -> None:
+def test_foreign_database_names_the_file(tmp_path: Path, db: Any) -> None:
     """Another application's SQLite database is refused, naming the file, and left as it was."""
     path = tmp_path / "app.sqlite"
-    with sqlite3.connect(path) as conn:
+    with db(path) as conn:
         conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
     with pytest.raises(gr.LedgerIntegrityError, match=f"{path}: not a guardrails ledger"):
         gr.SQLiteLedger(path)
-    with sqlite3.connect(path) as conn:
+    with db(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert tables == {"users"}
 
 
-def test_newer_schema_is_refused(sqlite_path: Path) -> None:
+def test_newer_schema_is_refused(sqlite_path: Path, db: Any) -> None:
     """A ledger written by a newer library version is refused with the fix named."""
     gr.SQLiteLedger(sqlite_path).close()
-    with sqlite3.connect(sqlite_path) as conn:
+    with db(sqlite_path) as conn:
         conn.execute("UPDATE guardrails_meta SET value='99' WHERE key='schema_version'")
-    with pytest.raises(gr.LedgerIntegrityError, match="schema 99 is newer.*upgrade"):
+    with pytest.raises(gr.LedgerIntegrityError, match=r"schema 99 is newer.*upgrade"):
         gr.SQLiteLedger(sqlite_path)
 
 
-def test_sqlite_removed_entry_is_named(sqlite_path: Path) -> None:
+def test_sqlite_removed_entry_is_named(sqlite_path: Path, db: Any) -> None:
     """Deleting an entry from the file is caught, naming the missing index."""
     ledger = gr.SQLiteLedger(sqlite_path)
     history(ledger)
-    with sqlite3.connect(sqlite_path) as conn:
+    with db(sqlite_path) as conn:
         conn.execute("DELETE FROM guardrails_entries WHERE idx = 2")
     report = ledger.verify()
     assert not report.ok and report.index == 2
@@ -323,11 +323,11 @@ def test_sqlite_removed_entry_is_named(sqlite_path: Path) -> None:
     ledger.close()
 
 
-def test_sqlite_altered_state_is_found(sqlite_path: Path) -> None:
+def test_sqlite_altered_state_is_found(sqlite_path: Path, db: Any) -> None:
     """A stored state edited in the file no longer matches its version."""
     ledger = gr.SQLiteLedger(sqlite_path)
     history(ledger)
-    with sqlite3.connect(sqlite_path) as conn:
+    with db(sqlite_path) as conn:
         conn.execute("UPDATE guardrails_states SET data = '{\"prompt\":\"evil\"}' WHERE version=?",
                      (V1,))
     report = ledger.verify()
@@ -338,13 +338,13 @@ def test_sqlite_altered_state_is_found(sqlite_path: Path) -> None:
 @pytest.mark.parametrize("table", ["guardrails_entries", "guardrails_states"])
 @pytest.mark.parametrize("garbage", [False, True])
 def test_sqlite_bytes_instead_of_text_is_reported_not_raised(
-    sqlite_path: Path, table: str, garbage: bool
+    sqlite_path: Path, table: str, garbage: bool, db: Any
 ) -> None:
     """A record whose data was rewritten as raw bytes (garbage or its own content) fails
     verification instead of raising."""
     ledger = gr.SQLiteLedger(sqlite_path)
     history(ledger)
-    with sqlite3.connect(sqlite_path) as conn:
+    with db(sqlite_path) as conn:
         conn.execute(f"UPDATE {table} SET data = CASE WHEN ? THEN X'FF00' "
                      "ELSE CAST(data AS BLOB) END", (garbage,))
     report = ledger.verify()

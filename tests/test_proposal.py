@@ -19,7 +19,7 @@ def make(*ops: dict[str, Any], **fields: Any) -> gr.UpdateProposal:
 
 def test_proposal_from_plain_operations() -> None:
     """Plain RFC 6902 dicts become PatchOperations and round-trip through patch_json."""
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op": "replace", "path": "/a", "value": 1},
         {"op": "move", "from": "/b", "path": "/c"},
         {"op": "remove", "path": "/d"},
