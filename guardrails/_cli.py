@@ -262,9 +262,9 @@ def review(proposal_file: Path, config_path: Path, as_json: bool) -> None:
     except json.JSONDecodeError as exc:
         _fail(f"{proposal_file}: not valid JSON ({exc})", EXIT_CONFIG)
     guarded = _guarded(config_path)
-    with click.progressbar(length=1, label="reviewing", file=sys.stderr) as bar:
-        decision = guarded.propose(proposal)
-        bar.update(1)
+    with click.progressbar(length=len(guarded.guard.canaries), label="canaries",
+                           file=sys.stderr) as bar:
+        decision = guarded.propose(proposal, progress=lambda done, _: bar.update(done - bar.pos))
     _emit(decision.model_dump(mode="json"), as_json, _decision_table(decision))
     _exit_for(decision)
 

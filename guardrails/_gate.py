@@ -159,20 +159,27 @@ def _run_case(client: Any, case: CanaryCase, timeout: float) -> tuple[bool, str 
     return passed, (why or None)
 
 
+Progress = Callable[[int, int], None]
+"""Called with (cases done, cases planned) after each canary case."""
+
+
 def run_canaries(
-    candidate: Any, incumbent: Any, suite: CanarySuite, *, case_timeout: float
+    candidate: Any, incumbent: Any, suite: CanarySuite, *, case_timeout: float,
+    progress: Progress | None = None,
 ) -> CanaryEvidence:
     """Run safety cases first (stopping at the candidate's first failure), then capability
     cases, each on candidate and incumbent with the same request."""
     outcomes: list[CaseOutcome] = []
     ordered = (*suite.safety, *suite.capability)
-    for case in ordered:
+    for done, case in enumerate(ordered, start=1):
         cand_ok, cand_err = _run_case(candidate, case, case_timeout)
         inc_ok, inc_err = _run_case(incumbent, case, case_timeout)
         outcomes.append(CaseOutcome(
             case_id=case.id, safety=case.is_safety, hidden=case.hidden, tags=case.tags,
             candidate_passed=cand_ok, incumbent_passed=inc_ok,
             candidate_error=cand_err, incumbent_error=inc_err))
+        if progress is not None:
+            progress(done, len(ordered))
         if case.is_safety and not cand_ok:
             return CanaryEvidence(outcomes=tuple(outcomes), planned=len(ordered),
                                   stopped_early=True,

@@ -35,6 +35,7 @@ from ._gate import (
     CanaryEvidence,
     DecisionRule,
     MarginRule,
+    Progress,
     call_with_timeout,
     run_canaries,
 )
@@ -528,18 +529,20 @@ class GuardedClient:
             return None
         return self.propose(proposal)
 
-    def propose(self, proposal: UpdateProposal | dict[str, Any]) -> Decision:
+    def propose(self, proposal: UpdateProposal | dict[str, Any], *,
+                progress: Progress | None = None) -> Decision:
         """Review a proposal and promote it if, and only if, the gate accepts it.
 
         Never raises for a bad proposal or a failing candidate: the outcome is
         a recorded ``Decision`` whose findings say what decided it.
+        ``progress(done, planned)`` is called after each canary case.
         """
         with self._review_lock, self._telemetry.span(SPAN_REVIEW) as span:
             timings: dict[str, float] = {}
             started = time.perf_counter()
             raw = proposal.model_dump(mode="json") if isinstance(proposal, UpdateProposal) else proposal
             try:
-                decision = self._review(proposal, timings)
+                decision = self._review(proposal, timings, progress)
             except Exception as exc:  # the gate itself failed: never accept
                 bound_log().exception("guardrails.gate_error")
                 decision = Decision.error("gate", f"the gate failed: {type(exc).__name__}: {exc}",
@@ -574,7 +577,8 @@ class GuardedClient:
     def _stage(self, name: str) -> Any:
         return self._telemetry.span(SPAN_STAGE_PREFIX + name)
 
-    def _review(self, proposal: UpdateProposal | dict[str, Any], timings: dict[str, float]) -> Decision:
+    def _review(self, proposal: UpdateProposal | dict[str, Any], timings: dict[str, float],
+                progress: Progress | None = None) -> Decision:
         guard = self.guard
         served = self._served
         clock = time.perf_counter()
@@ -684,7 +688,7 @@ class GuardedClient:
 
         with self._stage("canary") as span:
             evidence = run_canaries(candidate_client, served.client, guard.canaries,
-                                    case_timeout=guard.case_timeout)
+                                    case_timeout=guard.case_timeout, progress=progress)
             self._report_canaries(span, evidence)
             lap("canary")
 

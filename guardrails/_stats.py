@@ -33,9 +33,12 @@ Methods, and why:
   Boos 1994). The restriction is what lets a candidate that agrees on every
   case pass at about 3/margin cases: the data then exclude every discordance
   rate large enough to hide a ``margin``-sized regression. Because the
-  rejection region only grows when a regression is turned into a fix, the
-  supremum over the whole null is attained on its boundary, which is what
-  makes the test exact rather than approximate.
+  rejection region only grows when a regression is turned into a fix, at
+  each discordance rate the null probability is largest at the smallest
+  drop the null allows, so the supremum over the whole two-dimensional null
+  is a one-dimensional supremum (taken on a grid refined by golden-section
+  search). That is what makes the test exact rather than approximate; the
+  tests check its size by enumerating every outcome for small n.
 * **Sequential design** (:class:`SequentialNonInferiority`): an anytime-valid
   test, chosen over a group-sequential alpha-spending design because the
   runner's looks are not known in advance (batches end when the concurrent
@@ -475,10 +478,10 @@ def _region_edges(n: int, t: float, z_obs: float) -> list[int]:
     return edges
 
 
-def _region_probability(edges: list[int], n: int, t: float, s: float) -> float:
-    """P(score <= z_obs) when pi_b - pi_c = t and pi_b + pi_c = s."""
-    pi_b = min(max((s + t) / 2.0, 0.0), 1.0)
-    pi_c = min(max((s - t) / 2.0, 0.0), 1.0)
+def _region_probability(edges: list[int], n: int, pi_b: float, pi_c: float) -> float:
+    """P((B, C) in the region given by ``edges``) for regression and fix rates pi_b, pi_c."""
+    pi_b = min(max(pi_b, 0.0), 1.0)
+    pi_c = min(max(pi_c, 0.0), 1.0 - pi_b)
     # C ~ Binomial(n, pi_c); given C = c, B ~ Binomial(n - c, q) with q = pi_b / (1 - pi_c).
     q = min(max(pi_b / (1.0 - pi_c), 0.0), 1.0) if pi_c < 1.0 else 0.0
     if pi_c == 0.0:
@@ -619,12 +622,19 @@ def exact_paired_p_value(counts: PairCounts, threshold: float, gamma: float) -> 
     # 1 - gamma two-sided interval for the discordance rate s = pi_b + pi_c.
     s_lo = clopper_pearson_lower(m, n, gamma / 2.0)
     s_hi = clopper_pearson_upper(m, n, gamma / 2.0)
-    # On the null boundary pi_b - pi_c = t both rates are >= 0, so s >= |t|.
-    s_lo = max(s_lo, abs(t))
-    if s_lo > s_hi:
-        return gamma  # the data exclude every discordance rate that could hide the drop
     edges = _region_edges(n, t, z_obs)
-    size = _supremum(lambda s: _region_probability(edges, n, t, s), s_lo, s_hi)
+    # The region only grows when a regression turns into a fix, so at a fixed
+    # discordance rate s the null probability is largest at the smallest drop the
+    # null allows: the boundary drop t where s >= |t|, and (only possible when t < 0)
+    # drop -s, i.e. no regressions at all, where s < |t|.
+    size = 0.0
+    if t < 0.0 and s_lo < -t:
+        size = _supremum(lambda s: _region_probability(edges, n, 0.0, s), s_lo, min(s_hi, -t))
+    if max(s_lo, abs(t)) <= s_hi:
+        size = max(size, _supremum(
+            lambda s: _region_probability(edges, n, (s + t) / 2.0, (s - t) / 2.0),
+            max(s_lo, abs(t)), s_hi))
+    # size == 0 when the interval excludes every discordance rate that could hide the drop.
     return min(1.0, size + gamma)
 
 

@@ -1,0 +1,18 @@
+"""The progress callback a command line uses to draw its bar while canaries run."""
+
+from __future__ import annotations
+
+import guardrails as gr
+from guardrails.testing import DictClient
+
+
+def test_progress_reports_every_case_up_to_the_planned_total() -> None:
+    """propose(progress=...) is called once per canary case with (done, planned)."""
+    cases = [gr.CanaryCase(id=str(i), input=str(i), expect="x") for i in range(3)]
+    guarded = gr.Guard(gr.FrozenConstraints(), cases).wrap(
+        DictClient({"answers": {}, "default": "x", "p": 1}))
+    seen: list[tuple[int, int]] = []
+    decision = guarded.propose(gr.UpdateProposal(parent=guarded.version, patch=[
+        {"op": "replace", "path": "/p", "value": 2}]), progress=lambda *a: seen.append(a))
+    assert decision.accepted
+    assert seen == [(1, 3), (2, 3), (3, 3)]
