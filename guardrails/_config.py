@@ -32,6 +32,9 @@ class GuardSettings(_Section):
     integrity_check_every: int = Field(default=1000, ge=0)
     """Snapshot the served client every N calls (0: only around reviews)."""
     on_silent_modification: Literal["restore", "block"] = "restore"
+    capture_content: Literal["true", "false", "NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY",
+                             "SPAN_AND_EVENT"] | None = None
+    """GenAI message content capture; ``None`` reads the OpenTelemetry environment variable."""
 
 
 class ConstraintSettings(_Section):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import types
-import typing
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, get_args
@@ -37,6 +37,7 @@ Facet = Literal["middleware", "checks", "checkers", "adapters"]
 _FACETS: frozenset[str] = frozenset(get_args(Facet))
 _ON_ERROR: frozenset[str] = frozenset(get_args(OnError))
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+_BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 _log = structlog.get_logger(__name__)
 
@@ -47,8 +48,9 @@ class PluginError(ConfigError):
     """A plugin could not be found, loaded, configured or built.
 
     ``plugin`` names it; ``setting`` is the first offending setting as a
-    dotted path (``"rules[0].op"``) when the settings were at fault;
-    ``problems`` lists every ``(setting path, message)`` found.
+    TOML-style path (``rules[0].op``, ``pointers."/a"``) when one setting was
+    at fault; ``problems`` lists every ``(setting path, message)`` found, the
+    path ``""`` for a rule over the settings as a whole.
     """
 
     def __init__(self, message: str, *, plugin: str, setting: str | None = None,
@@ -189,7 +191,10 @@ class Plugin(Generic[S]):
                               "exactly one argument (the validated settings)", plugin=name) from None
         except ValueError:
             pass  # builtins without a signature: trust them
-        provides = frozenset(self.provides) if not isinstance(self.provides, str) else None
+        try:
+            provides = None if isinstance(self.provides, str) else frozenset(self.provides)
+        except TypeError:
+            provides = None
         if not provides or not provides <= _FACETS:
             raise PluginError(f"plugin {name!r}: provides={self.provides!r} must be a non-empty set "
                               f"of {', '.join(sorted(_FACETS))}", plugin=name)
@@ -304,16 +309,21 @@ def _qualname(obj: Any) -> str:
 
 
 def _format_loc(loc: Sequence[int | str]) -> str:
+    """A setting's path as a TOML reader would write it: ``rules[0].op``, ``pointers."/a"``."""
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int):
+            path += f"[{part}]"
+            continue
+        key = part if part and set(part) <= _BARE_KEY else json.dumps(part)
+        path += f".{key}" if path else key
     return path
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    for arg in typing.get_args(annotation):
+    for arg in get_args(annotation):
         found = _model_in(arg)
         if found is not None:
             return found
@@ -340,7 +350,7 @@ def _settings_error(plugin: str, model: type[BaseModel], exc: ValidationError) -
     problems: list[tuple[str, str]] = []
     for error in exc.errors(include_url=False):
         loc = error["loc"]
-        path = _format_loc(loc) or "(settings)"
+        path = _format_loc(loc)
         if error["type"] == "extra_forbidden":
             known = _keys_at(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
@@ -352,12 +362,17 @@ def _settings_error(plugin: str, model: type[BaseModel], exc: ValidationError) -
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
         problems.append((path, message))
+    def line(path: str, message: str) -> str:
+        # A whole-model rule (``set a or b``) has no single setting to point at.
+        return f"setting {path!r}: {message}" if path else message
+
     if len(problems) == 1:
-        text = f"plugin {plugin!r}: setting {problems[0][0]!r}: {problems[0][1]}"
+        text = f"plugin {plugin!r}: {line(*problems[0])}"
     else:
         text = f"plugin {plugin!r}: {len(problems)} invalid settings:" + "".join(
-            f"\n  {path}: {message}" for path, message in problems)
-    return PluginError(text, plugin=plugin, setting=problems[0][0], problems=tuple(problems))
+            f"\n  {line(path, message)}" for path, message in problems)
+    return PluginError(text, plugin=plugin, setting=problems[0][0] or None,
+                       problems=tuple(problems))
 
 
 # -- discovery -------------------------------------------------------------------------

@@ -35,6 +35,8 @@ class Hit(NamedTuple):
 
 Scanner = Callable[[str], tuple[str, list[Hit]]]
 
+_NONE: Counter[str] = Counter()  # shared and never mutated: "nothing found"
+
 
 def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     """``value`` with ``fn`` applied to every string in it (dict values, list and tuple items).
@@ -110,6 +112,8 @@ class ScanPolicy:
             return new
 
         new_value = map_strings(value, scan)
+        if not hits:
+            return new_value, _NONE  # the common case: no counting, no copies
         blocking = Counter(hit.label for hit in hits if hit.action == "block")
         if blocking:
             listed = ", ".join(f"{label} ({n})" for label, n in sorted(blocking.items()))
@@ -119,18 +123,20 @@ class ScanPolicy:
 
     def _before(self, request: gr.Request) -> tuple[gr.Request, Counter[str]]:
         if self._input is None:
-            return request, Counter()
+            return request, _NONE
         new_input, counts = self._scan(request.input, self._input, "input")
         if new_input is not request.input:
             request = request.model_copy(update={"input": new_input})
         return request, counts
 
     def _after(self, response: gr.Response, input_counts: Counter[str]) -> gr.Response:
-        output_counts: Counter[str] = Counter()
+        output_counts = _NONE
         if self._output is not None:
             new_output, output_counts = self._scan(response.output, self._output, "output")
             if new_output is not response.output:
                 response = response.model_copy(update={"output": new_output})
+        if not (input_counts or output_counts):
+            return response
         return note_redactions(response, self.name,
                                {"input": input_counts, "output": output_counts})
 

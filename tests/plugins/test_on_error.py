@@ -212,3 +212,11 @@ def test_plugin_check_crashing_rejects_the_update_naming_the_plugin(
     finding = decision.deciding_finding
     assert finding is not None and finding.check == "crashing_check"
     assert "plugin 'fault_check'" in finding.message
+
+
+def test_sync_only_policy_crash_in_the_async_chain_follows_on_error(
+        make_guard: Callable[..., gr.Guard], client: DictClient) -> None:
+    """A sync-only policy bridged into ainvoke() still passes through under 'allow'."""
+    wrapped = gr.apply_on_error(crash_after, policy="probe", on_error="allow")
+    guarded = make_guard(middleware=[wrapped]).wrap(client)
+    assert asyncio.run(guarded.ainvoke("2+2")).output == "4"

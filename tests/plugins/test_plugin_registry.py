@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 import guardrails as gr
 
@@ -344,3 +344,23 @@ def test_merge_parts_refuses_two_checkers_with_one_name() -> None:
     with pytest.raises(gr.ConfigError, match="plugins 'a' and 'b' both provide a checker named "
                                               "'equals'"):
         gr.merge_parts([("a", parts), ("b", parts)])
+
+
+def test_rule_over_the_whole_settings_has_no_setting_path() -> None:
+    """An error from a whole-model rule reads as the rule, with setting None."""
+    with pytest.raises(gr.PluginError) as caught:
+        gr.load_plugin("size_limit").build({})
+    assert str(caught.value) == ("plugin 'size_limit': set max_input_chars, max_output_chars "
+                                 "or both")
+    assert caught.value.setting is None
+
+
+def test_table_keys_that_are_not_bare_are_quoted_in_the_path() -> None:
+    """A bad value under a key like "/prompt" is reported as pointers."/prompt"."""
+    class Budgets(gr.PluginSettings):
+        pointers: dict[str, float] = Field(default_factory=dict)
+
+    plugin = plugin_with(lambda s: gr.PluginParts(checks=[]), {"checks"}, Budgets)
+    with pytest.raises(gr.PluginError) as caught:
+        plugin.build({"pointers": {"/prompt": "lots"}})
+    assert caught.value.setting == 'pointers."/prompt"'
