@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ._canonical import canonical_json, sha256_hex
 from ._errors import ConfigError
@@ -116,12 +123,14 @@ CHECKERS: dict[str, type[Checker]] = {
 }
 
 
-def as_checker(expect: Any) -> Checker:
+def as_checker(expect: Any, checkers: Mapping[str, type[Checker]] | None = None) -> Checker:
     """Coerce what a case gives as ``expect`` into a checker.
 
     A ``Checker`` is used as is; a callable becomes a ``Predicate``; a dict
     with exactly one key naming a checker (``{"regex": "^ok"}``) builds that
-    checker; any other value means ``Equals(value)``.
+    checker, looked up in the built-in ones and then in ``checkers`` (those
+    plugins contribute; each takes its argument as ``value``); any other
+    value means ``Equals(value)``.
     """
     if isinstance(expect, Checker):
         return expect
@@ -129,9 +138,10 @@ def as_checker(expect: Any) -> Checker:
         return Predicate(fn=expect, label=getattr(expect, "__name__", ""))
     if isinstance(expect, dict) and len(expect) == 1:
         (key, arg), = expect.items()
-        if key in CHECKERS:
+        known = {**(checkers or {}), **CHECKERS}
+        if key in known:
             field = "pattern" if key == "regex" else "value"
-            return CHECKERS[key](**{field: arg})
+            return known[key](**{field: arg})
     return Equals(value=expect)
 
 
@@ -172,8 +182,9 @@ class CanaryCase(BaseModel):
 
     @field_validator("expect", mode="before")
     @classmethod
-    def _coerce_expect(cls, value: Any) -> Checker:
-        return as_checker(value)
+    def _coerce_expect(cls, value: Any, info: ValidationInfo) -> Checker:
+        context = info.context if isinstance(info.context, dict) else {}
+        return as_checker(value, context.get("checkers"))
 
     @field_validator("input")
     @classmethod
@@ -192,14 +203,15 @@ class CanaryCase(BaseModel):
 class CanarySuite:
     """An immutable, ordered set of cases with unique ids; never empty."""
 
-    def __init__(self, cases: Iterable[CanaryCase | dict[str, Any]]) -> None:
+    def __init__(self, cases: Iterable[CanaryCase | dict[str, Any]], *,
+                 checkers: Mapping[str, type[Checker]] | None = None) -> None:
         built: list[CanaryCase] = []
         for position, case in enumerate(cases):
             if isinstance(case, CanaryCase):
                 built.append(case)
                 continue
             try:
-                built.append(CanaryCase.model_validate(case))
+                built.append(CanaryCase.model_validate(case, context={"checkers": checkers}))
             except ValidationError as exc:
                 raise ConfigError(f"canary case #{position}: {_explain(exc)}") from None
         if not built:
@@ -212,8 +224,12 @@ class CanarySuite:
         self._cases = tuple(built)
 
     @classmethod
-    def from_jsonl(cls, path: str | Path) -> CanarySuite:
-        """Load one JSON case per line; errors name the file, line and field."""
+    def from_jsonl(cls, path: str | Path, *,
+                   checkers: Mapping[str, type[Checker]] | None = None) -> CanarySuite:
+        """Load one JSON case per line; errors name the file, line and field.
+
+        ``checkers`` adds checker names (from plugins) that ``expect`` may use.
+        """
         path = Path(path)
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -228,7 +244,7 @@ class CanarySuite:
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
             try:
-                cases.append(CanaryCase.model_validate(raw))
+                cases.append(CanaryCase.model_validate(raw, context={"checkers": checkers}))
             except ValidationError as exc:
                 raise ConfigError(f"{path}:{number}: {_explain(exc)}") from None
         try:

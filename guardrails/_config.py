@@ -184,10 +184,11 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     from ._constraints import FrozenConstraints
     from ._ledger import SQLiteLedger
 
+    parts = build_policies(config.policies, source)
     cases: list[Any] = []
     try:
         for name in config.canaries.files:
-            cases.extend(CanarySuite.from_jsonl(root / name).cases)
+            cases.extend(CanarySuite.from_jsonl(root / name, checkers=parts.checkers).cases)
         suite = CanarySuite(cases)
         constraints = FrozenConstraints(
             frozen=tuple(config.constraints.frozen),
@@ -198,7 +199,6 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     except ConfigError as exc:
         raise ConfigError(f"{source} [canaries] files: {exc}") from None
     approval = None if config.approval is None else ApprovalPolicy(**config.approval.model_dump())
-    parts = build_policies(config.policies, source)
     return {
         "middleware": parts.middleware,
         "checks": parts.checks,

@@ -93,6 +93,9 @@ class UpdateProposal(BaseModel):
     """Who proposed it: ``model``, ``operator``, an optimiser's name."""
     id: str = Field(default_factory=_new_id)
     """Unique id of the proposal, recorded in the ledger."""
+    signature: str | None = None
+    """Optional signature over the proposal by its source (see the ``provenance``
+    plugin); not covered by itself, never used as evidence of quality."""
     created_at: datetime = Field(default_factory=_now)
 
     @field_serializer("patch")

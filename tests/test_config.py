@@ -146,3 +146,14 @@ def test_a_bad_plugin_setting_names_the_plugin_and_the_setting(tmp_path: Path) -
     with pytest.raises(gr.ConfigError, match="acton") as caught:
         gr.Guard.from_config(path)
     assert "pii" in str(caught.value)
+
+
+def test_case_files_may_use_checkers_that_plugins_contribute(tmp_path: Path) -> None:
+    """With the json_schema plugin configured, a case may expect {"json_schema": {...}}."""
+    cases = CASES + ('{"id": "shape", "input": "x", "expect": {"json_schema": '
+                     '{"type": "object", "required": ["a"]}}}\n')
+    text = VALID + '\n[[policies]]\nplugin = "json_schema"\noutput_schema = {type = "string"}\n'
+    guard = gr.Guard.from_config(write(tmp_path, text, cases=cases))
+    checker = next(c for c in guard.canaries if c.id == "shape").expect
+    assert checker.name == "json_schema"
+    assert checker({"a": 1}) is True and checker({"b": 1}) is False

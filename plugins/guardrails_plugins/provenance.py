@@ -12,15 +12,15 @@ key, over the canonical JSON (``guardrails.canonical_json``) of::
 pins the state the patch applies to and the id makes each signature
 single-use in the ledger.
 
-Where the signature comes from: ``UpdateProposal`` has no field for it, so
-the check reads it from ``proposal.signature`` if a future core version adds
-that field, and otherwise from its ``signatures`` mapping (proposal id to
-hex signature), which the application fills before proposing::
+The signature travels in ``UpdateProposal.signature``. An application that
+cannot change how proposals are built may instead fill the check's
+``signatures`` mapping (proposal id to hex signature) before proposing::
 
     parts = load_plugin("provenance").build(settings)
     parts.checks[0].signatures[proposal.id] = signature
 
-A signature is consumed when checked. Keys are read from the settings
+A signature is consumed when checked, and a signed proposal whose id the
+ledger has already decided is refused as a replay. Keys are read from the settings
 (``keys``, secret) or from environment variables (``key_env``) when the
 plugin is built; a missing variable stops the guard from starting. Keys
 are UTF-8 text.
@@ -175,6 +175,10 @@ class Provenance:
             return [gr.Finding(check=self.name, passed=False,
                                message=f"proposals from {source!r} must be signed; this one "
                                        "carries no signature", evidence=evidence)]
+        if any(d.proposal_id == proposal.id for d in context.decisions()):
+            return [gr.Finding(check=self.name, passed=False,
+                               message=f"proposal {proposal.id!r} was already decided; a signed "
+                                       "proposal cannot be replayed", evidence=evidence)]
         expected = hmac.new(key, signing_payload(proposal), hashlib.sha256).hexdigest()
         given = signature.strip().lower()
         if not (given.isascii() and hmac.compare_digest(expected, given)):

@@ -148,3 +148,25 @@ def test_signatures_are_verified_in_a_real_guard(make_guard: Callable[..., gr.Gu
     signed = gr.UpdateProposal(parent=guarded.version, patch=patch, source="optimiser")
     parts.checks[0].signatures[signed.id] = sign_proposal(signed, KEY)
     assert guarded.propose(signed).accepted
+
+
+def test_a_signature_carried_on_the_proposal_verifies(make_guard: Callable[..., gr.Guard],
+                                                      client: DictClient) -> None:
+    """UpdateProposal.signature carries the signature; a valid one is accepted."""
+    guarded = make_guard(checks=gr.load_plugin("provenance").build(SIGNED).checks).wrap(client)
+    patch = [{"op": "replace", "path": "/params/temperature", "value": 0.3}]
+    unsigned = gr.UpdateProposal(parent=guarded.version, patch=patch, source="optimiser")
+    signed = unsigned.model_copy(update={"signature": sign_proposal(unsigned, KEY)})
+    assert guarded.propose(signed).accepted
+
+
+def test_a_replayed_signed_proposal_is_refused() -> None:
+    """A signed proposal whose id the ledger already decided is refused as a replay."""
+    item = proposal()
+    item = item.model_copy(update={"signature": sign_proposal(item, KEY)})
+    ledger = gr.MemoryLedger()
+    ledger.record(gr.Decision.reject([gr.Finding(check="x", passed=False, message="no")],
+                                     proposal_id=item.id, parent=item.parent))
+    context = gr.ReviewContext(item, PARENT, {"seed": 1}, "0" * 64, ledger, None)
+    (finding,) = Provenance(ProvenanceSettings.model_validate(SIGNED))(context)
+    assert not finding.passed and "replayed" in finding.message
