@@ -20,6 +20,7 @@ from ._canary import (
 )
 from ._canonical import canonical_json, state_version
 from ._chain import AsyncMiddleware, Middleware
+from ._checkpoint import Checkpoint, SigningKey, VerifierKey
 from ._checks import ReviewContext, UpdateCheck
 from ._client import SelfUpdatingClient
 from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
@@ -36,6 +37,7 @@ from ._ledger import (
     PendingApproval,
     SQLiteLedger,
 )
+from ._merkle import ConsistencyProof, InclusionProof
 from ._messages import Request, Response
 from ._plugins import (
     PLUGIN_GROUP,
@@ -65,7 +67,9 @@ __all__ = [
     "CanarySuite",
     "CaseOutcome",
     "Checker",
+    "Checkpoint",
     "ConfigError",
+    "ConsistencyProof",
     "Contains",
     "Decision",
     "DecisionRule",
@@ -77,6 +81,7 @@ __all__ = [
     "GuardedClient",
     "GuardrailViolation",
     "GuardrailsError",
+    "InclusionProof",
     "Invariant",
     "Ledger",
     "LedgerEntry",
@@ -103,9 +108,11 @@ __all__ = [
     "RuntimePolicySettings",
     "SQLiteLedger",
     "SelfUpdatingClient",
+    "SigningKey",
     "UpdateCheck",
     "UpdateProposal",
     "Verdict",
+    "VerifierKey",
     "apply_on_error",
     "approve_pending",
     "blob_digest",

@@ -297,6 +297,25 @@ def _filtered(entries: Iterator[LedgerEntry], verdict: str | None,
         yield entry
 
 
+@ledger.command("keygen")
+@click.argument("name")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Writes OUT.key (private, mode 0600) and OUT.pub.")
+def ledger_keygen(name: str, out: Path) -> None:
+    """Create an Ed25519 key pair NAME for signing ledger checkpoints."""
+    from ._checkpoint import SigningKey
+
+    key = SigningKey.generate(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        key.save(out.with_suffix(".key"))
+    except (ConfigError, FileExistsError) as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    key.verifier.save(out.with_suffix(".pub"))
+    click.echo(f"wrote {out.with_suffix('.key')} (keep it secret) and {out.with_suffix('.pub')}; "
+               "set [ledger] signing_key in guardrails.toml")
+
+
 @ledger.command("show")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--verdict", type=click.Choice(["accepted", "rejected", "inconclusive", "error"]))

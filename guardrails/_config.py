@@ -58,6 +58,12 @@ class LedgerSettings(_Section):
     """SQLite file, relative to the configuration file."""
     blobs: str = ".guardrails/blobs"
     """Blob directory, relative to the configuration file."""
+    signing_key: str | None = None
+    """Ed25519 key file (``guardrails ledger keygen``) that signs a checkpoint after every
+    append; relative to the configuration file."""
+    verifier_key: str | None = None
+    """Public key file that the stored checkpoint must verify with on open (default: the key
+    recorded when the ledger was first signed)."""
 
 
 class ApprovalSettings(_Section):
@@ -182,7 +188,6 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     from ._blobs import FileBlobStore
     from ._canary import CanarySuite
     from ._constraints import FrozenConstraints
-    from ._ledger import SQLiteLedger
 
     parts = build_policies(config.policies, source)
     cases: list[Any] = []
@@ -204,7 +209,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "checks": parts.checks,
         "constraints": constraints,
         "canaries": suite,
-        "ledger": SQLiteLedger(root / config.ledger.path),
+        "ledger": _open_ledger(config.ledger, root, source),
         "blob_store": FileBlobStore(root / config.ledger.blobs),
         "approval": approval,
         **config.guard.model_dump(),
@@ -229,3 +234,17 @@ def build_policies(policies: list[PolicySettings], source: str) -> Any:
         return merge_parts(built)
     except ConfigError as exc:
         raise ConfigError(f"{source} policies: {exc}") from None
+
+
+def _open_ledger(settings: LedgerSettings, root: Path, source: str) -> Any:
+    from ._checkpoint import SigningKey, VerifierKey
+    from ._ledger import SQLiteLedger
+
+    try:
+        signing = None if settings.signing_key is None else SigningKey.load(
+            root / settings.signing_key)
+        verifier = None if settings.verifier_key is None else VerifierKey.load(
+            root / settings.verifier_key)
+    except ConfigError as exc:
+        raise ConfigError(f"{source} [ledger]: {exc}") from None
+    return SQLiteLedger(root / settings.path, signing_key=signing, verifier_key=verifier)

@@ -63,6 +63,9 @@ class Decision(BaseModel):
     """Position of this decision in the ledger, once recorded."""
     entry_hash: str | None = None
     """Hash of the ledger entry that records this decision, once recorded."""
+    inclusion_proof: dict[str, Any] | None = None
+    """RFC 6962 proof that the entry is in the ledger's Merkle tree (``InclusionProof``
+    as JSON: leaf index, tree size, hashes, root), attached when recorded."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

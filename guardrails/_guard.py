@@ -55,6 +55,9 @@ from ._telemetry import (
     ATTR_CASES_USED,
     ATTR_DECIDING_CHECK,
     ATTR_ENTRY_INDEX,
+    ATTR_LEDGER_CHECKPOINT,
+    ATTR_LEDGER_ROOT,
+    ATTR_LEDGER_SIZE,
     ATTR_OUTCOME,
     ATTR_PARENT,
     ATTR_PROPOSAL_ID,
@@ -563,6 +566,7 @@ class GuardedClient:
                 ATTR_CANDIDATE: decision.candidate, ATTR_VERDICT: decision.verdict.value,
                 ATTR_DECIDING_CHECK: deciding.check if deciding else None,
                 ATTR_ENTRY_INDEX: decision.entry_index,
+                **self._checkpoint_attributes(),
                 ATTR_CASES_USED: next((int(f.evidence.get("cases", 0)) for f in decision.findings
                                        if f.check == "capability"), None),
             })
@@ -573,6 +577,17 @@ class GuardedClient:
                 except Exception:  # telemetry never breaks a review
                     bound_log().warning("guardrails.telemetry_failed", exc_info=True)
             return decision
+
+    def _checkpoint_attributes(self) -> dict[str, Any]:
+        """The ledger's current tree head (and signed checkpoint) for the review span, so the
+        tracing backend keeps an independent copy that makes rewriting the ledger detectable."""
+        try:
+            size, root = self.guard.ledger.root()
+            return {ATTR_LEDGER_SIZE: size, ATTR_LEDGER_ROOT: root.hex(),
+                    ATTR_LEDGER_CHECKPOINT: self.guard.ledger.latest_checkpoint()}
+        except Exception:
+            bound_log().warning("guardrails.telemetry_failed", exc_info=True)
+            return {}
 
     def _stage(self, name: str) -> Any:
         return self._telemetry.span(SPAN_STAGE_PREFIX + name)
@@ -777,7 +792,19 @@ class GuardedClient:
                     "guardrails.ledger_write_failed", error=f"{type(exc).__name__}: {exc}")
         return self._log_decision(decision)
 
+    def _with_proof(self, decision: Decision) -> Decision:
+        """Attach the Merkle inclusion proof of the decision's ledger entry (when recorded)."""
+        if decision.entry_index is None:
+            return decision
+        try:
+            proof = self.guard.ledger.prove(decision.entry_index)
+        except Exception:
+            bound_log(entry=decision.entry_index).warning("guardrails.proof_failed", exc_info=True)
+            return decision
+        return decision.model_copy(update={"inclusion_proof": proof.model_dump(mode="json")})
+
     def _log_decision(self, decision: Decision) -> Decision:
+        decision = self._with_proof(decision)
         deciding = decision.deciding_finding
         self._telemetry.count(self._telemetry.decisions, {
             "guardrails.verdict": decision.verdict.value,

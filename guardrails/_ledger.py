@@ -162,7 +162,7 @@ class PendingApproval(BaseModel):
 
 
 def _decision_body(decision: Decision, proposal: dict[str, Any] | None) -> dict[str, Any]:
-    body = decision.model_dump(mode="json", exclude={"entry_index", "entry_hash"})
+    body = decision.model_dump(mode="json", exclude={"entry_index", "entry_hash", "inclusion_proof"})
     return {"decision": body, "proposal": proposal}
 
 
