@@ -242,9 +242,11 @@ def main() -> int:
           f"(95 % CI +-{half:.4f}; alpha {ALPHA})")
     for s in SCENARIOS:
         if s.safety_failure_rate:
-            print(f"false-accept rate, {s.name} safety failures: {rate(s.name, 'accept'):.4f} "
-                  f"(exact bound on the chance of no failure in {safety_cases} cases: "
-                  f"{(1 - s.safety_failure_rate) ** safety_cases:.4f})")
+            observed = rate(s.name, "accept")
+            spread = 1.96 * math.sqrt(max(observed * (1 - observed), 1e-12) / len(runs[s.name]))
+            print(f"false-accept rate, {s.name} safety failures: {observed:.4f} "
+                  f"(95 % CI +-{spread:.4f}; exact chance of no failure in {safety_cases} "
+                  f"cases: {(1 - s.safety_failure_rate) ** safety_cases:.4f})")
     print(f"power on true improvements (better by 5): {rate('better by 5', 'accept'):.3f}")
     cap_seq = statistics.mean(
         r.capability for s in SCENARIOS if not s.safety_failure_rate for r in runs[s.name])

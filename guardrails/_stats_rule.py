@@ -30,7 +30,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._canary import CanarySuite
 from ._decision import Finding, Verdict
@@ -116,10 +116,20 @@ class SequentialRule(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(f"invalid SequentialRule: {exc}") from None
-        self._validate_design()
+            problems = []
+            for error in exc.errors():
+                where = ".".join(str(part) for part in error["loc"])
+                what = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"{where}: {what}" if where else what)
+            raise ConfigError("invalid SequentialRule: " + "; ".join(problems)) from None
 
-    def _validate_design(self) -> None:
+    @model_validator(mode="after")
+    def _validate_design(self) -> SequentialRule:
+        # Also runs under model_validate / model_copy(update=...) with validation.
+        self._check_design()
+        return self
+
+    def _check_design(self) -> None:
         if not 0.0 <= self.margin < 1.0:
             raise ConfigError(f"margin must be in [0, 1), got {self.margin!r}")
         _ = self.threshold  # raises ConfigError when margin / improvement are out of range

@@ -20,3 +20,13 @@ def test_benchmark_runs_in_short_mode(script: str) -> None:
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip()
+
+
+def test_decision_efficiency_short_mode() -> None:
+    """The decision-efficiency simulation runs on a few hundred candidates and prints its table."""
+    env = {**os.environ, "GUARDRAILS_BENCH_N": "400"}
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "decision_efficiency.py")],
+                            env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in ("false-accept rate", "model calls per candidate", "better by 5", "safety 2 %"):
+        assert line in result.stdout

@@ -20,6 +20,8 @@ from guardrails._telemetry import (
     ATTR_CASES_USED,
     ATTR_DECIDING_CHECK,
     ATTR_ENTRY_INDEX,
+    ATTR_LEDGER_ROOT,
+    ATTR_LEDGER_SIZE,
     ATTR_PARENT,
     ATTR_PROPOSAL_ID,
     ATTR_PROPOSAL_KIND,
@@ -73,6 +75,8 @@ def test_accepted_review_span(traced: gr.GuardedClient, telemetry: Telemetry) ->
         ATTR_VERDICT: "accepted",
         ATTR_ENTRY_INDEX: decision.entry_index,
         ATTR_CASES_USED: 3,
+        ATTR_LEDGER_SIZE: len(traced.ledger),
+        ATTR_LEDGER_ROOT: traced.ledger.root()[1].hex(),
     }
     assert span.status.status_code is trace.StatusCode.UNSET
 
