@@ -52,7 +52,10 @@ from ._plugins import (
     load_plugin,
     merge_parts,
 )
+from ._postgres import PostgresLedger
 from ._proposal import PatchOperation, UpdateProposal
+from ._runner import RunSettings
+from ._stats_rule import SequentialRule
 
 __version__ = "0.1.0"
 
@@ -100,14 +103,17 @@ __all__ = [
     "PluginInfo",
     "PluginParts",
     "PluginSettings",
+    "PostgresLedger",
     "Predicate",
     "Regex",
     "Request",
     "Response",
     "ReviewContext",
+    "RunSettings",
     "RuntimePolicySettings",
     "SQLiteLedger",
     "SelfUpdatingClient",
+    "SequentialRule",
     "SigningKey",
     "UpdateCheck",
     "UpdateProposal",

@@ -20,7 +20,7 @@ import structlog
 from ._config import Config, load_config
 from ._decision import Decision
 from ._errors import ConfigError, GuardrailsError
-from ._ledger import LedgerEntry, SQLiteLedger
+from ._ledger import Ledger, LedgerEntry, SQLiteLedger
 
 DEMO_GROUP = "guardrails.demos"
 EXIT_NOT_ACCEPTED = 1
@@ -50,10 +50,13 @@ def _config(path: Path) -> tuple[Config, Path]:
         _fail(str(exc), EXIT_CONFIG)
 
 
-def _ledger(path: Path) -> SQLiteLedger:
+def _ledger(path: Path) -> Ledger:
+    from ._config import _open_ledger
+
     config, root = _config(path)
     try:
-        return SQLiteLedger(root / config.ledger.path)
+        ledger: Ledger = _open_ledger(config.ledger, root, str(path))
+        return ledger
     except GuardrailsError as exc:
         _fail(str(exc), EXIT_CONFIG)
 
@@ -263,8 +266,13 @@ def review(proposal_file: Path, config_path: Path, as_json: bool) -> None:
         _fail(f"{proposal_file}: not valid JSON ({exc})", EXIT_CONFIG)
     guarded = _guarded(config_path)
     with click.progressbar(length=len(guarded.guard.canaries), label="canaries",
-                           file=sys.stderr) as bar:
-        decision = guarded.propose(proposal, progress=lambda done, _: bar.update(done - bar.pos))
+                           file=sys.stderr, item_show_func=lambda status: status) as bar:
+
+        def progress(done: int, planned: int, status: str) -> None:
+            bar.length = planned
+            bar.update(done - bar.pos, status)
+
+        decision = guarded.propose(proposal, progress=progress)
     _emit(decision.model_dump(mode="json"), as_json, _decision_table(decision))
     _exit_for(decision)
 
@@ -394,3 +402,110 @@ def ledger_prove(path: Path, entry: int) -> None:
     data = json.loads(proof.model_dump_json())
     data["checkpoint"] = ledger.latest_checkpoint()
     click.echo(json.dumps(data, indent=2))
+
+
+@main.group("db")
+def db_group() -> None:
+    """Manage a PostgreSQL ledger (the store several replicas share).
+
+    URL defaults to ``[ledger] path`` of the configuration file.
+    """
+
+
+def _postgres_target(url: str | None, config_path: Path, schema: str | None
+                     ) -> tuple[str, str | None]:
+    from ._postgres import is_postgres_url
+
+    if url is None:
+        config, _ = _config(config_path)
+        url, schema = config.ledger.path, schema or config.ledger.schema_
+        if not is_postgres_url(url):
+            _fail(f"{config_path}: [ledger] path is the SQLite file {url!r}, which needs no "
+                  "'db' command (it is upgraded when opened); give a postgresql:// URL",
+                  EXIT_CONFIG)
+    elif not is_postgres_url(url):
+        raise click.UsageError(f"{url!r} is not a postgresql:// URL")
+    return url, schema
+
+
+url_argument = click.argument("url", required=False)
+schema_option = click.option("--schema", help="The PostgreSQL schema of the ledger's tables.")
+
+
+@db_group.command("upgrade")
+@url_argument
+@schema_option
+@config_option
+def db_upgrade(url: str | None, schema: str | None, config_path: Path) -> None:
+    """Create or migrate the ledger's tables to this library's schema version."""
+    from ._postgres import PostgresLedger, redact
+
+    dsn, schema = _postgres_target(url, config_path, schema)
+    try:
+        before, after = PostgresLedger.upgrade(dsn, schema=schema)
+    except GuardrailsError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    where = redact(dsn) + (f" (schema {schema})" if schema else "")
+    if before == after:
+        click.echo(f"ok: {where} is at schema version {after}; nothing to do")
+    else:
+        click.echo(f"ok: {where} upgraded from schema version {before} to {after}")
+
+
+@db_group.command("status")
+@url_argument
+@schema_option
+@config_option
+@json_option
+def db_status(url: str | None, schema: str | None, config_path: Path, as_json: bool) -> None:
+    """Schema version, entries, served version and anchor of a PostgreSQL ledger."""
+    from ._postgres import PostgresLedger
+
+    dsn, schema = _postgres_target(url, config_path, schema)
+    try:
+        ledger = PostgresLedger(dsn, schema=schema, migrate=False)
+    except GuardrailsError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    try:
+        data = {"store": repr(ledger), "schema_version": ledger.schema_version,
+                "entries": len(ledger), "served": ledger.served_version(),
+                "anchor": ledger.anchor_version(), "origin": ledger.origin}
+    finally:
+        ledger.close()
+    _emit(data, as_json, "\n".join(f"{key:<15} {value}" for key, value in data.items()))
+
+
+@db_group.command("verify")
+@url_argument
+@schema_option
+@config_option
+@click.option("--blobs", type=click.Path(file_okay=False, path_type=Path),
+              help="Also check every blob of every accepted state in this folder.")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A verifier (public) key file to check the signed checkpoint with.")
+def db_verify(url: str | None, schema: str | None, config_path: Path, blobs: Path | None,
+              key_file: Path | None) -> None:
+    """Verify a PostgreSQL ledger as 'ledger verify' does a SQLite file; exit 1 if it fails."""
+    from ._blobs import FileBlobStore
+    from ._checkpoint import VerifierKey
+    from ._postgres import PostgresLedger
+
+    dsn, schema = _postgres_target(url, config_path, schema)
+    try:
+        key = None if key_file is None else VerifierKey.load(key_file)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    try:
+        ledger = PostgresLedger(dsn, schema=schema, migrate=False, verifier_key=key)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except GuardrailsError as exc:
+        _fail(str(exc), EXIT_NOT_ACCEPTED)
+    try:
+        report = ledger.verify(FileBlobStore(blobs) if blobs else None)
+        if not report.ok:
+            _fail(f"FAILED: {report.problem}", EXIT_NOT_ACCEPTED)
+        _, root = ledger.root()
+    finally:
+        ledger.close()
+    click.echo(f"ok: {report.size} entries, serving {report.served}, tree root {root.hex()}")

@@ -74,6 +74,10 @@ class CanaryEvidence(BaseModel):
     planned: int = 0
     stopped_early: bool = False
     stop_reason: str = ""
+    seed: int | None = None
+    """Seed of the case order and of the hidden cases drawn, so the run can be replayed."""
+    hidden_drawn: tuple[str, ...] = ()
+    """Ids of the hidden cases this review drew."""
 
     @property
     def complete(self) -> bool:

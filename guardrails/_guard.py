@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -35,9 +37,7 @@ from ._gate import (
     CanaryEvidence,
     DecisionRule,
     MarginRule,
-    Progress,
     call_with_timeout,
-    run_canaries,
 )
 from ._ledger import Ledger, MemoryLedger, PendingApproval
 from ._messages import (
@@ -48,6 +48,14 @@ from ._messages import (
     Response,
 )
 from ._proposal import UpdateProposal
+from ._runner import (
+    SMOKE_STOP,
+    Progress,
+    RunSettings,
+    gaming_p_value,
+    run_canaries_async,
+    run_sync,
+)
 from ._telemetry import (
     ATTR_BLOCKED_BY,
     ATTR_CANDIDATE,
@@ -101,6 +109,10 @@ class Guard:
     ``checks``: extra static update checks (plugins), run after the frozen
     constraints and before any candidate is built.
     ``approval``: which proposals wait for a human (see ``ApprovalPolicy``).
+    ``canary_run``: concurrency, batches, retries, hidden-case sampling and the
+    smoke stage of the canary runner (see ``RunSettings``).
+    ``seed``: fixes the case order and the hidden cases drawn (default: a fresh
+    seed per review, recorded in the decision).
     ``margin``: how far the candidate's capability pass rate may fall below
     the incumbent's (ignored when ``decision_rule`` is given).
     ``case_timeout``: seconds a candidate gets to build and to answer a case.
@@ -125,6 +137,8 @@ class Guard:
         decision_rule: DecisionRule | None = None,
         checks: Sequence[UpdateCheck] = (),
         approval: ApprovalPolicy | None = None,
+        canary_run: RunSettings | None = None,
+        seed: int | None = None,
         case_timeout: float = 10.0,
         integrity_check_every: int = 1000,
         on_silent_modification: SilentModificationAction = "restore",
@@ -164,6 +178,9 @@ class Guard:
                                   "callable(context) -> findings with a 'name'")
         self.checks = tuple(checks)
         self.approval = approval
+        self.canary_run = canary_run or RunSettings()
+        self.seed = seed
+        self.suite_warnings = self._suite_warnings()
         self.case_timeout = float(case_timeout)
         self.integrity_check_every = int(integrity_check_every)
         self.on_silent_modification = on_silent_modification
@@ -182,12 +199,22 @@ class Guard:
         return cls(**guard_kwargs(config, root, str(path)), tracer_provider=tracer_provider,
                    meter_provider=meter_provider)
 
+    def _suite_warnings(self) -> list[str]:
+        """Why this suite can never lead to an acceptance under the decision rule (warned once)."""
+        check_suite = getattr(self.decision_rule, "check_suite", None)
+        problems: list[str] = list(check_suite(self.canaries)) if callable(check_suite) else []
+        for problem in problems:
+            warnings.warn(f"guardrails: {problem}", UserWarning, stacklevel=3)
+            bound_log().warning("guardrails.suite_too_small", problem=problem)
+        return problems
+
     def fingerprint(self) -> str:
         """SHA-256 over the constraints, canaries, decision rule and limits."""
         return sha256_hex(canonical_json([
             self.constraints.fingerprint(), self.canaries.fingerprint(),
             repr(self.decision_rule), [repr(c) for c in self.checks],
-            None if self.approval is None else self.approval.model_dump(), self.case_timeout,
+            None if self.approval is None else self.approval.model_dump(),
+            self.canary_run.model_dump(), self.seed, self.case_timeout,
             self.integrity_check_every, self.on_silent_modification,
         ]))
 
@@ -262,6 +289,11 @@ class GuardedClient:
             # An async-only middleware: the guard still serves ainvoke; invoke says why not.
             self._chain = _refuse_sync(exc)
         self._achain = build_async_chain(guard.middleware, self._aendpoint)
+        # A ledger that announces promotions (PostgresLedger) is followed off the hot path.
+        subscribe = getattr(guard.ledger, "subscribe", None)
+        self._following = callable(subscribe)
+        if callable(subscribe):
+            subscribe(self._follow)
 
     # -- opening -----------------------------------------------------------------
 
@@ -283,11 +315,10 @@ class GuardedClient:
                 [Finding(check="genesis", passed=True,
                          message="initial state recorded as the first anchor")],
                 candidate=version, kind="genesis", source="operator", anchor=True)
-            if ledger.promote(genesis, None) is None:
-                raise LedgerIntegrityError("another process initialised this ledger at the same "
-                                           "time; open it again")
-            bound_log(version=version).info("guardrails.ledger_initialised")
-            return _serve(client, version, genesis.decided_at)
+            if ledger.promote(genesis, None) is not None:
+                bound_log(version=version).info("guardrails.ledger_initialised")
+                return _serve(client, version, genesis.decided_at)
+            # Another replica initialised the ledger first: serve what it recorded.
         served = ledger.served_version()
         assert served is not None  # a verified non-empty ledger has a genesis entry
         if version != served:
@@ -411,7 +442,8 @@ class GuardedClient:
         self._calls += 1
         every = self.guard.integrity_check_every
         if every and self._calls % every == 0:
-            self.sync()
+            if not self._following:
+                self._follow()
             self.check_integrity()
             if self._blocked is not None:
                 self._before_call()
@@ -702,14 +734,21 @@ class GuardedClient:
             lap("sandbox")
 
         with self._stage("canary") as span:
-            evidence = run_canaries(candidate_client, served.client, guard.canaries,
-                                    case_timeout=guard.case_timeout, progress=progress)
+            seed = guard.seed if guard.seed is not None else random.SystemRandom().randrange(2**32)
+            evidence = run_sync(run_canaries_async(
+                candidate_client, served.client, guard.canaries, case_timeout=guard.case_timeout,
+                settings=guard.canary_run, seed=seed,
+                interim=getattr(guard.decision_rule, "interim", None), progress=progress))
             self._report_canaries(span, evidence)
             lap("canary")
 
         with self._stage("decision"):
             verdict, canary_findings = guard.decision_rule(evidence)
-            findings = [*findings, *canary_findings]
+            findings = [*findings, _run_finding(evidence),
+                        *_cascade_findings(evidence, guard.canary_run), *canary_findings]
+            if verdict in (Verdict.ACCEPTED, Verdict.INCONCLUSIVE) and any(
+                    f.check in ("smoke", "gaming") and not f.passed for f in findings):
+                verdict = Verdict.REJECTED
             if guard.fingerprint() != guard._fingerprint:
                 return Decision.error("guard_integrity", "the guard changed during the review",
                                       findings=findings, **ids)
@@ -833,6 +872,21 @@ class GuardedClient:
             bound_log(previous=served.version, served=version).info("guardrails.followed_ledger")
             return True
 
+    def _follow(self, version: str | None = None) -> None:
+        """``sync()`` unless ``version`` is already served; logs instead of raising.
+
+        Called on the integrity schedule and by the ledger's watcher thread
+        (``subscribe``): a store that cannot be read leaves the current
+        version serving.
+        """
+        if version is not None and version == self._served.version:
+            return
+        try:
+            self.sync()
+        except Exception as exc:
+            bound_log(served=self._served.version).warning(
+                "guardrails.follow_failed", error=f"{type(exc).__name__}: {exc}")
+
     def pending(self) -> list[PendingApproval]:
         """Proposals waiting for a human (expired ones are rejected first)."""
         expire_pending(self.guard.ledger)
@@ -921,6 +975,43 @@ def _refuse_sync(error: ConfigError) -> Callable[[Request], Response]:
         raise ConfigError(str(error))
 
     return refuse
+
+
+def _run_finding(evidence: CanaryEvidence) -> Finding:
+    """How the canary run went: what lets anyone replay it (seed, hidden cases drawn)."""
+    return Finding(
+        check="canary_run", passed=True,
+        message=f"{len(evidence.outcomes)} of {evidence.planned} planned cases ran"
+                + (f"; stopped: {evidence.stop_reason}" if evidence.stop_reason else ""),
+        evidence={"seed": evidence.seed, "hidden_drawn": list(evidence.hidden_drawn),
+                  "cases_run": len(evidence.outcomes), "planned": evidence.planned,
+                  "stop_reason": evidence.stop_reason})
+
+
+def _cascade_findings(evidence: CanaryEvidence, settings: RunSettings) -> list[Finding]:
+    """Findings of the cheap smoke stage and of the public-versus-hidden divergence test."""
+    findings = []
+    if evidence.stop_reason.startswith(SMOKE_STOP):
+        findings.append(Finding(
+            check="smoke", passed=False,
+            message=f"the candidate errored on all {settings.smoke_cases} smoke cases; it was "
+                    "rejected before the statistical canary",
+            evidence={"cases": [o.case_id for o in evidence.outcomes if not o.safety]}))
+    gaming = gaming_p_value(evidence.outcomes)
+    if gaming is not None:
+        p, counts = gaming
+        diverges = p < settings.gaming_alpha
+        findings.append(Finding(
+            check="gaming", passed=not diverges,
+            message=(f"the candidate regresses on {counts['hidden_regressed']} of "
+                     f"{counts['hidden_cases']} hidden cases but {counts['public_regressed']} of "
+                     f"{counts['public_cases']} public ones (one-sided Fisher p={p:.2g} < "
+                     f"{settings.gaming_alpha:g}): it behaves differently when it may be "
+                     "recognising evaluation" if diverges else
+                     f"public and hidden results agree (Fisher p={p:.2g})"),
+            evidence={"statistic": "fisher_exact_one_sided", "p_value": p,
+                      "alpha": settings.gaming_alpha, **counts}))
+    return findings
 
 
 def _ids(decision: Decision) -> dict[str, Any]:

@@ -7,12 +7,13 @@ from guardrails.testing import DictClient
 
 
 def test_progress_reports_every_case_up_to_the_planned_total() -> None:
-    """propose(progress=...) is called once per canary case with (done, planned)."""
-    cases = [gr.CanaryCase(id=str(i), input=str(i), expect="x") for i in range(3)]
-    guarded = gr.Guard(gr.FrozenConstraints(), cases).wrap(
+    """propose(progress=...) reports (done, planned, status) after every batch, ending at the total."""
+    cases = [gr.CanaryCase(id=str(i), input=str(i), expect="x") for i in range(5)]
+    guarded = gr.Guard(gr.FrozenConstraints(), cases,
+                       canary_run=gr.RunSettings(batch_size=2, smoke_cases=1)).wrap(
         DictClient({"answers": {}, "default": "x", "p": 1}))
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, str]] = []
     decision = guarded.propose(gr.UpdateProposal(parent=guarded.version, patch=[
         {"op": "replace", "path": "/p", "value": 2}]), progress=lambda *a: seen.append(a))
     assert decision.accepted
-    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert seen == [(1, 5, "continue"), (3, 5, "continue"), (5, 5, "continue")]
