@@ -1,0 +1,226 @@
+"""The canary runner: pairing, concurrency, retries, hidden sampling, cascade, early stops."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, ClassVar
+
+import pytest
+
+import guardrails as gr
+from guardrails._runner import draw_cases
+from guardrails.testing import DictClient
+
+
+def suite(n: int = 40, hidden: int = 0, safety: int = 0) -> list[gr.CanaryCase]:
+    cases = [gr.CanaryCase(id=f"c{i}", input=f"q{i}", expect=f"a{i}", hidden=i < hidden)
+             for i in range(n)]
+    cases += [gr.CanaryCase(id=f"s{i}", input=f"bad{i}", expect="no", tags=("safety",))
+              for i in range(safety)]
+    return cases
+
+
+def state(n: int = 40, safety: int = 0) -> dict[str, Any]:
+    answers = {f"q{i}": f"a{i}" for i in range(n)} | {f"bad{i}": "no" for i in range(safety)}
+    return {"answers": answers, "default": "?", "v": 0}
+
+
+def bump(guarded: gr.GuardedClient, *ops: dict[str, Any]) -> gr.Decision:
+    ops = ops or ({"op": "replace", "path": "/v", "value": 1},)
+    return guarded.propose(gr.UpdateProposal(parent=guarded.version, patch=list(ops)))
+
+
+class Recorder(DictClient):
+    """Records every request object it is asked, candidate and incumbent alike."""
+
+    seen: ClassVar[list[gr.Request]] = []
+
+    def invoke(self, request: gr.Request) -> Any:
+        Recorder.seen.append(request)
+        return super().invoke(request)
+
+    def with_state(self, new_state: dict[str, Any]) -> Recorder:
+        return Recorder(new_state, self.responder)
+
+
+def test_canary_requests_look_exactly_like_production_requests() -> None:
+    """A client that records every request cannot tell canary traffic from production traffic."""
+    Recorder.seen = []
+    guarded = gr.Guard(gr.FrozenConstraints(), suite(5)).wrap(Recorder(state(5)))
+    guarded.invoke(gr.Request(input="q1"))
+    production = Recorder.seen[-1]
+    bump(guarded)
+    canary = [r for r in Recorder.seen[1:] if r.input == "q1"]
+    assert canary and all(r == production for r in canary)
+    assert all(r.params == {} and r.metadata == {} for r in Recorder.seen)
+
+
+class Gamer(DictClient):
+    """A candidate that answers the public canaries well and everything else badly."""
+
+    def invoke(self, request: gr.Request) -> Any:
+        if self._state.get("gaming") and request.input not in self._state["public"]:
+            return "wrong"
+        return super().invoke(request)
+
+    def with_state(self, new_state: dict[str, Any]) -> Gamer:
+        return Gamer(new_state, self.responder)
+
+
+def test_a_candidate_that_behaves_only_on_public_canaries_is_rejected_as_gaming() -> None:
+    """Passing public cases while failing hidden ones is rejected by the divergence test."""
+    cases = suite(60, hidden=30)
+    public = [c.input for c in cases if not c.hidden]
+    guarded = gr.Guard(gr.FrozenConstraints(), cases, margin=0.6).wrap(
+        Gamer(state(60) | {"public": public, "gaming": False}))
+    decision = bump(guarded, {"op": "replace", "path": "/gaming", "value": True})
+    assert decision.verdict is gr.Verdict.REJECTED
+    assert decision.deciding_finding is not None and decision.deciding_finding.check == "gaming"
+    assert decision.deciding_finding.evidence["hidden_regressed"] == 30
+
+
+def test_each_review_draws_a_seeded_recorded_share_of_hidden_cases() -> None:
+    """hidden_fraction draws a subset per review; the seed and the ids drawn are recorded."""
+    guarded = gr.Guard(gr.FrozenConstraints(), suite(20, hidden=10),
+                       canary_run=gr.RunSettings(hidden_fraction=0.5)).wrap(DictClient(state(20)))
+    decision = bump(guarded)
+    run = next(f for f in decision.findings if f.check == "canary_run")
+    drawn = run.evidence["hidden_drawn"]
+    assert len(drawn) == 5 and set(drawn) <= {f"c{i}" for i in range(10)}
+    _, capability, again = draw_cases(gr.CanarySuite(suite(20, hidden=10)),
+                                      gr.RunSettings(hidden_fraction=0.5), run.evidence["seed"])
+    assert again == drawn and len(capability) == 15
+
+
+def test_different_reviews_draw_different_hidden_subsets() -> None:
+    """Without a fixed seed, repeated reviews do not keep drawing the same hidden cases."""
+    cases = gr.CanarySuite(suite(40, hidden=30))
+    draws = {tuple(draw_cases(cases, gr.RunSettings(hidden_fraction=0.3), seed)[2])
+             for seed in range(10)}
+    assert len(draws) > 5
+
+
+class Flaky(DictClient):
+    """Fails its first ``failures`` calls with a transient error."""
+
+    def __init__(self, st: dict[str, Any], failures: int = 0, **kw: Any) -> None:
+        super().__init__(st, **kw)
+        self.failures = failures
+        self.lock = threading.Lock()
+
+    def invoke(self, request: gr.Request) -> Any:
+        with self.lock:
+            self.failures -= 1
+            fail = self.failures >= 0
+        if fail and self._state.get("v"):
+            raise ConnectionError("flaky network")
+        return super().invoke(request)
+
+    def with_state(self, new_state: dict[str, Any]) -> Flaky:
+        return Flaky(new_state, self.failures)
+
+
+def test_transient_errors_are_retried() -> None:
+    """A candidate whose first calls fail with a connection error still passes after retries."""
+    guarded = gr.Guard(gr.FrozenConstraints(), suite(10),
+                       canary_run=gr.RunSettings(retries=2, concurrency=1)).wrap(
+        Flaky(state(10), failures=3))
+    assert bump(guarded).accepted
+
+
+def test_retries_stop_at_the_budget_and_the_errors_count_as_failures() -> None:
+    """With no retry budget, transient errors are failed cases for that side, never passes."""
+    guarded = gr.Guard(gr.FrozenConstraints(), suite(10),
+                       canary_run=gr.RunSettings(retries=2, retry_budget=0, concurrency=1,
+                                                 smoke_cases=0)).wrap(
+        Flaky(state(10), failures=3))
+    decision = bump(guarded)
+    assert not decision.accepted
+    capability = next(f for f in decision.findings if f.check == "capability")
+    assert capability.evidence["candidate_pass_rate"] == pytest.approx(0.7)
+
+
+class Slow(DictClient):
+    def invoke(self, request: gr.Request) -> Any:
+        time.sleep(0.05)
+        return super().invoke(request)
+
+    def with_state(self, new_state: dict[str, Any]) -> Slow:
+        return Slow(new_state, self.responder)
+
+
+def test_calls_run_concurrently() -> None:
+    """40 paired cases at 50 ms each finish far faster than one call at a time (3.2 s)."""
+    guarded = gr.Guard(gr.FrozenConstraints(), suite(40),
+                       canary_run=gr.RunSettings(concurrency=32, batch_size=40)).wrap(
+        Slow(state(40)))
+    started = time.perf_counter()
+    assert bump(guarded).accepted
+    assert time.perf_counter() - started < 1.6
+
+
+class Broken(DictClient):
+    def invoke(self, request: gr.Request) -> Any:
+        if self._state.get("v"):
+            raise RuntimeError("broken build")
+        return super().invoke(request)
+
+    def with_state(self, new_state: dict[str, Any]) -> Broken:
+        return Broken(new_state, self.responder)
+
+
+def test_a_candidate_that_errors_on_every_smoke_case_is_rejected_cheaply() -> None:
+    """The smoke stage rejects a broken candidate after a handful of cases."""
+    guarded = gr.Guard(gr.FrozenConstraints(), suite(40),
+                       canary_run=gr.RunSettings(smoke_cases=3)).wrap(Broken(state(40)))
+    decision = bump(guarded)
+    assert decision.verdict is gr.Verdict.REJECTED
+    assert decision.deciding_finding is not None and decision.deciding_finding.check == "smoke"
+    run = next(f for f in decision.findings if f.check == "canary_run")
+    assert run.evidence["cases_run"] == 3
+
+
+def test_the_sequential_rule_stops_early_and_accepts_an_equal_candidate() -> None:
+    """With SequentialRule, an all-agreeing candidate is accepted before the budget is spent."""
+    cases = suite(400, safety=2)
+    rule = gr.SequentialRule.for_suite(gr.CanarySuite(cases), margin=0.05)
+    guarded = gr.Guard(gr.FrozenConstraints(), cases, decision_rule=rule,
+                       canary_run=gr.RunSettings(batch_size=16)).wrap(
+        DictClient(state(400, safety=2)))
+    decision = bump(guarded)
+    assert decision.accepted, decision.reasons
+    run = next(f for f in decision.findings if f.check == "canary_run")
+    assert run.evidence["cases_run"] < 150 and run.evidence["stop_reason"] == "sequential: accept"
+
+
+def test_the_sequential_rule_stops_early_and_rejects_a_clear_regression() -> None:
+    """A candidate that breaks most cases is rejected after a few batches."""
+    cases = suite(400)
+    rule = gr.SequentialRule.for_suite(gr.CanarySuite(cases), margin=0.05)
+    broken = {f"/answers/q{i}": "x" for i in range(0, 400, 2)}
+    guarded = gr.Guard(gr.FrozenConstraints(), cases, decision_rule=rule).wrap(
+        DictClient(state(400)))
+    decision = bump(guarded, *({"op": "replace", "path": p, "value": v} for p, v in broken.items()))
+    assert decision.verdict is gr.Verdict.REJECTED
+    run = next(f for f in decision.findings if f.check == "canary_run")
+    assert run.evidence["cases_run"] < 200
+
+
+def test_a_suite_too_small_to_ever_accept_is_warned_about_at_construction() -> None:
+    """Guard construction warns when the rule could never accept on this suite."""
+    cases = suite(10)
+    with pytest.warns(UserWarning, match="can never be accepted"):
+        guard = gr.Guard(gr.FrozenConstraints(), cases,
+                         decision_rule=gr.SequentialRule.for_suite(gr.CanarySuite(cases)))
+    assert guard.suite_warnings
+
+
+@pytest.mark.parametrize("output", [None, "", float("nan")])
+def test_empty_outputs_never_pass(output: Any) -> None:
+    """None, empty and NaN outputs fail their case even when the checker would accept them."""
+    cases = [gr.CanaryCase(id="any", input="x", expect=lambda _o: True)]
+    guarded = gr.Guard(gr.FrozenConstraints(), cases).wrap(DictClient({"default": "ok", "v": 0}))
+    decision = bump(guarded, {"op": "replace", "path": "/default", "value": output}
+                    if output == output else {"op": "remove", "path": "/default"})
+    assert not decision.accepted
