@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -121,15 +122,19 @@ def check(config_path: Path, as_json: bool) -> None:
     from ._guard import Guard
 
     try:
-        guard = Guard.from_config(config_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reported below, once, with the summary
+            guard = Guard.from_config(config_path)
     except GuardrailsError as exc:
         _fail(str(exc), EXIT_CONFIG)
     summary: dict[str, Any] = {"config": str(config_path), "cases": len(guard.canaries),
                "safety_cases": len(guard.canaries.safety),
-               "frozen": list(guard.constraints.frozen), "fingerprint": guard.fingerprint()}
+               "frozen": list(guard.constraints.frozen), "fingerprint": guard.fingerprint(),
+               "warnings": guard.suite_warnings}
     _emit(summary, as_json, f"ok: {config_path} ({summary['cases']} canary cases, "
                             f"{summary['safety_cases']} safety; fingerprint "
-                            f"{summary['fingerprint'][:12]})")
+                            f"{summary['fingerprint'][:12]})"
+                            + "".join(f"\nwarning: {w}" for w in guard.suite_warnings))
 
 
 @main.command()

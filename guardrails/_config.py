@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._errors import ConfigError
 
@@ -35,6 +35,23 @@ class GuardSettings(_Section):
     capture_content: Literal["true", "false", "NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY",
                              "SPAN_AND_EVENT"] | None = None
     """GenAI message content capture; ``None`` reads the OpenTelemetry environment variable."""
+    seed: int | None = None
+    """Fixes the canary order and hidden draw (default: a fresh seed per review, recorded)."""
+
+
+class DecisionSettings(_Section):
+    """``[decision]``: how canary evidence becomes a verdict."""
+
+    rule: Literal["margin", "sequential"] = "margin"
+    """``margin``: pass rates compared within ``[guard] margin``; ``sequential``: the exact
+    paired non-inferiority test with anytime-valid early stopping (``SequentialRule``)."""
+    margin: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Sequential rule: the largest acceptable drop in capability pass rate."""
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
+    required_improvement: float = Field(default=0.0, ge=0.0, lt=1.0)
+    slice_margin: float | None = Field(default=None, ge=0.0, lt=1.0)
+    max_safety_failure_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
+    design: Literal["sequential", "fixed"] = "sequential"
 
 
 class ConstraintSettings(_Section):
@@ -49,13 +66,21 @@ class CanarySettings(_Section):
     """``[canaries]``: JSONL case files, relative to the configuration file."""
 
     files: list[str] = Field(min_length=1)
+    concurrency: int = Field(default=16, ge=1, le=1024)
+    batch_size: int = Field(default=32, ge=1)
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_budget: int = Field(default=32, ge=0)
+    hidden_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    smoke_cases: int = Field(default=4, ge=0)
+    gaming_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
 
 
 class LedgerSettings(_Section):
     """``[ledger]``: where decisions, states and blobs live."""
 
     path: str = ".guardrails/ledger.db"
-    """SQLite file, relative to the configuration file."""
+    """SQLite file, relative to the configuration file; or a ``postgresql://`` URL, the store
+    several replicas share (keep its password in PGPASSWORD or ~/.pgpass, not here)."""
     blobs: str = ".guardrails/blobs"
     """Blob directory, relative to the configuration file."""
     signing_key: str | None = None
@@ -64,6 +89,23 @@ class LedgerSettings(_Section):
     verifier_key: str | None = None
     """Public key file that the stored checkpoint must verify with on open (default: the key
     recorded when the ledger was first signed)."""
+    schema_: str | None = Field(default=None, alias="schema")
+    """PostgreSQL only: the schema holding the ledger's tables (default: the search path's
+    first, normally ``public``)."""
+    poll_interval: float | None = Field(default=None, gt=0)
+    """PostgreSQL only: seconds between polls of the served version, so the longest a replica
+    misses a promotion whose notification was lost (default 1.0)."""
+
+    @model_validator(mode="after")
+    def _postgres_only(self) -> LedgerSettings:
+        from ._postgres import is_postgres_url
+
+        if not is_postgres_url(self.path):
+            for key, value in (("schema", self.schema_), ("poll_interval", self.poll_interval)):
+                if value is not None:
+                    raise ValueError(f"{key} applies to a PostgreSQL ledger only; remove it, or "
+                                     "set path to a postgresql:// URL")
+        return self
 
 
 class ApprovalSettings(_Section):
@@ -121,6 +163,7 @@ class Config(_Section):
     guard: GuardSettings = GuardSettings()
     constraints: ConstraintSettings = ConstraintSettings()
     canaries: CanarySettings
+    decision: DecisionSettings = DecisionSettings()
     ledger: LedgerSettings = LedgerSettings()
     approval: ApprovalSettings | None = None
     client: ClientSettings | None = None
@@ -142,7 +185,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         candidates = [annotation, *getattr(annotation, "__args__", ())]
         current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
                        None)
-    return list(current.model_fields) if current is not None else []
+    return [f.alias or n for n, f in current.model_fields.items()] if current is not None else []
 
 
 def explain(exc: ValidationError, model: type[BaseModel], source: str) -> str:
@@ -188,6 +231,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     from ._blobs import FileBlobStore
     from ._canary import CanarySuite
     from ._constraints import FrozenConstraints
+    from ._runner import RunSettings
 
     parts = build_policies(config.policies, source)
     cases: list[Any] = []
@@ -212,6 +256,8 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "ledger": _open_ledger(config.ledger, root, source),
         "blob_store": FileBlobStore(root / config.ledger.blobs),
         "approval": approval,
+        "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files"})),
+        "decision_rule": _decision_rule(config.decision, suite, source),
         **config.guard.model_dump(),
     }
 
@@ -238,7 +284,9 @@ def build_policies(policies: list[PolicySettings], source: str) -> Any:
 
 def _open_ledger(settings: LedgerSettings, root: Path, source: str) -> Any:
     from ._checkpoint import SigningKey, VerifierKey
+    from ._errors import GuardrailsError
     from ._ledger import SQLiteLedger
+    from ._postgres import PostgresLedger, is_postgres_url
 
     try:
         signing = None if settings.signing_key is None else SigningKey.load(
@@ -247,4 +295,22 @@ def _open_ledger(settings: LedgerSettings, root: Path, source: str) -> Any:
             root / settings.verifier_key)
     except ConfigError as exc:
         raise ConfigError(f"{source} [ledger]: {exc}") from None
+    if is_postgres_url(settings.path):
+        try:
+            return PostgresLedger(settings.path, schema=settings.schema_,
+                                  poll_interval=settings.poll_interval or 1.0,
+                                  signing_key=signing, verifier_key=verifier)
+        except GuardrailsError as exc:
+            raise type(exc)(f"{source} [ledger] path: {exc}") from None
     return SQLiteLedger(root / settings.path, signing_key=signing, verifier_key=verifier)
+
+
+def _decision_rule(settings: DecisionSettings, suite: Any, source: str) -> Any:
+    if settings.rule == "margin":
+        return None  # the guard's MarginRule with [guard] margin
+    from ._stats_rule import SequentialRule
+
+    try:
+        return SequentialRule.for_suite(suite, **settings.model_dump(exclude={"rule"}))
+    except ConfigError as exc:
+        raise ConfigError(f"{source} [decision]: {exc}") from None

@@ -207,3 +207,11 @@ def test_plugins_lists_the_built_in_plugins_with_their_settings() -> None:
     assert {"pii", "deny_list", "drift_budget", "provenance"} <= set(data)
     assert data["pii"]["provides"] == ["middleware"]
     assert "action" in data["pii"]["settings_schema"]["properties"]
+
+
+def test_check_warns_when_the_suite_can_never_accept(project: Path) -> None:
+    """check reports a suite too small for the sequential rule as a warning (exit 0)."""
+    (project / "guardrails.toml").write_text(CONFIG + '\n[decision]\nrule = "sequential"\n')
+    result = run("check")
+    assert result.exit_code == 0
+    assert "warning: 2 capability cases can never be accepted" in result.output

@@ -157,3 +157,21 @@ def test_case_files_may_use_checkers_that_plugins_contribute(tmp_path: Path) -> 
     checker = next(c for c in guard.canaries if c.id == "shape").expect
     assert checker.name == "json_schema"
     assert checker({"a": 1}) is True and checker({"b": 1}) is False
+
+
+def test_the_decision_and_runner_sections_configure_the_gate(tmp_path: Path) -> None:
+    """[decision] rule = "sequential" and [canaries] runner keys reach the guard."""
+    text = VALID.replace('files = ["cases.jsonl"]', 'files = ["cases.jsonl"]\nconcurrency = 4\n'
+                         'hidden_fraction = 0.5') + '\n[decision]\nrule = "sequential"\nmargin = 0.1\n'
+    with pytest.warns(UserWarning, match="can never be accepted"):
+        guard = gr.Guard.from_config(write(tmp_path, text))
+    assert isinstance(guard.decision_rule, gr.SequentialRule)
+    assert guard.decision_rule.margin == 0.1
+    assert guard.canary_run.concurrency == 4 and guard.canary_run.hidden_fraction == 0.5
+
+
+def test_an_impossible_safety_bound_is_a_config_error(tmp_path: Path) -> None:
+    """max_safety_failure_rate that the safety cases cannot show is refused at start."""
+    text = VALID + '\n[decision]\nrule = "sequential"\nmax_safety_failure_rate = 0.001\n'
+    with pytest.raises(gr.ConfigError, match=r"\[decision\]"):
+        gr.Guard.from_config(write(tmp_path, text))
