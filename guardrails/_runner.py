@@ -201,12 +201,14 @@ async def run_canaries_async(
         if all(o.candidate_error for o in smoked) and not all(o.incumbent_error for o in smoked):
             report("reject")
             return evidence(f"{SMOKE_STOP}: the candidate failed every smoke case with an error")
-    for start in range(0, len(rest), settings.batch_size):
+    # Batches exist for the sequential rule's looks; without one, nothing waits at a boundary.
+    step = settings.batch_size if interim is not None else max(1, len(rest))
+    for start in range(0, len(rest), step):
         status = interim(outcomes) if interim is not None else "continue"
         report(status)
         if status != "continue":
             return evidence(f"{SEQUENTIAL_STOP}: {status}")
-        outcomes += await run_batch(rest[start:start + settings.batch_size])
+        outcomes += await run_batch(rest[start:start + step])
     report(interim(outcomes) if interim is not None else "continue")
     return evidence()
 

@@ -12,10 +12,15 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["overhead.py"])
-def test_benchmark_runs_in_short_mode(script: str) -> None:
+@pytest.mark.parametrize(("script", "n"), [
+    ("overhead.py", "200"),
+    ("concurrency.py", "200"),  # concurrent calls
+    ("import_cost.py", "2"),  # fresh interpreters
+    ("peers/workload_ours.py", "200"),  # our side of the peers comparison (the peers need installs)
+])
+def test_benchmark_runs_in_short_mode(script: str, n: str) -> None:
     """The script exits 0 and prints a table when GUARDRAILS_BENCH_N asks for a short run."""
-    env = {**os.environ, "GUARDRAILS_BENCH_N": "200"}
+    env = {**os.environ, "GUARDRAILS_BENCH_N": n}
     result = subprocess.run([sys.executable, str(BENCHMARKS / script)], env=env,
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
