@@ -14,7 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.mark.parametrize(("script", "n"), [
     ("overhead.py", "200"),
-    ("review_walltime.py", "60"),
+    ("review_walltime.py", "200"),
 ])
 def test_benchmark_runs_in_short_mode(script: str, n: str) -> None:
     """The script exits 0 and prints a table when GUARDRAILS_BENCH_N asks for a short run."""
