@@ -15,8 +15,10 @@ from ._canary import (
     Contains,
     Equals,
     NotContains,
+    NumericTolerance,
     Predicate,
     Regex,
+    Scorer,
 )
 from ._canonical import canonical_json, state_version
 from ._chain import AsyncMiddleware, Middleware
@@ -95,6 +97,7 @@ __all__ = [
     "MemoryLedger",
     "Middleware",
     "NotContains",
+    "NumericTolerance",
     "PLUGIN_GROUP",
     "PatchOperation",
     "PendingApproval",
@@ -112,6 +115,7 @@ __all__ = [
     "RunSettings",
     "RuntimePolicySettings",
     "SQLiteLedger",
+    "Scorer",
     "SelfUpdatingClient",
     "SequentialRule",
     "SigningKey",

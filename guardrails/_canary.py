@@ -118,8 +118,47 @@ class Predicate(Checker):
         return {"name": self.name, "args": {"callable": ident, "label": self.label}}
 
 
+class NumericTolerance(Checker):
+    """Passes when the output is a finite number within ``abs_tol`` or ``rel_tol`` of ``value``."""
+
+    name: ClassVar[str] = "numeric"
+    value: float
+    abs_tol: float = Field(default=1e-9, ge=0)
+    rel_tol: float = Field(default=0.0, ge=0)
+
+    def __call__(self, output: Any) -> bool:
+        if isinstance(output, bool) or not isinstance(output, int | float):
+            return False
+        return math.isfinite(output) and math.isclose(
+            output, self.value, rel_tol=self.rel_tol, abs_tol=self.abs_tol)
+
+
+class Scorer(Checker):
+    """A callable scoring the output in [0, 1]; passes at or above ``threshold``.
+
+    A score outside [0, 1], NaN, or anything but a number fails the case.
+    """
+
+    name: ClassVar[str] = "scorer"
+    fn: Callable[[Any], Any]
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    label: str = ""
+
+    def __call__(self, output: Any) -> bool:
+        score = self.fn(output)
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            return False
+        return math.isfinite(score) and 0.0 <= score <= 1.0 and score >= self.threshold
+
+    def spec(self) -> dict[str, Any]:
+        fn = self.fn
+        ident = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        return {"name": self.name, "args": {"callable": ident, "label": self.label,
+                                            "threshold": self.threshold}}
+
+
 CHECKERS: dict[str, type[Checker]] = {
-    c.name: c for c in (Equals, Contains, NotContains, Regex)
+    c.name: c for c in (Equals, Contains, NotContains, Regex, NumericTolerance)
 }
 
 
@@ -140,6 +179,8 @@ def as_checker(expect: Any, checkers: Mapping[str, type[Checker]] | None = None)
         (key, arg), = expect.items()
         known = {**(checkers or {}), **CHECKERS}
         if key in known:
+            if key == "numeric" and isinstance(arg, dict):
+                return NumericTolerance(**arg)
             field = "pattern" if key == "regex" else "value"
             return known[key](**{field: arg})
     return Equals(value=expect)

@@ -744,7 +744,7 @@ class GuardedClient:
 
         with self._stage("decision"):
             verdict, canary_findings = guard.decision_rule(evidence)
-            findings = [*findings, _run_finding(evidence),
+            findings = [*findings, _run_finding(evidence, guard.canaries),
                         *_cascade_findings(evidence, guard.canary_run), *canary_findings]
             if verdict in (Verdict.ACCEPTED, Verdict.INCONCLUSIVE) and any(
                     f.check in ("smoke", "gaming") and not f.passed for f in findings):
@@ -977,13 +977,18 @@ def _refuse_sync(error: ConfigError) -> Callable[[Request], Response]:
     return refuse
 
 
-def _run_finding(evidence: CanaryEvidence) -> Finding:
-    """How the canary run went: what lets anyone replay it (seed, hidden cases drawn)."""
+def _run_finding(evidence: CanaryEvidence, suite: CanarySuite) -> Finding:
+    """How the canary run went and what lets anyone replay it: the seed, the hidden cases
+    drawn, the suite's fingerprint and each public case's checker spec (hidden ones: name)."""
+    ran = {o.case_id for o in evidence.outcomes}
+    specs = {c.id: ({"name": c.expect.name, "hidden": True} if c.hidden else c.expect.spec())
+             for c in suite if c.id in ran}
     return Finding(
         check="canary_run", passed=True,
         message=f"{len(evidence.outcomes)} of {evidence.planned} planned cases ran"
                 + (f"; stopped: {evidence.stop_reason}" if evidence.stop_reason else ""),
         evidence={"seed": evidence.seed, "hidden_drawn": list(evidence.hidden_drawn),
+                  "suite_fingerprint": suite.fingerprint(), "checkers": specs,
                   "cases_run": len(evidence.outcomes), "planned": evidence.planned,
                   "stop_reason": evidence.stop_reason})
 

@@ -15,6 +15,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.mark.parametrize(("script", "n"), [
     ("overhead.py", "200"),
     ("review_walltime.py", "200"),
+    ("concurrency.py", "200"),  # concurrent calls
+    ("import_cost.py", "2"),  # fresh interpreters
+    ("peers/workload_ours.py", "200"),  # our side of the peers comparison (the peers need installs)
 ])
 def test_benchmark_runs_in_short_mode(script: str, n: str) -> None:
     """The script exits 0 and prints a table when GUARDRAILS_BENCH_N asks for a short run."""

@@ -7,7 +7,7 @@ from guardrails.testing import DictClient
 
 
 def test_progress_reports_every_case_up_to_the_planned_total() -> None:
-    """propose(progress=...) reports (done, planned, status) after every batch, ending at the total."""
+    """propose(progress=...) reports (done, planned, status) as batches finish, ending at the total."""
     cases = [gr.CanaryCase(id=str(i), input=str(i), expect="x") for i in range(5)]
     guarded = gr.Guard(gr.FrozenConstraints(), cases,
                        canary_run=gr.RunSettings(batch_size=2, smoke_cases=1)).wrap(
@@ -16,4 +16,6 @@ def test_progress_reports_every_case_up_to_the_planned_total() -> None:
     decision = guarded.propose(gr.UpdateProposal(parent=guarded.version, patch=[
         {"op": "replace", "path": "/p", "value": 2}]), progress=lambda *a: seen.append(a))
     assert decision.accepted
-    assert seen == [(1, 5, "continue"), (3, 5, "continue"), (5, 5, "continue")]
+    done = [d for d, _, _ in seen]
+    assert done == sorted(done) and seen[-1] == (5, 5, "continue")
+    assert all(planned == 5 for _, planned, _ in seen)

@@ -1,0 +1,134 @@
+"""Many concurrent ``ainvoke`` calls through the guard against a model with 50 ms latency.
+
+All calls start at once (``asyncio.gather``) against an async client that
+answers after ``asyncio.sleep(0.05)``. The ideal wall time is the latency,
+50 ms: every call waits at the same time. Two floors are printed next to
+the guarded runs: the ideal, and the bare client under the same
+concurrency (asyncio's own cost of scheduling that many tasks on this
+machine, which the guard cannot go below). Each setting is the median of
+a few repeats.
+
+    python benchmarks/concurrency.py                       # 1,000 concurrent calls
+    GUARDRAILS_BENCH_N=100 python benchmarks/concurrency.py   # short mode
+
+Settings: the guard with an empty chain and with the ``regex`` runtime
+policy on the output, with the OpenTelemetry API only (no-op spans), and
+the ``regex`` guard with the SDK recording spans and metrics in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import guardrails as gr
+from guardrails.testing import DictClient
+
+CALLS = int(os.environ.get("GUARDRAILS_BENCH_N", "1000"))
+LATENCY = 0.050
+REPEATS = 5
+DENY_PATTERN = r"\b\d{3}-\d{2}-\d{4}\b"
+"""The output check: block an answer that contains an SSN-like number (the fixed answer has none)."""
+
+
+class SleepyClient(DictClient):
+    """Answers ``"ok"`` after ``latency`` seconds: ``asyncio.sleep`` in ``ainvoke``."""
+
+    def __init__(self, state: dict[str, Any], latency: float = LATENCY) -> None:
+        super().__init__(state)
+        self.latency = latency
+
+    def invoke(self, request: gr.Request) -> Any:
+        if self.latency:
+            time.sleep(self.latency)
+        return "ok"
+
+    async def ainvoke(self, request: gr.Request) -> Any:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return "ok"
+
+
+def regex_policy() -> list[Any]:
+    """The ``regex`` runtime policy with one output rule, built through the plugin registry."""
+    parts = gr.load_plugin("regex").build(
+        {"rules": [{"name": "ssn", "pattern": DENY_PATTERN, "apply_to": ["output"]}]})
+    return list(parts.middleware)
+
+
+def sdk_providers() -> tuple[Any, Any] | None:
+    """An SDK tracer provider and meter provider recording in memory, or ``None`` without the SDK."""
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    except ImportError:
+        return None
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    return tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+
+def guarded(client: Any, middleware: Sequence[Any] = (), providers: tuple[Any, Any] | None = None,
+            ) -> gr.GuardedClient:
+    """``client`` behind a guard with ``middleware`` and, if given, SDK providers."""
+    suite = gr.CanarySuite([gr.CanaryCase(id="ok", input="x", expect="ok")])
+    tracer_provider, meter_provider = providers if providers else (None, None)
+    guard = gr.Guard(gr.FrozenConstraints(), suite, middleware=middleware,
+                     tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return guard.wrap(client)
+
+
+async def wall_ms(call: Callable[[], Awaitable[Any]], calls: int) -> float:
+    """Milliseconds from starting ``calls`` concurrent ``call()`` to the last one finishing."""
+    gc.collect()
+    start = time.perf_counter()
+    await asyncio.gather(*(call() for _ in range(calls)))
+    return (time.perf_counter() - start) * 1000
+
+
+async def measure(call: Callable[[], Awaitable[Any]], calls: int = CALLS,
+                  repeats: int = REPEATS) -> list[float]:
+    """Wall times of ``repeats`` rounds of ``calls`` concurrent calls, after a small warm-up."""
+    await wall_ms(call, min(calls, 50))
+    return [await wall_ms(call, calls) for _ in range(repeats)]
+
+
+async def run(calls: int = CALLS) -> list[tuple[str, list[float]]]:
+    request = gr.Request(input="hello")
+    bare = SleepyClient({"prompt": "p"})
+    settings: list[tuple[str, Sequence[Any], tuple[Any, Any] | None]] = [
+        ("guarded, empty chain, API only", (), None),
+        ("guarded, regex policy, API only", regex_policy(), None)]
+    providers = sdk_providers()
+    if providers is not None:
+        settings.append(("guarded, regex policy, SDK in memory", regex_policy(), providers))
+    rows = [("bare client.ainvoke", await measure(lambda: bare.ainvoke(request), calls))]
+    for label, middleware, provider_pair in settings:
+        client = guarded(SleepyClient({"prompt": "p"}), middleware, provider_pair)
+        rows.append((label, await measure(lambda c=client: c.ainvoke(request), calls)))
+    return rows
+
+
+def main() -> None:
+    rows = asyncio.run(run())
+    ideal = LATENCY * 1000
+    bare = statistics.median(rows[0][1])
+    print(f"concurrent calls: {CALLS}, model latency {ideal:.0f} ms (the ideal wall time), "
+          f"median of {REPEATS} rounds")
+    print(f"{'setting':<40} {'wall ms':>9} {'min ms':>9} {'x ideal':>8} {'x bare':>8}")
+    for label, walls in rows:
+        median = statistics.median(walls)
+        print(f"{label:<40} {median:>9.1f} {min(walls):>9.1f} {median / ideal:>8.2f} "
+              f"{median / bare:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
