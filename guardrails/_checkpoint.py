@@ -35,22 +35,23 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ._errors import ConfigError, LedgerIntegrityError
 from ._merkle import HASH_SIZE, MerkleTree, verify_consistency
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+def _ed25519() -> Any:
+    """The cryptography module, imported on first use: most guards never sign, and it is
+    the largest part of ``import guardrails`` otherwise (about 7 MB resident)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519
 
 ALG_ED25519 = 0x01
 """The signed-note signature type of Ed25519."""
@@ -172,8 +173,9 @@ class VerifierKey:
     def verify(self, message: bytes, signature: bytes) -> bool:
         """Whether ``signature`` (64 bytes, no key id) is this key's Ed25519 signature."""
         try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
-        except (InvalidSignature, ValueError):
+            _ed25519().Ed25519PublicKey.from_public_bytes(self.public_key).verify(
+                signature, message)
+        except Exception:  # cryptography's InvalidSignature, or a malformed key
             return False
         return True
 
@@ -187,6 +189,8 @@ class SigningKey:
     __slots__ = ("_private", "name", "verifier")
 
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         _check_key_name(name, "signing key")
         self.name = name
         self._private = private_key
@@ -197,7 +201,7 @@ class SigningKey:
     @classmethod
     def generate(cls, name: str) -> SigningKey:
         """A new random key named ``name`` (by convention the log's origin)."""
-        return cls(name, Ed25519PrivateKey.generate())
+        return cls(name, _ed25519().Ed25519PrivateKey.generate())
 
     @property
     def key_id(self) -> int:
@@ -212,6 +216,12 @@ class SigningKey:
 
     def to_text(self) -> str:
         """The private text form ``PRIVATE+KEY+name+id+base64(0x01 || seed)``. Keep it secret."""
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+        )
+
         seed = self._private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         return (f"PRIVATE+KEY+{self.name}+{self.key_id:08x}+"
                 f"{_b64(bytes([ALG_ED25519]) + seed)}")
@@ -233,7 +243,7 @@ class SigningKey:
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise ConfigError(f"{where}: not an Ed25519 signing key (expected type byte 0x01 "
                               "and a 32-byte seed)")
-        key = cls(name, Ed25519PrivateKey.from_private_bytes(raw[1:]))
+        key = cls(name, _ed25519().Ed25519PrivateKey.from_private_bytes(raw[1:]))
         if key.key_id != int(hex_id, 16):
             raise ConfigError(f"{where}: key id {hex_id} does not match the key "
                               f"({key.key_id:08x}); the key text was altered")

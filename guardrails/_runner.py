@@ -19,7 +19,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ._canary import CanaryCase, CanarySuite, judge
 from ._gate import CallTimeout, CanaryEvidence, CaseOutcome
@@ -122,6 +121,14 @@ class _Side:
     async def answer(self, case: CanaryCase) -> tuple[bool, str | None]:
         # The request is built exactly as a production request: nothing marks it as a canary.
         request = Request(input=case.input)
+        # tenacity is imported here, on the cold path, to keep it out of `import guardrails`.
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_exponential,
+        )
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.retries + 1),
             retry=retry_if_exception(lambda e: _transient(e) and self.budget.take()),
