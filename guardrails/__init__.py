@@ -57,6 +57,7 @@ from ._plugins import (
 from ._postgres import PostgresLedger
 from ._proposal import PatchOperation, UpdateProposal
 from ._runner import RunSettings
+from ._sandbox import ProcessSandbox, SandboxLimits
 from ._stats_rule import SequentialRule
 
 __version__ = "0.1.0"
@@ -108,6 +109,7 @@ __all__ = [
     "PluginSettings",
     "PostgresLedger",
     "Predicate",
+    "ProcessSandbox",
     "Regex",
     "Request",
     "Response",
@@ -115,6 +117,7 @@ __all__ = [
     "RunSettings",
     "RuntimePolicySettings",
     "SQLiteLedger",
+    "SandboxLimits",
     "Scorer",
     "SelfUpdatingClient",
     "SequentialRule",

@@ -56,6 +56,7 @@ from ._runner import (
     run_canaries_async,
     run_sync,
 )
+from ._sandbox import ProcessSandbox, SandboxError, SandboxLimits, sandbox_finding
 from ._telemetry import (
     ATTR_BLOCKED_BY,
     ATTR_CANDIDATE,
@@ -111,6 +112,9 @@ class Guard:
     ``approval``: which proposals wait for a human (see ``ApprovalPolicy``).
     ``canary_run``: concurrency, batches, retries, hidden-case sampling and the
     smoke stage of the canary runner (see ``RunSettings``).
+    ``sandbox``: ``"inline"`` builds candidates in this process (timeouts only,
+    for trusted clients); ``"process"`` evaluates each candidate in a child
+    process under ``sandbox_limits`` (wall time, CPU time, memory).
     ``seed``: fixes the case order and the hidden cases drawn (default: a fresh
     seed per review, recorded in the decision).
     ``margin``: how far the candidate's capability pass rate may fall below
@@ -139,6 +143,8 @@ class Guard:
         approval: ApprovalPolicy | None = None,
         canary_run: RunSettings | None = None,
         seed: int | None = None,
+        sandbox: Literal["inline", "process"] = "inline",
+        sandbox_limits: SandboxLimits | None = None,
         case_timeout: float = 10.0,
         integrity_check_every: int = 1000,
         on_silent_modification: SilentModificationAction = "restore",
@@ -180,6 +186,11 @@ class Guard:
         self.approval = approval
         self.canary_run = canary_run or RunSettings()
         self.seed = seed
+        if sandbox not in ("inline", "process"):
+            raise ConfigError(f"sandbox {sandbox!r}: use 'inline' or 'process'")
+        self.sandbox = sandbox
+        self.process_sandbox = (ProcessSandbox(sandbox_limits or SandboxLimits(
+            wall_time=case_timeout)) if sandbox == "process" else None)
         self.suite_warnings = self._suite_warnings()
         self.case_timeout = float(case_timeout)
         self.integrity_check_every = int(integrity_check_every)
@@ -214,7 +225,9 @@ class Guard:
             self.constraints.fingerprint(), self.canaries.fingerprint(),
             repr(self.decision_rule), [repr(c) for c in self.checks],
             None if self.approval is None else self.approval.model_dump(),
-            self.canary_run.model_dump(), self.seed, self.case_timeout,
+            self.canary_run.model_dump(), self.seed, self.sandbox,
+            None if self.process_sandbox is None else self.process_sandbox.limits.model_dump(),
+            self.case_timeout,
             self.integrity_check_every, self.on_silent_modification,
         ]))
 
@@ -231,6 +244,8 @@ class Guard:
         if missing:
             raise ConfigError(f"{type(client).__name__} is not a SelfUpdatingClient: it lacks "
                               f"{', '.join(missing)}; implement them or use an adapter")
+        if self.process_sandbox is not None:
+            self.process_sandbox.check_client(client)
         guarded = GuardedClient(self, client)
         self._wrapped = True
         return guarded
@@ -709,13 +724,84 @@ class GuardedClient:
                 guard.ledger.put_state(candidate_state)
                 return Decision.reject(sorted(findings, key=lambda f: f.passed), **ids)
 
-        with self._stage("sandbox"):
-            guard.ledger.put_state(candidate_state)
+        sandboxed: Any = None
+        try:
+            with self._stage("sandbox"):
+                guard.ledger.put_state(candidate_state)
+                built = self._build_candidate(served, candidate_state, candidate, findings, ids)
+                if isinstance(built, Decision):
+                    return built
+                candidate_client = built
+                sandboxed = candidate_client if guard.process_sandbox is not None else None
+                lap("sandbox")
+
+            with self._stage("canary") as span:
+                seed = guard.seed if guard.seed is not None else random.SystemRandom().randrange(2**32)
+                case_timeout = guard.case_timeout
+                if guard.process_sandbox is not None:
+                    # Let the sandbox's own wall-time limit fire first, so the finding names it.
+                    case_timeout = max(case_timeout, guard.process_sandbox.limits.wall_time + 1.0)
+                evidence = run_sync(run_canaries_async(
+                    candidate_client, served.client, guard.canaries, case_timeout=case_timeout,
+                    settings=guard.canary_run, seed=seed,
+                    interim=getattr(guard.decision_rule, "interim", None), progress=progress))
+                self._report_canaries(span, evidence)
+                lap("canary")
+
+            with self._stage("decision"):
+                verdict, canary_findings = guard.decision_rule(evidence)
+                if sandboxed is not None and sandboxed.failure is not None:
+                    # The runner saw only "client raised ..."; this names the limit hit.
+                    canary_findings = [sandbox_finding(sandboxed.failure), *canary_findings]
+                    verdict = Verdict.REJECTED
+                findings = [*findings, _run_finding(evidence, guard.canaries),
+                            *_cascade_findings(evidence, guard.canary_run), *canary_findings]
+                if verdict in (Verdict.ACCEPTED, Verdict.INCONCLUSIVE) and any(
+                        f.check in ("smoke", "gaming") and not f.passed for f in findings):
+                    verdict = Verdict.REJECTED
+                if guard.fingerprint() != guard._fingerprint:
+                    return Decision.error("guard_integrity", "the guard changed during the review",
+                                          findings=findings, **ids)
+                if self.check_integrity() is not None:
+                    return Decision.error("silent_modification", "the incumbent changed its own "
+                                          "state during the review; the review is void",
+                                          findings=findings, **ids)
+                lap("decision")
+            if verdict is not Verdict.ACCEPTED:
+                return Decision(verdict=verdict, findings=tuple(findings), **ids)
+            # An accepted decision is recorded exactly as returned, so its timings go in now.
+            accepted = Decision.accept(
+                findings, timings={**timings, "total": sum(timings.values())}, **ids)
+            if guard.approval is not None and guard.approval.requires_approval(accepted):
+                return accepted  # not promoted: propose() turns it into a pending approval
+            with self._stage("promotion"):
+                # A sandboxed candidate lives in a child process: serve an in-process build
+                # of the very state that was evaluated.
+                served_client = (candidate_client if sandboxed is None
+                                 else self._rebuild(served.client, candidate))
+                return self._promote(accepted, served_client, proposal)
+        finally:
+            if sandboxed is not None:
+                sandboxed.close()
+
+    def _build_candidate(self, served: _Served, state: dict[str, Any], candidate: str,
+                         findings: list[Finding], ids: dict[str, Any]) -> Any:
+        """The candidate client built from ``state`` (inline or in the process sandbox), or the
+        rejecting decision when it cannot be built or does not report the state it was given."""
+        guard = self.guard
+        if guard.process_sandbox is not None:
             try:
-                candidate_client = call_with_timeout(
-                    lambda: served.client.with_state(candidate_state), guard.case_timeout)
-                built = state_version(call_with_timeout(candidate_client.snapshot,
-                                                        guard.case_timeout))
+                client: Any = guard.process_sandbox.start(served.client, state)
+                built = state_version(client.snapshot())
+            except ConfigError as exc:
+                return Decision.error("sandbox", str(exc), findings=findings, **ids)
+            except SandboxError as exc:
+                return Decision.reject([*findings, sandbox_finding(exc)], **ids)
+        else:
+            try:
+                client = call_with_timeout(lambda: served.client.with_state(state),
+                                           guard.case_timeout)
+                built = state_version(call_with_timeout(client.snapshot, guard.case_timeout))
             except CallTimeout as exc:
                 return Decision.reject([*findings, Finding(
                     check="sandbox", passed=False,
@@ -725,47 +811,14 @@ class GuardedClient:
                 return Decision.reject([*findings, Finding(
                     check="sandbox", passed=False,
                     message=f"building the candidate raised {type(exc).__name__}: {exc}")], **ids)
-            if built != candidate:
-                return Decision.reject([*findings, Finding(
-                    check="sandbox", passed=False,
-                    message=f"the candidate built from {candidate[:12]} reports state "
-                            f"{built[:12]}; the evaluated state must be the promoted one")],
-                    **ids)
-            lap("sandbox")
-
-        with self._stage("canary") as span:
-            seed = guard.seed if guard.seed is not None else random.SystemRandom().randrange(2**32)
-            evidence = run_sync(run_canaries_async(
-                candidate_client, served.client, guard.canaries, case_timeout=guard.case_timeout,
-                settings=guard.canary_run, seed=seed,
-                interim=getattr(guard.decision_rule, "interim", None), progress=progress))
-            self._report_canaries(span, evidence)
-            lap("canary")
-
-        with self._stage("decision"):
-            verdict, canary_findings = guard.decision_rule(evidence)
-            findings = [*findings, _run_finding(evidence, guard.canaries),
-                        *_cascade_findings(evidence, guard.canary_run), *canary_findings]
-            if verdict in (Verdict.ACCEPTED, Verdict.INCONCLUSIVE) and any(
-                    f.check in ("smoke", "gaming") and not f.passed for f in findings):
-                verdict = Verdict.REJECTED
-            if guard.fingerprint() != guard._fingerprint:
-                return Decision.error("guard_integrity", "the guard changed during the review",
-                                      findings=findings, **ids)
-            if self.check_integrity() is not None:
-                return Decision.error("silent_modification", "the incumbent changed its own "
-                                      "state during the review; the review is void",
-                                      findings=findings, **ids)
-            lap("decision")
-        if verdict is not Verdict.ACCEPTED:
-            return Decision(verdict=verdict, findings=tuple(findings), **ids)
-        # An accepted decision is recorded exactly as returned, so its timings go in now.
-        accepted = Decision.accept(
-            findings, timings={**timings, "total": sum(timings.values())}, **ids)
-        if guard.approval is not None and guard.approval.requires_approval(accepted):
-            return accepted  # not promoted: propose() turns it into a pending approval
-        with self._stage("promotion"):
-            return self._promote(accepted, candidate_client, proposal)
+        if built != candidate:
+            if guard.process_sandbox is not None:
+                client.close()
+            return Decision.reject([*findings, Finding(
+                check="sandbox", passed=False,
+                message=f"the candidate built from {candidate[:12]} reports state "
+                        f"{built[:12]}; the evaluated state must be the promoted one")], **ids)
+        return client
 
     def _report_canaries(self, span: trace.Span, evidence: CanaryEvidence) -> None:
         """One ``gen_ai.evaluation.result`` event and one metric point per canary call (ids only)."""

@@ -169,7 +169,12 @@ async def run_canaries_async(
     """Run the suite on both sides and return the paired evidence (ids only, no content)."""
     budget = _Budget(settings.retry_budget)
     limit = asyncio.Semaphore(settings.concurrency)
-    sides = (_Side(candidate, case_timeout, settings, budget, limit),
+    # A sandboxed candidate answers one call per worker process: queueing for a worker
+    # must not count against the call's timeout, so its side gets its own, smaller limit.
+    workers = getattr(candidate, "workers", None)
+    candidate_limit = (asyncio.Semaphore(min(settings.concurrency, workers))
+                       if isinstance(workers, int) and workers > 0 else limit)
+    sides = (_Side(candidate, case_timeout, settings, budget, candidate_limit),
              _Side(incumbent, case_timeout, settings, budget, limit))
     safety, capability, drawn = draw_cases(suite, settings, seed)
     planned = len(safety) + len(capability)
