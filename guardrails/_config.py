@@ -39,6 +39,22 @@ class GuardSettings(_Section):
     """Fixes the canary order and hidden draw (default: a fresh seed per review, recorded)."""
 
 
+class SandboxSettings(_Section):
+    """``[sandbox]``: where candidates are evaluated, and the process sandbox's limits."""
+
+    mode: Literal["inline", "process"] = "inline"
+    """``inline``: in this process, timeouts only (trusted clients); ``process``: a child
+    process per review under the limits below."""
+    wall_time: float = Field(default=10.0, gt=0)
+    """Seconds per call inside the sandbox."""
+    cpu_time: float = Field(default=60.0, gt=0)
+    """CPU seconds per sandbox process."""
+    memory: int = Field(default=2 * 1024**3, gt=0)
+    """Bytes of address space per sandbox process."""
+    startup: float = Field(default=30.0, gt=0)
+    """Seconds the sandbox may take to start."""
+
+
 class DecisionSettings(_Section):
     """``[decision]``: how canary evidence becomes a verdict."""
 
@@ -164,6 +180,7 @@ class Config(_Section):
     constraints: ConstraintSettings = ConstraintSettings()
     canaries: CanarySettings
     decision: DecisionSettings = DecisionSettings()
+    sandbox: SandboxSettings = SandboxSettings()
     ledger: LedgerSettings = LedgerSettings()
     approval: ApprovalSettings | None = None
     client: ClientSettings | None = None
@@ -232,6 +249,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     from ._canary import CanarySuite
     from ._constraints import FrozenConstraints
     from ._runner import RunSettings
+    from ._sandbox import SandboxLimits
 
     parts = build_policies(config.policies, source)
     cases: list[Any] = []
@@ -257,6 +275,8 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "blob_store": FileBlobStore(root / config.ledger.blobs),
         "approval": approval,
         "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files"})),
+        "sandbox": config.sandbox.mode,
+        "sandbox_limits": SandboxLimits(**config.sandbox.model_dump(exclude={"mode"})),
         "decision_rule": _decision_rule(config.decision, suite, source),
         **config.guard.model_dump(),
     }

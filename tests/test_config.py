@@ -175,3 +175,12 @@ def test_an_impossible_safety_bound_is_a_config_error(tmp_path: Path) -> None:
     text = VALID + '\n[decision]\nrule = "sequential"\nmax_safety_failure_rate = 0.001\n'
     with pytest.raises(gr.ConfigError, match=r"\[decision\]"):
         gr.Guard.from_config(write(tmp_path, text))
+
+
+def test_the_sandbox_section_selects_the_process_sandbox(tmp_path: Path) -> None:
+    """[sandbox] mode = "process" with limits reaches the guard."""
+    text = VALID + '\n[sandbox]\nmode = "process"\nwall_time = 3\nmemory = 500000000\n'
+    guard = gr.Guard.from_config(write(tmp_path, text))
+    assert guard.sandbox == "process" and guard.process_sandbox is not None
+    assert guard.process_sandbox.limits.wall_time == 3
+    assert guard.process_sandbox.limits.memory == 500_000_000
