@@ -54,6 +54,7 @@ from ._plugins import (
     load_plugin,
     merge_parts,
 )
+from ._postgres import PostgresLedger
 from ._proposal import PatchOperation, UpdateProposal
 from ._runner import RunSettings
 from ._sandbox import ProcessSandbox, SandboxLimits
@@ -106,6 +107,7 @@ __all__ = [
     "PluginInfo",
     "PluginParts",
     "PluginSettings",
+    "PostgresLedger",
     "Predicate",
     "ProcessSandbox",
     "Regex",
