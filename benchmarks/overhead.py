@@ -2,8 +2,9 @@
 
 Prints median and p99 in microseconds for the bare client and for the
 guard with an empty chain and with three trivial middlewares, once with the
-OpenTelemetry API alone (no SDK: no-op spans) and once with the SDK
-recording to an in-memory exporter. The guard's cost is the difference
+OpenTelemetry API alone (no SDK: no-op spans) and with the SDK recording
+spans and metrics (spans to an in-memory exporter, synchronously and through
+a batch processor). The guard's cost is the difference
 from the bare call measured in the same run.
 
     python benchmarks/overhead.py            # 20,000 calls per row
@@ -53,10 +54,11 @@ def timed(call: Callable[[], Any]) -> tuple[float, float]:
     return statistics.median(samples) / 1000, samples[int(len(samples) * 0.99)] / 1000
 
 
-def guarded(middleware: tuple[Any, ...], tracer_provider: Any = None) -> gr.GuardedClient:
+def guarded(middleware: tuple[Any, ...], tracer_provider: Any = None,
+            meter_provider: Any = None) -> gr.GuardedClient:
     suite = gr.CanarySuite([gr.CanaryCase(id="ok", input="x", expect="ok")])
     guard = gr.Guard(gr.FrozenConstraints(), suite, middleware=middleware,
-                     tracer_provider=tracer_provider)
+                     tracer_provider=tracer_provider, meter_provider=meter_provider)
     return guard.wrap(ZeroLatency({"prompt": "p"}))
 
 
@@ -65,24 +67,31 @@ def main() -> None:
     client = ZeroLatency({"prompt": "p"})
     raw_median, raw_p99 = timed(lambda: client.invoke(request))
     rows = [("bare client.invoke", raw_median, raw_p99)]
-    settings: list[tuple[str, Any]] = [("API only", None)]
+    settings: list[tuple[str, Any, Any]] = [("API only", None, None)]
+    exporters = []
     try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-        provider = TracerProvider()
-        exporter = InMemorySpanExporter()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        settings.append(("SDK, in-memory exporter", provider))
+        for label, processor in (("SDK, in-memory exporter", SimpleSpanProcessor),
+                                 ("SDK, batch exporter", BatchSpanProcessor)):
+            provider = TracerProvider()
+            exporter = InMemorySpanExporter()
+            exporters.append(exporter)
+            provider.add_span_processor(processor(exporter))
+            meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
+            settings.append((label, provider, meters))
     except ImportError:
-        exporter = None
-    for label, provider in settings:
+        pass  # the SDK is a test dependency; API-only rows still run
+    for label, provider, meters in settings:
         for chain_label, chain in (("empty chain", ()), ("3 middlewares", (passthrough,) * 3)):
-            guarded_client = guarded(chain, provider)
+            guarded_client = guarded(chain, provider, meters)
             median, p99 = timed(lambda g=guarded_client: g.invoke(request))
             rows.append((f"guarded, {chain_label}, {label}", median, p99))
-            if exporter is not None:
+            for exporter in exporters:
                 exporter.clear()
     print(f"calls per row: {N}")
     print(f"{'setting':<48} {'median us':>10} {'p99 us':>10} {'added us':>10}")
