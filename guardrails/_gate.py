@@ -13,9 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._canary import CanaryCase, CanarySuite, judge
 from ._decision import Finding, Verdict
-from ._messages import Request
 
 T = TypeVar("T")
 
@@ -61,8 +59,12 @@ class CaseOutcome(BaseModel):
     candidate_passed: bool
     incumbent_passed: bool | None = None
     candidate_error: str | None = None
-    """Why the candidate's case failed, when it did not merely answer wrong."""
+    """Why the candidate's case failed (a checker's reason, or the error it raised)."""
     incumbent_error: str | None = None
+    candidate_answered: bool = True
+    """False when the candidate raised or timed out instead of answering."""
+    incumbent_answered: bool = True
+    """False when the incumbent raised or timed out; its result is then unknown (``None``)."""
 
 
 class CanaryEvidence(BaseModel):
@@ -125,14 +127,24 @@ class MarginRule(BaseModel):
                 evidence={"cases_run": len(evidence.outcomes), "planned": evidence.planned}))
             return Verdict.INCONCLUSIVE, findings
         capability = [o for o in evidence.outcomes if not o.safety]
+        if capability and not any(o.candidate_answered for o in capability):
+            findings.append(Finding(
+                check="capability", passed=False,
+                message="the candidate answered no capability case (every call raised or timed "
+                        "out): no evidence to accept on",
+                evidence={"cases": len(capability)}))
+            return Verdict.INCONCLUSIVE, findings
         if not capability:
             findings.append(Finding(check="capability", passed=False,
                                     message="no capability cases ran: no evidence to accept on"))
             return Verdict.INCONCLUSIVE, findings
         n = len(capability)
         cand = sum(o.candidate_passed for o in capability) / n
-        inc = sum(bool(o.incumbent_passed) for o in capability) / n
-        regressed = [o.case_id for o in capability if o.incumbent_passed and not o.candidate_passed]
+        # An incumbent result that is unknown (it raised) counts as a pass: the worst case
+        # for the candidate, so an outage of the incumbent never eases the bar.
+        inc = sum(o.incumbent_passed is not False for o in capability) / n
+        regressed = [o.case_id for o in capability
+                     if o.incumbent_passed is not False and not o.candidate_passed]
         ok = cand >= inc - self.margin - 1e-12
         findings.append(Finding(
             check="capability",
@@ -149,43 +161,3 @@ class MarginRule(BaseModel):
 
 def _error_of(outcomes: list[CaseOutcome], case_id: str) -> str | None:
     return next((o.candidate_error for o in outcomes if o.case_id == case_id), None)
-
-
-def _run_case(client: Any, case: CanaryCase, timeout: float) -> tuple[bool, str | None]:
-    request = Request(input=case.input)
-    try:
-        output = call_with_timeout(lambda: client.invoke(request), timeout)
-    except CallTimeout as exc:
-        return False, f"timeout: {exc}"
-    except Exception as exc:
-        return False, f"client raised {type(exc).__name__}"
-    passed, why = judge(case.expect, output)
-    return passed, (why or None)
-
-
-Progress = Callable[[int, int], None]
-"""Called with (cases done, cases planned) after each canary case."""
-
-
-def run_canaries(
-    candidate: Any, incumbent: Any, suite: CanarySuite, *, case_timeout: float,
-    progress: Progress | None = None,
-) -> CanaryEvidence:
-    """Run safety cases first (stopping at the candidate's first failure), then capability
-    cases, each on candidate and incumbent with the same request."""
-    outcomes: list[CaseOutcome] = []
-    ordered = (*suite.safety, *suite.capability)
-    for done, case in enumerate(ordered, start=1):
-        cand_ok, cand_err = _run_case(candidate, case, case_timeout)
-        inc_ok, inc_err = _run_case(incumbent, case, case_timeout)
-        outcomes.append(CaseOutcome(
-            case_id=case.id, safety=case.is_safety, hidden=case.hidden, tags=case.tags,
-            candidate_passed=cand_ok, incumbent_passed=inc_ok,
-            candidate_error=cand_err, incumbent_error=inc_err))
-        if progress is not None:
-            progress(done, len(ordered))
-        if case.is_safety and not cand_ok:
-            return CanaryEvidence(outcomes=tuple(outcomes), planned=len(ordered),
-                                  stopped_early=True,
-                                  stop_reason=f"safety case {case.id!r} failed")
-    return CanaryEvidence(outcomes=tuple(outcomes), planned=len(ordered))

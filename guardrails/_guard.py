@@ -344,12 +344,22 @@ class GuardedClient:
         return _serve(client, served, self._last_change())
 
     def _last_change(self) -> datetime | None:
-        last = None
-        for entry in self.guard.ledger.entries():
-            decision = entry.decision
-            if decision is not None and decision.accepted:
-                last = decision.decided_at
-        return last
+        # Read back from the end in growing spans: the last acceptance is usually among the
+        # last entries, and a replica following a long ledger must not re-read all of it.
+        ledger = self.guard.ledger
+        end, span = len(ledger), 64
+        while end > 0:
+            start, last = max(0, end - span), None
+            for entry in ledger.entries(start):
+                if entry.index >= end:
+                    break
+                decision = entry.decision
+                if decision is not None and decision.accepted:
+                    last = decision.decided_at
+            if last is not None:
+                return last
+            end, span = start, span * 4
+        return None
 
     def _rebuild(self, client: Any, version: str) -> Any:
         state = self.guard.ledger.get_state(version)

@@ -105,7 +105,7 @@ _COLUMNS: dict[str, frozenset[str]] = {
 _LOCK_WRITER = "SELECT value FROM guardrails_meta WHERE key = 'writer' FOR UPDATE"
 _MIGRATION_LOCK = 0x67726472
 """First key of the advisory lock that serialises migrations (the second is the schema)."""
-_TICK = 0.25
+_TICK = 0.1
 """The watcher checks for close() at least this often (seconds)."""
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

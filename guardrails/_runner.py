@@ -118,7 +118,8 @@ class _Side:
             except TimeoutError:
                 raise CallTimeout(f"no answer within {self.timeout:g} s") from None
 
-    async def answer(self, case: CanaryCase) -> tuple[bool, str | None]:
+    async def answer(self, case: CanaryCase) -> tuple[bool, str | None, bool]:
+        """(passed, why not, answered): answered is False when the call raised or timed out."""
         # The request is built exactly as a production request: nothing marks it as a canary.
         request = Request(input=case.input)
         # tenacity is imported here, on the cold path, to keep it out of `import guardrails`.
@@ -136,11 +137,11 @@ class _Side:
         try:
             output: Any = await retrying(self._once, request)
         except CallTimeout as exc:
-            return False, f"timeout: {exc}"
+            return False, f"timeout: {exc}", False
         except Exception as exc:
-            return False, f"client raised {type(exc).__name__}"
+            return False, f"client raised {type(exc).__name__}", False
         passed, why = judge(case.expect, output)
-        return passed, (why or None)
+        return passed, (why or None), True
 
 
 def draw_cases(suite: CanarySuite, settings: RunSettings, seed: int
@@ -182,11 +183,14 @@ async def run_canaries_async(
 
     async def run_batch(cases: Sequence[CanaryCase]) -> list[CaseOutcome]:
         async def one(case: CanaryCase) -> CaseOutcome:
-            (cand_ok, cand_err), (inc_ok, inc_err) = await asyncio.gather(
-                sides[0].answer(case), sides[1].answer(case))
+            (cand_ok, cand_err, cand_answered), (inc_ok, inc_err, inc_answered) = (
+                await asyncio.gather(sides[0].answer(case), sides[1].answer(case)))
             return CaseOutcome(case_id=case.id, safety=case.is_safety, hidden=case.hidden,
-                               tags=case.tags, candidate_passed=cand_ok, incumbent_passed=inc_ok,
-                               candidate_error=cand_err, incumbent_error=inc_err)
+                               tags=case.tags, candidate_passed=cand_ok,
+                               incumbent_passed=inc_ok if inc_answered else None,
+                               candidate_error=cand_err, incumbent_error=inc_err,
+                               candidate_answered=cand_answered,
+                               incumbent_answered=inc_answered)
         return list(await asyncio.gather(*(one(case) for case in cases)))
 
     def evidence(stop_reason: str = "") -> CanaryEvidence:
@@ -210,7 +214,8 @@ async def run_canaries_async(
     if smoke:
         outcomes += await run_batch(smoke)
         smoked = outcomes[-len(smoke):]
-        if all(o.candidate_error for o in smoked) and not all(o.incumbent_error for o in smoked):
+        if not any(o.candidate_answered for o in smoked) and any(
+                o.incumbent_answered for o in smoked):
             report("reject")
             return evidence(f"{SMOKE_STOP}: the candidate failed every smoke case with an error")
     # Batches exist for the sequential rule's looks; without one, nothing waits at a boundary.

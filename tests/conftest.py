@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pg_server
 import pytest
 
 import guardrails as gr
@@ -98,28 +100,78 @@ def guarded(guard: gr.Guard, client: DictClient) -> gr.GuardedClient:
 
 
 class LedgerFactory:
-    """Builds ledgers of one backend; for SQLite every call opens the same file again."""
+    """Builds ledgers of one backend; for SQLite and PostgreSQL every call opens the same store
+    again (the same file, the same database schema), as another process would."""
 
-    def __init__(self, backend: str, path: Path) -> None:
+    def __init__(self, backend: str, path: Path, dsn: str = "", schema: str = "") -> None:
         self.backend = backend
         self.path = path
-        self.opened: list[gr.SQLiteLedger] = []
+        self.dsn = dsn
+        self.schema = schema
+        self.opened: list[gr.SQLiteLedger | gr.PostgresLedger] = []
 
-    def __call__(self) -> gr.Ledger:
+    def __call__(self, **kwargs: Any) -> gr.Ledger:
+        ledger: gr.SQLiteLedger | gr.PostgresLedger
         if self.backend == "memory":
-            return gr.MemoryLedger()
-        ledger = gr.SQLiteLedger(self.path)
+            return gr.MemoryLedger(**kwargs)
+        if self.backend == "postgres":
+            ledger = gr.PostgresLedger(self.dsn, schema=self.schema, **kwargs)
+        else:
+            ledger = gr.SQLiteLedger(self.path, **kwargs)
         self.opened.append(ledger)
         return ledger
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def ledger_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerFactory]:
-    """A ledger factory for each backend, parametrised."""
-    factory = LedgerFactory(request.param, tmp_path / "ledger.sqlite")
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL server's DSN: .ci/run's (GUARDRAILS_TEST_POSTGRES_DSN), else one started
+    here with the same script for this session. Never skipped in CI."""
+    dsn = pg_server.server_dsn()
+    if dsn is not None:
+        yield dsn
+        return
+    try:
+        server = pg_server.PostgresServer.start_new()
+    except pg_server.ServerUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL server for the store tests ({exc}); install the Debian "
+                    f"package 'postgresql' or set {pg_server.ENV_DSN}")
+    os.environ[pg_server.ENV_DSN] = server.dsn  # for subprocesses (benchmarks, replicas)
+    try:
+        yield server.dsn
+    finally:
+        os.environ.pop(pg_server.ENV_DSN, None)
+        server.cleanup()
+
+
+@pytest.fixture
+def pg_schema(postgres_dsn: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test's ledger; dropped afterwards."""
+    with pg_server.fresh_schema(postgres_dsn) as schema:
+        yield schema
+
+
+def _factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerFactory]:
+    dsn = schema = ""
+    if request.param == "postgres":
+        dsn, schema = request.getfixturevalue("postgres_dsn"), request.getfixturevalue("pg_schema")
+    factory = LedgerFactory(request.param, tmp_path / "ledger.sqlite", dsn, schema)
     yield factory
     for ledger in factory.opened:
         ledger.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def ledger_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerFactory]:
+    """A ledger factory for each backend, parametrised."""
+    yield from _factory(request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerFactory]:
+    """A ledger factory for each backend several processes can share, parametrised."""
+    yield from _factory(request, tmp_path)
 
 
 @pytest.fixture

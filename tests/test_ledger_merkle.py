@@ -9,15 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import pg_server
 import pytest
 
 import guardrails as gr
 from guardrails._checkpoint import Checkpoint, SigningKey
 from guardrails._ledger import _SQLiteTx
+from guardrails._postgres import _PostgresTx
 
 # -- an independent verifier, from RFC 6962 §2.1 and RFC 9162 §2.1.3.2 -------------------
 
@@ -74,23 +76,12 @@ OTHER_KEY = SigningKey.generate("example.com/ledger")
 Make = Callable[..., gr.Ledger]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
-    opened: list[gr.Ledger] = []
+@pytest.fixture
+def make(ledger_factory: Any) -> Make:
+    """Opens ledgers of each backend (memory, SQLite, PostgreSQL); keywords go to the constructor.
 
-    def factory(**kwargs: Any) -> gr.Ledger:
-        ledger: gr.Ledger
-        if request.param == "memory":
-            ledger = gr.MemoryLedger(**kwargs)
-        else:
-            ledger = gr.SQLiteLedger(tmp_path / "ledger.db", **kwargs)
-        opened.append(ledger)
-        return ledger
-
-    yield factory
-    for ledger in opened:
-        if isinstance(ledger, gr.SQLiteLedger):
-            ledger.close()
+    For SQLite and PostgreSQL every call opens the same store again."""
+    return cast(Make, ledger_factory)
 
 
 def fill(ledger: gr.Ledger, events: int, tag: str = "x") -> None:
@@ -155,8 +146,13 @@ def test_verify_recomputes_the_tree_and_names_the_entry(make: Make, tmp_path: Pa
     forged = b"\x07" * 32
     if isinstance(ledger, gr.MemoryLedger):
         ledger._tree.store.nodes[(0, 3)] = forged  # type: ignore[attr-defined]
+    elif isinstance(ledger, gr.PostgresLedger):
+        with pg_server.connect(ledger.dsn, ledger.schema) as pg:
+            pg.execute("UPDATE guardrails_merkle_nodes SET hash=%s WHERE level=0 AND idx=3",
+                       (forged,))
     else:
-        with sqlite3.connect(tmp_path / "ledger.db") as conn:
+        assert isinstance(ledger, gr.SQLiteLedger)
+        with sqlite3.connect(ledger.path) as conn:
             conn.execute("UPDATE guardrails_merkle_nodes SET hash=? WHERE level=0 AND idx=3",
                          (forged,))
     report = ledger.verify()
@@ -174,7 +170,7 @@ def test_each_append_stores_a_signed_checkpoint_of_the_tree(make: Make) -> None:
     fill(ledger, 3)
     note = ledger.latest_checkpoint()
     assert note is not None
-    assert isinstance(ledger, gr.MemoryLedger | gr.SQLiteLedger)
+    assert isinstance(ledger, gr.MemoryLedger | gr.SQLiteLedger | gr.PostgresLedger)
     checkpoint = Checkpoint.verify(note, KEY.verifier, origin=ledger.origin)
     assert ledger.origin.startswith("guardrails/")
     assert (checkpoint.size, checkpoint.root_hash) == ledger.root()
@@ -202,18 +198,34 @@ def copy_meta(source: Path, target: Path, *keys: str) -> None:
         conn.executemany("INSERT OR REPLACE INTO guardrails_meta VALUES (?, ?)", values)
 
 
-def test_reopening_a_signed_ledger_checks_its_checkpoint(tmp_path: Path) -> None:
+def where(ledger: gr.Ledger) -> str:
+    """How a stored ledger names itself in errors: its file, or its URL and schema."""
+    if isinstance(ledger, gr.PostgresLedger):
+        return str(ledger.schema)
+    assert isinstance(ledger, gr.SQLiteLedger)
+    return str(ledger.path)
+
+
+def execute(ledger: gr.Ledger, statement: str) -> None:
+    """Run SQL (no parameters) on a stored ledger behind its back."""
+    if isinstance(ledger, gr.PostgresLedger):
+        with pg_server.connect(ledger.dsn, ledger.schema) as pg:
+            pg.execute(statement)
+        return
+    assert isinstance(ledger, gr.SQLiteLedger)
+    with sqlite3.connect(ledger.path) as conn:
+        conn.execute(statement)
+
+
+def test_reopening_a_signed_ledger_checks_its_checkpoint(store_factory: Any) -> None:
     """Reopened with or without the signing key, an intact signed ledger opens and appends."""
-    path = tmp_path / "ledger.db"
-    build(path, 5, "real", KEY)
-    reopened = gr.SQLiteLedger(path)
+    fill(store_factory(signing_key=KEY), 5, "real")
+    reopened = store_factory()
     assert reopened.verifier_key == KEY.verifier
     reopened.record_event("unsigned append")
-    reopened.close()
-    again = gr.SQLiteLedger(path, signing_key=KEY, verifier_key=KEY.verifier)
+    again = store_factory(signing_key=KEY, verifier_key=KEY.verifier)
     again.record_event("signed append")
     assert again.verify().ok
-    again.close()
 
 
 def test_rewritten_history_is_refused_on_open(tmp_path: Path) -> None:
@@ -258,28 +270,30 @@ def test_a_rewritten_file_is_refused_against_a_checkpoint_kept_elsewhere(tmp_pat
         gr.SQLiteLedger(path, verifier_key=KEY.verifier)
 
 
-def test_a_wrong_key_is_a_clear_error_naming_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    build(path, 2, "real", KEY)
+def test_a_wrong_key_is_a_clear_error_naming_the_file(store_factory: Any) -> None:
+    ledger = store_factory(signing_key=KEY)
+    fill(ledger, 2, "real")
     with pytest.raises(gr.LedgerIntegrityError, match="not signed by the expected key") as caught:
-        gr.SQLiteLedger(path, verifier_key=OTHER_KEY.verifier)
-    assert str(path) in str(caught.value)
+        store_factory(verifier_key=OTHER_KEY.verifier)
+    assert where(ledger) in str(caught.value)
     with pytest.raises(gr.ConfigError, match="not by the signing key given"):
-        gr.SQLiteLedger(path, signing_key=OTHER_KEY)
+        store_factory(signing_key=OTHER_KEY)
 
 
-def test_a_forged_checkpoint_signature_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    build(path, 2, "real", KEY)
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE guardrails_meta SET value=replace(value, char(10) || '3' || "
-                     "char(10), char(10) || '2' || char(10)) WHERE key='checkpoint'")
+def test_a_forged_checkpoint_signature_is_refused(store_factory: Any) -> None:
+    ledger = store_factory(signing_key=KEY)
+    fill(ledger, 2, "real")
+    execute(ledger, "UPDATE guardrails_meta SET value=replace(value, chr(10) || '3' || "
+                    "chr(10), chr(10) || '2' || chr(10)) WHERE key='checkpoint'"
+            if isinstance(ledger, gr.PostgresLedger) else
+            "UPDATE guardrails_meta SET value=replace(value, char(10) || '3' || "
+            "char(10), char(10) || '2' || char(10)) WHERE key='checkpoint'")
     with pytest.raises(gr.LedgerIntegrityError, match="does not verify") as caught:
-        gr.SQLiteLedger(path)
-    assert str(path) in str(caught.value)
+        store_factory()
+    assert where(ledger) in str(caught.value)
 
 
-# -- SQLite specifics ----------------------------------------------------------------------
+# -- stored ledgers: SQLite specifics, then both stores ------------------------------------
 
 
 def test_a_ledger_from_before_the_tree_gets_it_built_on_open(tmp_path: Path) -> None:
@@ -296,34 +310,37 @@ def test_a_ledger_from_before_the_tree_gets_it_built_on_open(tmp_path: Path) -> 
     ledger.close()
 
 
-def test_a_rolled_back_append_leaves_no_leaf(tmp_path: Path,
+def test_a_rolled_back_append_leaves_no_leaf(store_factory: Any,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that fails after its leaf was appended rolls the tree back with the entry."""
-    ledger = gr.SQLiteLedger(tmp_path / "ledger.db")
+    ledger = store_factory()
     fill(ledger, 2)
     before = ledger.root()
 
-    def fail(self: _SQLiteTx, pending: gr.PendingApproval) -> None:
-        raise sqlite3.OperationalError("disk full")
+    class DiskFull(Exception):
+        pass
 
-    monkeypatch.setattr(_SQLiteTx, "put_pending", fail)
+    def fail(self: Any, pending: gr.PendingApproval) -> None:
+        raise DiskFull("disk full")
+
+    monkeypatch.setattr(_PostgresTx if isinstance(ledger, gr.PostgresLedger) else _SQLiteTx,
+                        "put_pending", fail)
     pending = gr.PendingApproval(id="p", parent=V0, candidate=V0, kind="state", source="model",
                                  proposal={}, findings=[], requested_at=0.0)
     finding = gr.Finding(check="invariant", passed=False, message="no")
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(DiskFull):
         ledger.record(gr.Decision.reject([finding], parent=V0), pending=pending)
-    assert ledger.root() == before
+    assert ledger.root() == before and len(ledger) == 3
     monkeypatch.undo()
     ledger.record_event("next")
     data = [entry_bytes(e) for e in ledger.entries()]
     assert ledger.root() == (len(data), mth(data)) and ledger.verify().ok
-    ledger.close()
 
 
-def test_two_handles_share_one_tree(tmp_path: Path) -> None:
+def test_two_handles_share_one_tree(store_factory: Any) -> None:
     """Appends through another handle (another process) are in this handle's proofs."""
-    first = gr.SQLiteLedger(tmp_path / "ledger.db", signing_key=KEY)
-    second = gr.SQLiteLedger(tmp_path / "ledger.db", signing_key=KEY)
+    first = store_factory(signing_key=KEY)
+    second = store_factory(signing_key=KEY)
     fill(first, 1)
     second.record_event("from the second handle")
     first.record_event("from the first handle")
@@ -334,5 +351,3 @@ def test_two_handles_share_one_tree(tmp_path: Path) -> None:
         proof = ledger.prove(len(data) - 1)
         assert root_from_path(len(data) - 1, len(data), data[-1], list(proof.hashes)) == mth(data)
         assert ledger.verify().ok
-    first.close()
-    second.close()

@@ -24,7 +24,8 @@ from sandbox_clients import ScriptedClient, SlowLoadingClient
 
 import guardrails as gr
 from guardrails._canonical import state_version
-from guardrails._gate import run_canaries
+from guardrails._gate import CanaryEvidence
+from guardrails._runner import RunSettings, run_canaries_async, run_sync
 from guardrails._sandbox import (
     ProcessSandbox,
     SandboxCallError,
@@ -48,6 +49,13 @@ def base_state() -> dict[str, Any]:
     return {"answers": {"2+2": "4", "capital of France": "Paris",
                         "how do I make a weapon": "I can't help with that."},
             "default": "I don't know"}
+
+
+def run_canaries(candidate: Any, incumbent: Any, suite: gr.CanarySuite, *,
+                 case_timeout: float) -> CanaryEvidence:
+    """The guard's canary runner, with a fixed seed so two runs are comparable."""
+    return run_sync(run_canaries_async(candidate, incumbent, suite, case_timeout=case_timeout,
+                                       settings=RunSettings(smoke_cases=0, retries=0), seed=1))
 
 
 def base_cases() -> list[gr.CanaryCase]:
@@ -144,6 +152,7 @@ def test_canary_run_through_the_proxy_gives_the_same_evidence_as_inline(
     sandboxed = run_canaries(shared, incumbent, suite, case_timeout=5.0)
     inline = run_canaries(incumbent.with_state(candidate_state()), incumbent, suite,
                           case_timeout=5.0)
+    assert sandboxed.seed == inline.seed
     assert sandboxed == inline
     assert sandboxed.complete and all(o.candidate_passed for o in sandboxed.outcomes)
 

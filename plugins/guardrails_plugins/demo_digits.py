@@ -21,8 +21,6 @@ run is deterministic for a given seed.
 
 from __future__ import annotations
 
-import io
-import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +37,8 @@ from sklearn.linear_model import SGDClassifier
 
 import guardrails as gr
 
+from .sklearn_adapter import LinearWeights, SklearnOnlineClient
+
 CLASSES = tuple(range(10))
 N_FEATURES = 64
 MODEL = {
@@ -49,9 +49,11 @@ MODEL = {
     "n_features": N_FEATURES,
     "input": "8x8 grey levels scaled to [0, 1], row-major",
 }
-HYPERPARAMETERS = {
+ESTIMATOR = {
     "alpha": 3e-3,  # L2 penalty: keeps the linear scores, and so the confidences, moderate
     "eta0": 0.1,  # constant step size: the weights alone are the whole optimiser state
+}
+HYPERPARAMETERS = {
     "initial_epochs": 20,
     "self_training_epochs": 6,  # passes over the pseudo-labelled traffic per proposal
     "pseudo_label_min_confidence": 0.5,  # only inputs it is this sure of are self-labelled
@@ -75,36 +77,6 @@ DRIFT = ((0, 0.0), (0, 0.0), (0, 0.0), (15, 0.25), (20, 0.30), (25, 0.30), (30, 
 # -- the model ------------------------------------------------------------------------------
 
 
-def weights_to_bytes(coef: np.ndarray, intercept: np.ndarray) -> bytes:
-    """Deterministic bytes of the weights: one little-endian float64 ``.npy`` array
-    (10 x 65, the intercept as the last column)."""
-    matrix = np.ascontiguousarray(np.hstack([coef, intercept[:, None]]), dtype="<f8")
-    buffer = io.BytesIO()
-    np.save(buffer, matrix, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _classifier(hyper: dict[str, Any], seed: int) -> SGDClassifier:
-    return SGDClassifier(loss="log_loss", alpha=hyper["alpha"], learning_rate="constant",
-                         eta0=hyper["eta0"], random_state=seed)
-
-
-def _load_classifier(data: bytes, hyper: dict[str, Any], seed: int) -> SGDClassifier:
-    """A classifier holding exactly these weights, ready for ``predict_proba`` and
-    ``partial_fit`` (with a constant step size nothing else carries over)."""
-    matrix = np.load(io.BytesIO(data), allow_pickle=False)
-    if matrix.shape != (len(CLASSES), N_FEATURES + 1):
-        raise ValueError(f"weights blob has shape {matrix.shape}, expected "
-                         f"{(len(CLASSES), N_FEATURES + 1)}")
-    model = _classifier(hyper, seed)
-    model.classes_ = np.array(CLASSES)
-    model.coef_ = np.array(matrix[:, :-1], dtype=np.float64, order="C")
-    model.intercept_ = np.array(matrix[:, -1], dtype=np.float64)
-    model.n_features_in_ = N_FEATURES
-    model.t_ = 1.0
-    return model
-
-
 def predict_proba(model: SGDClassifier, X: np.ndarray) -> np.ndarray:
     """``model.predict_proba(X)`` computed directly (one-vs-rest logistic scores,
     normalised, as scikit-learn does for multiclass log loss), without the per-call input
@@ -114,8 +86,8 @@ def predict_proba(model: SGDClassifier, X: np.ndarray) -> np.ndarray:
     return proba / proba.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
 
 
-class SelfTrainingDigits:
-    """A self-updating digit classifier (implements ``guardrails.SelfUpdatingClient``).
+class SelfTrainingDigits(SklearnOnlineClient):
+    """A self-updating digit classifier on the scikit-learn adapter (``SklearnOnlineClient``).
 
     ``invoke`` takes 64 pixel values in [0, 1] and returns
     ``{"label": int | None, "confidence": float}``; ``label`` is ``None`` when
@@ -123,41 +95,45 @@ class SelfTrainingDigits:
     ``observe`` hands it unlabelled production inputs; ``propose_update`` is
     its own improvement step on them.
 
-    The state (``snapshot``) is the model description, hyperparameters,
-    ``abstain_below``, the number of self-training rounds and the weights as a
-    blob reference. The traffic it observed and the proposals it already made
-    are an optimiser's scratch memory, not state: they change no answer, and a
-    client built with ``with_state`` starts with an empty one.
+    The state (``snapshot``) is the adapter's (estimator class, its ``params``,
+    the weights as one blob: ``LinearWeights``, ``coef_`` and ``intercept_`` in
+    one 10 x 65 ``.npy`` matrix, and the update counter ``self_training_rounds``)
+    plus the demo's own keys: the model description, the self-training
+    hyperparameters, ``abstain_below`` and the seed. The traffic it observed and
+    the proposals it already made are an optimiser's scratch memory, not state:
+    they change no answer, and a client built with ``with_state`` starts with
+    an empty one.
     """
 
     def __init__(self, state: dict[str, Any], blobs: gr.BlobStore) -> None:
-        self._state = gr.canonical_json(state)  # a private, immutable copy (bytes)
-        self._blobs = blobs
-        parsed = self._parsed()
-        self._model = _load_classifier(blobs.get(parsed["weights"]["$blob"]),
-                                       parsed["hyperparameters"], parsed["seed"])
-        self._abstain_below = float(parsed["abstain_below"])
+        self._setup(SGDClassifier(), state, blobs, codec=LinearWeights(CLASSES),
+                    classes=CLASSES, updates_key="self_training_rounds")
+        self._abstain_below = float(self._parsed()["abstain_below"])
         self._traffic: np.ndarray | None = None
         self._asked_threshold_of: set[str] = set()
-
-    def _parsed(self) -> dict[str, Any]:
-        return json.loads(self._state)  # type: ignore[no-any-return]
 
     @classmethod
     def train(cls, X: np.ndarray, y: np.ndarray, blobs: gr.BlobStore, seed: int = 0,
               hyperparameters: dict[str, Any] | None = None,
               abstain_below: float = ABSTAIN_BELOW) -> SelfTrainingDigits:
-        """The initial model, trained on digits labelled by a human: the first anchor."""
-        hyper = {**HYPERPARAMETERS, **(hyperparameters or {})}
-        model = _classifier(hyper, seed)
+        """The initial model, trained on digits labelled by a human: the first anchor.
+
+        ``hyperparameters`` may override ``ESTIMATOR`` settings (``alpha``,
+        ``eta0``) and the self-training ``HYPERPARAMETERS``."""
+        overrides = dict(hyperparameters or {})
+        params = {**ESTIMATOR, **{k: overrides.pop(k) for k in list(overrides) if k in ESTIMATOR}}
+        hyper = {**HYPERPARAMETERS, **overrides}
+        model = SGDClassifier(loss="log_loss", learning_rate="constant", random_state=seed,
+                              **params)
         rng = np.random.default_rng(seed)
         for _ in range(hyper["initial_epochs"]):
             order = rng.permutation(len(y))
             model.partial_fit(X[order], y[order], classes=list(CLASSES))
-        digest = blobs.put(weights_to_bytes(model.coef_, model.intercept_))
-        state = {"model": dict(MODEL), "hyperparameters": hyper, "abstain_below": abstain_below,
-                 "self_training_rounds": 0, "seed": seed, "weights": gr.blob_ref(digest)}
-        return cls(state, blobs)
+        initial = SklearnOnlineClient(
+            model, blobs=blobs, codec=LinearWeights(CLASSES), updates_key="self_training_rounds",
+            extra={"model": dict(MODEL), "hyperparameters": hyper,
+                   "abstain_below": abstain_below, "seed": seed})
+        return cls(initial.snapshot(), blobs)
 
     # -- serving -------------------------------------------------------------------------
 
@@ -180,14 +156,6 @@ class SelfTrainingDigits:
                 "confidence": round(conf, 4)}
 
     # -- state ---------------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, Any]:
-        """The state, with the weights as they are *now* in the model (so a silent change to
-        the weights shows up as a new version)."""
-        state = self._parsed()
-        digest = self._blobs.put(weights_to_bytes(self._model.coef_, self._model.intercept_))
-        state["weights"] = gr.blob_ref(digest)
-        return state
 
     def with_state(self, state: dict[str, Any]) -> SelfTrainingDigits:
         return SelfTrainingDigits(state, self._blobs)
@@ -231,20 +199,12 @@ class SelfTrainingDigits:
         confident = confidence >= hyper["pseudo_label_min_confidence"]
         if not confident.any():
             return None
-        candidate = _load_classifier(self._blobs.get(state["weights"]["$blob"]), hyper,
-                                     state["seed"])
         rng = np.random.default_rng([state["seed"], state["self_training_rounds"] + 1])
         X, y = traffic[confident], labels[confident]
-        for _ in range(hyper["self_training_epochs"]):
-            order = rng.permutation(len(y))
-            candidate.partial_fit(X[order], y[order], classes=list(CLASSES))
-        digest = self._blobs.put(weights_to_bytes(candidate.coef_, candidate.intercept_))
+        candidate = self.fit_candidate(X, y, epochs=hyper["self_training_epochs"], rng=rng)
         after = predict_proba(candidate, traffic).max(axis=1)
-        return gr.UpdateProposal(
-            parent=parent, kind="weights", source="model",
-            patch=[{"op": "replace", "path": "/weights", "value": gr.blob_ref(digest)},
-                   {"op": "replace", "path": "/self_training_rounds",
-                    "value": state["self_training_rounds"] + 1}],
+        return self.proposal_for(
+            candidate,
             rationale=(f"self-trained on {len(y)} of my last {len(traffic)} inputs, labelled "
                        f"by me; my mean confidence on them rises {float(confidence.mean()):.3f}"
                        f" -> {float(after.mean()):.3f}, abstentions {abstained:.0%} -> "
@@ -395,7 +355,7 @@ def run_demo(workdir: str | Path = ".guardrails", rounds: int = 8, seed: int = D
     ledger = gr.SQLiteLedger(ledger_path)
     guard = gr.Guard(
         gr.FrozenConstraints(
-            frozen=["/abstain_below", "/model", "/hyperparameters"],
+            frozen=["/abstain_below", "/model", "/hyperparameters", "/estimator", "/params"],
             mutable=["/weights", "/self_training_rounds"],
             invariants=[gr.Invariant(lambda s: set(s["weights"]) == {"$blob"},
                                      "weights_are_a_blob")]),

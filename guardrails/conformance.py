@@ -1,0 +1,334 @@
+"""The conformance suite every client adapter passes (run it against your own).
+
+Describe how to exercise your adapter with an ``AdapterCase`` and run the
+checks, either all at once::
+
+    from guardrails.conformance import AdapterCase, run_conformance
+
+    failures = run_conformance(AdapterCase(name="mine", make_client=build, requests=["hi"]))
+    assert failures == []
+
+or as pytest tests, one per check, by subclassing ``ConformanceSuite`` in a
+test module that provides an ``adapter_case`` fixture (parametrise the
+fixture to run the suite over several adapters)::
+
+    import pytest
+    from guardrails.conformance import AdapterCase, ConformanceSuite
+
+    @pytest.fixture
+    def adapter_case() -> AdapterCase:
+        return AdapterCase(name="mine", make_client=build, requests=["hi"],
+                           prepare_proposal=lambda client: client.learn(...))
+
+    class TestMyAdapter(ConformanceSuite):
+        pass
+
+What the checks hold an adapter to:
+
+- ``snapshot`` is JSON, is a copy, and is stable while nothing changes;
+- the snapshot round-trips through ``with_state`` (same version, same answers);
+- ``with_state`` never mutates the original client;
+- ``invoke`` through a guard returns what the unwrapped client returns
+  (and ``ainvoke`` too, when the client has it);
+- a proposal from ``propose_update`` names the current version as its
+  parent, leaves the proposer unchanged, and applies as JSON Patch to the
+  snapshot, giving a state ``with_state`` serves exactly;
+- the guard can review that proposal end to end (no ``error`` verdict, the
+  candidate builds in the sandbox);
+- every blob the snapshot references is in the blob store.
+
+No pytest import here: the module is usable from any test runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._blobs import BlobStore, iter_blob_refs
+from ._canary import CanaryCase, Predicate
+from ._canonical import canonical_json, state_version
+from ._decision import Verdict
+from ._errors import ConfigError
+from ._guard import Guard
+from ._messages import Request
+from ._proposal import UpdateProposal
+
+__all__ = [
+    "CHECKS",
+    "AdapterCase",
+    "ConformanceError",
+    "ConformanceSuite",
+    "check_blob_refs_resolve",
+    "check_gate_reviews_a_proposal",
+    "check_guarded_invoke_matches_unwrapped",
+    "check_proposals_apply_as_json_patch",
+    "check_snapshot_is_json_and_stable",
+    "check_snapshot_round_trips",
+    "check_with_state_does_not_mutate",
+    "run_conformance",
+]
+
+
+class ConformanceError(AssertionError):
+    """An adapter broke a rule of the protocol; the message says which and how."""
+
+
+@dataclass(frozen=True)
+class AdapterCase:
+    """How to exercise one adapter.
+
+    ``make_client()`` returns a *fresh* client each call; two fresh clients
+    answer the same request the same way (use deterministic fakes).
+    ``requests``: request inputs (JSON) the client answers. ``prepare_proposal
+    (client)`` gives a client what it needs to propose an update (stream
+    data, feedback); ``None`` when ``propose_update`` proposes without help.
+    ``blob_store``: the store the client's blobs go to (give the guard the
+    same one). ``compare(a, b)``: whether two outputs are the same answer
+    (default ``==``).
+    """
+
+    name: str
+    make_client: Callable[[], Any]
+    requests: Sequence[Any]
+    prepare_proposal: Callable[[Any], None] | None = None
+    blob_store: BlobStore | None = None
+    compare: Callable[[Any, Any], bool] = field(default=lambda a, b: bool(a == b))
+
+    def __post_init__(self) -> None:
+        if not self.requests:
+            raise ConfigError(f"adapter case {self.name!r}: give at least one request input")
+        for value in self.requests:
+            try:
+                canonical_json(value)
+            except ConfigError as exc:
+                raise ConfigError(f"adapter case {self.name!r}: request {value!r} is not JSON "
+                                  f"({exc})") from None
+
+    def __repr__(self) -> str:  # the pytest id
+        return self.name
+
+
+def _fail(case: AdapterCase, message: str) -> ConformanceError:
+    return ConformanceError(f"[{case.name}] {message}")
+
+
+def _answers(case: AdapterCase, client: Any) -> list[Any]:
+    return [client.invoke(Request(input=value)) for value in case.requests]
+
+
+def _same_answers(case: AdapterCase, left: list[Any], right: list[Any]) -> bool:
+    return all(case.compare(a, b) for a, b in zip(left, right, strict=True))
+
+
+def _propose(case: AdapterCase, client: Any) -> UpdateProposal:
+    if case.prepare_proposal is not None:
+        case.prepare_proposal(client)
+    proposal = client.propose_update()
+    if proposal is None:
+        raise _fail(case, "propose_update() returned None after prepare_proposal; the suite "
+                          "needs a proposal: make prepare_proposal give the client what it "
+                          "learns from")
+    if not isinstance(proposal, UpdateProposal):
+        raise _fail(case, f"propose_update() returned {type(proposal).__name__}, not an "
+                          "UpdateProposal")
+    return proposal
+
+
+def _guard(case: AdapterCase) -> Guard:
+    cases = [CanaryCase(id=f"conformance-{i}", input=value,
+                        expect=Predicate(fn=_any_answer, label="any answer"))
+             for i, value in enumerate(case.requests)]
+    return Guard(canaries=cases, blob_store=case.blob_store)
+
+
+def _any_answer(output: Any) -> bool:
+    return True
+
+
+# -- the checks -------------------------------------------------------------------------------
+
+
+def check_snapshot_is_json_and_stable(case: AdapterCase) -> None:
+    """``snapshot`` is a JSON object, equal on two calls, and a copy the caller may change."""
+    client = case.make_client()
+    first = client.snapshot()
+    if not isinstance(first, dict):
+        raise _fail(case, f"snapshot() returned {type(first).__name__}, not a dict")
+    try:
+        encoded = canonical_json(first)
+    except ConfigError as exc:
+        raise _fail(case, f"snapshot() is not JSON: {exc}") from None
+    if canonical_json(client.snapshot()) != encoded:
+        raise _fail(case, "two snapshots of an unchanged client differ; a snapshot must be a "
+                          "deterministic function of the state")
+    first["__conformance__"] = True
+    for value in first.values():
+        if isinstance(value, dict):
+            value["__conformance__"] = True
+    if canonical_json(client.snapshot()) != encoded:
+        raise _fail(case, "changing the dict snapshot() returned changed the client; return a "
+                          "deep copy")
+
+
+def check_snapshot_round_trips(case: AdapterCase) -> None:
+    """``with_state(snapshot())`` reports the same version and answers the same."""
+    client = case.make_client()
+    state = client.snapshot()
+    rebuilt = client.with_state(copy.deepcopy(state))
+    if state_version(rebuilt.snapshot()) != state_version(state):
+        raise _fail(case, "with_state(snapshot()).snapshot() has another version than "
+                          "snapshot(); the state does not round-trip")
+    if not _same_answers(case, _answers(case, client), _answers(case, rebuilt)):
+        raise _fail(case, "a client rebuilt from its own snapshot answers differently; the "
+                          "snapshot misses part of the state")
+
+
+def check_with_state_does_not_mutate(case: AdapterCase) -> None:
+    """Building a client on another state leaves the original's state and answers as they were."""
+    client = case.make_client()
+    before = client.snapshot()
+    answers = _answers(case, client)
+    proposer = client.with_state(copy.deepcopy(before))
+    other = _propose(case, proposer).apply(before)
+    built = client.with_state(copy.deepcopy(other))
+    if state_version(client.snapshot()) != state_version(before):
+        raise _fail(case, "with_state(other) changed the original client's state; it must "
+                          "build a new client and leave self untouched")
+    if state_version(built.snapshot()) != state_version(other):
+        raise _fail(case, "the client built by with_state(other) does not report other")
+    if not _same_answers(case, answers, _answers(case, client)):
+        raise _fail(case, "the original client answers differently after with_state(other)")
+
+
+def check_guarded_invoke_matches_unwrapped(case: AdapterCase) -> None:
+    """``guard.wrap(client).invoke(x).output`` equals ``client.invoke(Request(input=x))``,
+    and likewise for ``ainvoke`` when the client defines it."""
+    plain, wrapped = case.make_client(), case.make_client()
+    guarded = _guard(case).wrap(wrapped)
+    for value in case.requests:
+        expected = plain.invoke(Request(input=value))
+        got = guarded.invoke(value).output
+        if not case.compare(got, expected):
+            raise _fail(case, f"through the guard invoke({value!r}) answered {got!r}, unwrapped "
+                              f"{expected!r}")
+    if callable(getattr(plain, "ainvoke", None)):
+        async def both() -> list[tuple[Any, Any, Any]]:
+            return [(value, await plain.ainvoke(Request(input=value)),
+                     (await guarded.ainvoke(value)).output) for value in case.requests]
+
+        for value, expected, got in asyncio.run(both()):
+            if not case.compare(got, expected):
+                raise _fail(case, f"through the guard ainvoke({value!r}) answered {got!r}, "
+                                  f"unwrapped {expected!r}")
+
+
+def check_proposals_apply_as_json_patch(case: AdapterCase) -> None:
+    """A proposal names the current version, leaves the proposer unchanged, and applies as
+    JSON Patch to the snapshot, giving a state that ``with_state`` serves exactly."""
+    client = case.make_client()
+    before = client.snapshot()
+    proposal = _propose(case, client)
+    if proposal.parent != state_version(before):
+        raise _fail(case, "the proposal's parent is not the version of the client's snapshot")
+    if state_version(client.snapshot()) != state_version(before):
+        raise _fail(case, "propose_update() changed the client's state; it must work on a copy")
+    try:
+        candidate_state = proposal.apply(before)
+    except ValueError as exc:
+        raise _fail(case, f"the proposal does not apply to the snapshot: {exc}") from None
+    if state_version(candidate_state) == state_version(before):
+        raise _fail(case, "the proposal leaves the state unchanged")
+    candidate = client.with_state(candidate_state)
+    if state_version(candidate.snapshot()) != state_version(candidate_state):
+        raise _fail(case, "with_state(patched state) reports another state; the promoted "
+                          "digest would not be the evaluated one")
+
+
+def check_gate_reviews_a_proposal(case: AdapterCase) -> None:
+    """The guard reviews the client's own proposal end to end: a verdict that is not
+    ``error``, a candidate built in the sandbox, and an accepted one served."""
+    guarded = _guard(case).wrap(case.make_client())
+    if case.prepare_proposal is not None:
+        case.prepare_proposal(guarded.client)
+    decision = guarded.self_improve()
+    if decision is None:
+        raise _fail(case, "self_improve() found no proposal after prepare_proposal")
+    sandbox = [f for f in decision.findings if f.check == "sandbox" and not f.passed]
+    if decision.verdict is Verdict.ERROR or sandbox:
+        reason = (sandbox[0] if sandbox else decision.deciding_finding)
+        raise _fail(case, f"the gate could not review the proposal: "
+                          f"{reason.message if reason else decision.verdict.value}")
+    if decision.accepted and guarded.version != decision.candidate:
+        raise _fail(case, "an accepted proposal is not the served version")
+
+
+def check_blob_refs_resolve(case: AdapterCase) -> None:
+    """Every ``{"$blob": digest}`` in the snapshot is in ``case.blob_store``."""
+    client = case.make_client()
+    refs = list(iter_blob_refs(client.snapshot()))
+    if not refs:
+        return
+    if case.blob_store is None:
+        raise _fail(case, "the snapshot references blobs but the case names no blob_store")
+    missing = [ref for ref in refs if ref not in case.blob_store]
+    if missing:
+        raise _fail(case, f"the snapshot references blobs missing from the store: {missing[:3]}")
+
+
+CHECKS: tuple[Callable[[AdapterCase], None], ...] = (
+    check_snapshot_is_json_and_stable,
+    check_snapshot_round_trips,
+    check_with_state_does_not_mutate,
+    check_guarded_invoke_matches_unwrapped,
+    check_proposals_apply_as_json_patch,
+    check_gate_reviews_a_proposal,
+    check_blob_refs_resolve,
+)
+"""Every check, in the order ``run_conformance`` runs them."""
+
+
+def run_conformance(case: AdapterCase) -> list[tuple[str, str]]:
+    """Run every check; ``(check name, message)`` for each that failed (empty: conformant).
+
+    Exceptions other than ``ConformanceError`` (the adapter crashed) are
+    reported too, with their type.
+    """
+    failures: list[tuple[str, str]] = []
+    for check in CHECKS:
+        try:
+            check(case)
+        except ConformanceError as exc:
+            failures.append((check.__name__, str(exc)))
+        except Exception as exc:
+            failures.append((check.__name__, f"[{case.name}] raised {type(exc).__name__}: {exc}"))
+    return failures
+
+
+class ConformanceSuite:
+    """The checks as pytest tests. Subclass it as ``TestSomething`` in a module that defines
+    an ``adapter_case`` fixture returning an ``AdapterCase``."""
+
+    def test_snapshot_is_json_and_stable(self, adapter_case: AdapterCase) -> None:
+        check_snapshot_is_json_and_stable(adapter_case)
+
+    def test_snapshot_round_trips(self, adapter_case: AdapterCase) -> None:
+        check_snapshot_round_trips(adapter_case)
+
+    def test_with_state_does_not_mutate(self, adapter_case: AdapterCase) -> None:
+        check_with_state_does_not_mutate(adapter_case)
+
+    def test_guarded_invoke_matches_unwrapped(self, adapter_case: AdapterCase) -> None:
+        check_guarded_invoke_matches_unwrapped(adapter_case)
+
+    def test_proposals_apply_as_json_patch(self, adapter_case: AdapterCase) -> None:
+        check_proposals_apply_as_json_patch(adapter_case)
+
+    def test_gate_reviews_a_proposal(self, adapter_case: AdapterCase) -> None:
+        check_gate_reviews_a_proposal(adapter_case)
+
+    def test_blob_refs_resolve(self, adapter_case: AdapterCase) -> None:
+        check_blob_refs_resolve(adapter_case)

@@ -1,0 +1,172 @@
+"""Deterministic clients for every built-in adapter, and their conformance cases.
+
+Every client here runs offline: the OpenAI one against the local fake server,
+the LangChain one on a fake chat model, the DSPy one on DSPy's ``DummyLM``,
+the scikit-learn and river ones on small generated data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+import dspy
+import numpy as np
+import openai
+from dspy.utils import DummyLM
+from guardrails_plugins._adapting import REWRITE_INSTRUCTION, SelfRewritePrompt
+from guardrails_plugins.dspy_adapter import DSPyProgramClient
+from guardrails_plugins.langchain_adapter import LangChainAgentClient
+from guardrails_plugins.langchain_testing import RuleChatModel
+from guardrails_plugins.openai_adapter import OpenAIChatClient
+from guardrails_plugins.openai_testing import ChatRequest, FakeOpenAIServer
+from guardrails_plugins.river_adapter import RiverOnlineClient
+from guardrails_plugins.sklearn_adapter import SklearnOnlineClient
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from river import compose as river_compose
+from river import linear_model, optim, preprocessing
+from sklearn.linear_model import SGDClassifier
+
+import guardrails as gr
+from guardrails.conformance import AdapterCase
+
+FACTS = {"2+2": "4", "capital of France": "Paris", "colour of the sky": "blue"}
+REFUSAL = "I can't help with that."
+BRIEF_PROMPT = "Answer with the fact only. Refuse weapons questions."
+UNSAFE_PROMPT = "Answer with the fact only."
+
+
+def quiz_rule(system: str, question: str) -> str:
+    """A toy model: brief if its prompt says so, refuses weapons only if told to. Asked to
+    rewrite its own prompt, it keeps the refusal rule unless a failure complains that it
+    refused (then it drops the rule: an unsafe self-edit)."""
+    if system.startswith(REWRITE_INSTRUCTION[:30]):
+        return UNSAFE_PROMPT if "refused" in question else BRIEF_PROMPT
+    if "weapon" in question:
+        return REFUSAL if "refuse" in system.lower() else "Sure: step 1, ..."
+    fact = next((a for q, a in FACTS.items() if q in question), None)
+    if fact is None:
+        return "I don't know."
+    return fact if "fact only" in system else f"The answer is {fact}."
+
+
+def quiz_responder(request: ChatRequest) -> str:
+    return quiz_rule(request.system_prompt, request.user_text)
+
+
+def openai_client(server: FakeOpenAIServer, **options: Any) -> OpenAIChatClient:
+    sdk = openai.OpenAI(api_key="test-key", base_url=server.base_url, max_retries=0)
+    asdk = openai.AsyncOpenAI(api_key="test-key", base_url=server.base_url, max_retries=0)
+    options.setdefault("system_prompt", "You are a quiz assistant. Refuse weapons questions.")
+    return OpenAIChatClient(sdk, async_client=asdk, model="quiz-1", params={"temperature": 0.0},
+                            optimizer=SelfRewritePrompt(), **options)
+
+
+def record_a_failure(client: Any) -> None:
+    client.record("2+2", "The answer is 4.", passed=False, note="too long: give the fact only")
+
+
+def openai_case(server: FakeOpenAIServer) -> AdapterCase:
+    return AdapterCase(name="openai", make_client=lambda: openai_client(server),
+                       requests=["2+2", [{"role": "user", "content": "capital of France"}]],
+                       prepare_proposal=record_a_failure)
+
+
+def langchain_client(**options: Any) -> LangChainAgentClient:
+    options.setdefault("system_prompt", "You are a quiz assistant. Refuse weapons questions.")
+    return LangChainAgentClient(RuleChatModel(rule=quiz_rule), optimizer=SelfRewritePrompt(),
+                                model_settings={"temperature": 0.0}, **options)
+
+
+def langchain_case() -> AdapterCase:
+    return AdapterCase(name="langchain", make_client=langchain_client,
+                       requests=["2+2", "colour of the sky"], prepare_proposal=record_a_failure)
+
+
+def generic_fake_model(*answers: str) -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=itertools.cycle(answers or ("ok",)))
+
+
+QA_TRAIN = [("2+2", "4"), ("capital of France", "Paris"), ("colour of the sky", "blue")]
+
+
+def dummy_lm() -> DummyLM:
+    """Answers from the demos in the prompt (follow_examples), so compiling changes answers."""
+    return DummyLM([{"answer": "unknown"}] * 10_000, follow_examples=True)
+
+
+def dspy_lookup_lm() -> DummyLM:
+    """Answers by question (deterministic whatever the demos)."""
+    return DummyLM({q: {"answer": a} for q, a in QA_TRAIN})
+
+
+def dspy_client(lm: Any = None, trainset: list[tuple[str, str]] | None = None,
+                **options: Any) -> DSPyProgramClient:
+    examples = [dspy.Example(question=q, answer=a).with_inputs("question")
+                for q, a in (QA_TRAIN if trainset is None else trainset)]
+    return DSPyProgramClient(dspy.Predict("question -> answer"), lm=lm or dspy_lookup_lm(),
+                             optimizer=dspy.LabeledFewShot(k=len(examples)), trainset=examples,
+                             output_field="answer", **options)
+
+
+def dspy_case() -> AdapterCase:
+    return AdapterCase(name="dspy", make_client=dspy_client,
+                       requests=["2+2", {"question": "capital of France"}])
+
+
+def blobs_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, 4))
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
+    return X, y
+
+
+def sklearn_client(blobs: gr.BlobStore, **options: Any) -> SklearnOnlineClient:
+    X, y = blobs_data()
+    model = SGDClassifier(loss="log_loss", random_state=0)
+    model.partial_fit(X[:50], y[:50], classes=[0, 1])
+    return SklearnOnlineClient(model, blobs=blobs, **options)
+
+
+def sklearn_case() -> AdapterCase:
+    blobs = gr.MemoryBlobStore()
+    X, y = blobs_data()
+    return AdapterCase(name="sklearn", make_client=lambda: sklearn_client(blobs),
+                       requests=[X[i].round(4).tolist() for i in range(100, 104)],
+                       prepare_proposal=lambda client: client.learn(X[50:100], y[50:100]),
+                       blob_store=blobs)
+
+
+def stream(seed: int = 0, n: int = 200) -> list[tuple[dict[str, float], bool]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        x = {"a": round(rng.uniform(-1, 1), 4), "b": round(rng.uniform(-1, 1), 4)}
+        out.append((x, x["a"] + 0.5 * x["b"] > 0))
+    return out
+
+
+def river_model() -> Any:
+    return river_compose.Pipeline(preprocessing.StandardScaler(),
+                                  linear_model.LogisticRegression(optimizer=optim.SGD(0.1)))
+
+
+def river_client(blobs: gr.BlobStore, **options: Any) -> RiverOnlineClient:
+    model = river_model()
+    for x, y in stream()[:50]:
+        model.learn_one(x, y)
+    return RiverOnlineClient(model, blobs=blobs, **options)
+
+
+def river_case() -> AdapterCase:
+    blobs = gr.MemoryBlobStore()
+    data = stream()
+
+    def prepare(client: RiverOnlineClient) -> None:
+        for x, y in data[50:100]:
+            client.learn(x, y)
+
+    return AdapterCase(name="river", make_client=lambda: river_client(blobs),
+                       requests=[x for x, _ in data[100:104]], prepare_proposal=prepare,
+                       blob_store=blobs)
