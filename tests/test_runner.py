@@ -224,3 +224,42 @@ def test_empty_outputs_never_pass(output: Any) -> None:
     decision = bump(guarded, {"op": "replace", "path": "/default", "value": output}
                     if output == output else {"op": "remove", "path": "/default"})
     assert not decision.accepted
+
+
+class BrokenBoth(DictClient):
+    """Raises on every call, candidate and incumbent alike (an outage of the model backend)."""
+
+    def invoke(self, request: gr.Request) -> Any:
+        raise ConnectionError("backend down")
+
+    def with_state(self, new_state: dict[str, Any]) -> BrokenBoth:
+        return BrokenBoth(new_state, self.responder)
+
+
+def test_a_candidate_that_never_answers_is_not_accepted_even_if_the_incumbent_fails_too() -> None:
+    """When every call errors on both sides there is no evidence: never accepted."""
+    guarded = gr.Guard(gr.FrozenConstraints(), suite(10), integrity_check_every=0,
+                       canary_run=gr.RunSettings(retries=0)).wrap(BrokenBoth(state(10)))
+    decision = bump(guarded)
+    assert not decision.accepted
+    assert decision.verdict is gr.Verdict.INCONCLUSIVE
+    assert any("answered no capability case" in r for r in decision.reasons)
+
+
+def test_the_smoke_stage_stops_errors_not_wrong_answers() -> None:
+    """A candidate that answers wrongly is judged by the statistics, not rejected as broken."""
+    guarded = gr.Guard(gr.FrozenConstraints(), suite(10)).wrap(DictClient(state(10)))
+    decision = bump(guarded, *({"op": "replace", "path": f"/answers/q{i}", "value": "x"}
+                               for i in range(10)))
+    assert decision.verdict is gr.Verdict.REJECTED
+    assert decision.deciding_finding is not None
+    assert decision.deciding_finding.check == "capability"
+
+
+def test_an_incumbent_that_errors_counts_as_passing_against_the_candidate() -> None:
+    """An unknown incumbent result is recorded as None and counted as a pass for the incumbent."""
+    outcome = gr.CaseOutcome(case_id="x", safety=False, hidden=False, candidate_passed=False,
+                             incumbent_passed=None, incumbent_answered=False)
+    verdict, findings = gr.MarginRule(margin=0.0)(gr.CanaryEvidence(outcomes=(outcome,), planned=1))
+    assert verdict is gr.Verdict.REJECTED
+    assert findings[-1].evidence["regressed"] == ["x"]
