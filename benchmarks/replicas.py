@@ -85,8 +85,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
 
 
-def worker(store: tuple[str, str, str | None], index: int, barrier: Any, follow_done: Any,
+def worker(store: tuple[str, str, str | None], index: int, events: tuple[Any, Any, Any],
            out: Any) -> None:
+    try:
+        contend_and_follow(store, index, events, out)
+    except BaseException as exc:  # tell the parent at once instead of leaving it waiting
+        out.put(("error", index, f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def contend_and_follow(store: tuple[str, str, str | None], index: int,
+                       events: tuple[Any, Any, Any], out: Any) -> None:
+    go, follow_go, follow_done = events
     quiet()
     ledger = open_ledger(store)
     latencies: list[float] = []
@@ -102,7 +112,8 @@ def worker(store: tuple[str, str, str | None], index: int, barrier: Any, follow_
     ledger.promote = timed_promote  # type: ignore[method-assign]
     guarded = replica(ledger)
     verdicts: dict[str, int] = {}
-    barrier.wait()
+    out.put(("ready", index))
+    go.wait()
     started = time.monotonic()
     for number in range(N):
         decision = guarded.propose(gr.UpdateProposal(
@@ -119,16 +130,40 @@ def worker(store: tuple[str, str, str | None], index: int, barrier: Any, follow_
         if not served or served[-1][0] != version:
             served.append((version, time.monotonic()))
 
-    barrier.wait()
+    follow_go.wait()
     note()
     if store[0] == "postgres":
         ledger.subscribe(note)  # called after the guard's own follower has switched
+        out.put(("following", index))
         follow_done.wait()
     else:
+        out.put(("following", index))
         while not follow_done.wait(SQLITE_SYNC_EVERY):
             guarded.sync()
             note()
     out.put(("follow", index, served))
+
+
+def collect(out: Any, kind: str, processes: list[Any], within: float) -> list[tuple[Any, ...]]:
+    """One ``kind`` message from every process; fails as soon as one reports an error or dies."""
+    import queue
+
+    got: list[tuple[Any, ...]] = []
+    deadline = time.monotonic() + within
+    while len(got) < len(processes):
+        try:
+            message = out.get(timeout=1.0)
+        except queue.Empty:
+            dead = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                sys.exit(f"a replica process died (exit codes {dead}) or timed out waiting "
+                         f"for {kind!r}")
+            continue
+        if message[0] == "error":
+            sys.exit(f"replica {message[1]} failed: {message[2]}")
+        assert message[0] == kind, message
+        got.append(message)
+    return got
 
 
 def run(store: tuple[str, str, str | None]) -> dict[str, float]:
@@ -144,17 +179,19 @@ def run(store: tuple[str, str, str | None]) -> dict[str, float]:
 
     main_ledger.promote = noting_promote  # type: ignore[method-assign]
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(PROCESSES + 1)
-    follow_done, out = context.Event(), context.Queue()
-    processes = [context.Process(target=worker, args=(store, i, barrier, follow_done, out))
+    go, follow_go, follow_done = context.Event(), context.Event(), context.Event()
+    out = context.Queue()
+    processes = [context.Process(target=worker, args=(store, i, (go, follow_go, follow_done), out))
                  for i in range(PROCESSES)]
     for process in processes:
         process.start()
     try:
-        barrier.wait(timeout=120)
-        contend = [out.get(timeout=3600) for _ in range(PROCESSES)]
-        barrier.wait(timeout=120)
-        time.sleep(0.5)  # the followers subscribe
+        collect(out, "ready", processes, within=120)
+        go.set()
+        contend = collect(out, "contend", processes, within=3600)
+        follow_go.set()
+        collect(out, "following", processes, within=120)
+        time.sleep(0.2)  # the watchers LISTEN
         leader.sync()
         commits: list[tuple[str, float]] = []
         for number in range(FOLLOW_VERSIONS):
@@ -166,7 +203,11 @@ def run(store: tuple[str, str, str | None]) -> dict[str, float]:
             time.sleep(0.3)
         time.sleep(SETTLE)
         follow_done.set()
-        follows = [out.get(timeout=120) for _ in range(PROCESSES)]
+        follows = collect(out, "follow", processes, within=120)
+    except BaseException:
+        for process in processes:
+            process.kill()
+        raise
     finally:
         for process in processes:
             process.join(timeout=60)

@@ -55,7 +55,7 @@ from ._plugins import (
     merge_parts,
 )
 from ._postgres import PostgresLedger
-from ._proposal import PatchOperation, UpdateProposal
+from ._proposal import PatchOperation, ProposalLimits, ProposalTooLarge, UpdateProposal
 from ._runner import RunSettings
 from ._sandbox import ProcessSandbox, SandboxLimits
 from ._stats_rule import SequentialRule
@@ -110,6 +110,8 @@ __all__ = [
     "PostgresLedger",
     "Predicate",
     "ProcessSandbox",
+    "ProposalLimits",
+    "ProposalTooLarge",
     "Regex",
     "Request",
     "Response",

@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -102,15 +102,33 @@ class Regex(Checker):
         return isinstance(output, str) and re.search(self.pattern, output) is not None
 
 
+class CheckerFailed(ValueError):
+    """A checker could not judge an output: its callable returned ``None`` or NaN.
+
+    Not a failed case but a broken evaluator; the gate never accepts on
+    evidence it could not judge (see ``judge_output``).
+    """
+
+
+def _nothing_is_an_error(result: Any, name: str) -> Any:
+    if result is None or (isinstance(result, float) and math.isnan(result)):
+        raise CheckerFailed(f"the {name} checker returned {result!r}; a checker must return "
+                            "True or False (a score: a number in [0, 1])")
+    return result
+
+
 class Predicate(Checker):
-    """Any callable ``output -> bool``; only a real ``True`` passes."""
+    """Any callable ``output -> bool``; only a real ``True`` passes.
+
+    A callable that returns ``None`` or NaN raises ``CheckerFailed``: that is
+    a broken checker, not a failed case."""
 
     name: ClassVar[str] = "predicate"
     fn: Callable[[Any], Any]
     label: str = ""
 
     def __call__(self, output: Any) -> bool:
-        return self.fn(output) is True
+        return _nothing_is_an_error(self.fn(output), self.name) is True
 
     def spec(self) -> dict[str, Any]:
         fn = self.fn
@@ -136,7 +154,8 @@ class NumericTolerance(Checker):
 class Scorer(Checker):
     """A callable scoring the output in [0, 1]; passes at or above ``threshold``.
 
-    A score outside [0, 1], NaN, or anything but a number fails the case.
+    A score outside [0, 1] or anything but a number fails the case; ``None``
+    or NaN raises ``CheckerFailed`` (a broken scorer, not a failed case).
     """
 
     name: ClassVar[str] = "scorer"
@@ -145,7 +164,7 @@ class Scorer(Checker):
     label: str = ""
 
     def __call__(self, output: Any) -> bool:
-        score = self.fn(output)
+        score = _nothing_is_an_error(self.fn(output), self.name)
         if isinstance(score, bool) or not isinstance(score, int | float):
             return False
         return math.isfinite(score) and 0.0 <= score <= 1.0 and score >= self.threshold
@@ -190,19 +209,36 @@ def _output_is_empty(output: Any) -> bool:
     return output is None or output == "" or (isinstance(output, float) and math.isnan(output))
 
 
-def judge(checker: Checker, output: Any) -> tuple[bool, str]:
-    """Whether ``output`` passes, and why not. Empty output and checker errors never pass."""
+class Judgement(NamedTuple):
+    """One output judged: whether it passed, why not, and whether the checker itself failed."""
+
+    passed: bool
+    reason: str
+    checker_failed: bool = False
+    """The checker raised (``CheckerFailed`` included): the output was not judged at all."""
+
+
+def judge_output(checker: Checker, output: Any) -> Judgement:
+    """Judge ``output``. Empty output never passes; a checker that raises never passes and
+    is reported as ``checker_failed``, so the gate can tell a broken evaluator from a
+    failing model."""
     if _output_is_empty(output):
-        return False, "empty output"
+        return Judgement(False, "empty output")
     try:
         result = checker(output)
     except Exception as exc:
-        return False, f"checker {checker.name} raised {type(exc).__name__}"
+        return Judgement(False, f"checker {checker.name} raised {type(exc).__name__}", True)
     # numpy comparisons give numpy.bool (numpy.bool_ before numpy 2), not bool.
     numpy_bool = type(result).__module__ == "numpy" and type(result).__name__ in ("bool", "bool_")
     if result is True or (numpy_bool and bool(result)):
-        return True, ""
-    return False, f"checker {checker.name} did not pass"
+        return Judgement(True, "")
+    return Judgement(False, f"checker {checker.name} did not pass")
+
+
+def judge(checker: Checker, output: Any) -> tuple[bool, str]:
+    """Whether ``output`` passes, and why not. Empty output and checker errors never pass."""
+    passed, reason, _ = judge_output(checker, output)
+    return passed, reason
 
 
 class CanaryCase(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._errors import ConfigError
+from ._proposal import ProposalLimits
 
 
 class _Section(BaseModel):
@@ -183,6 +184,8 @@ class Config(_Section):
     sandbox: SandboxSettings = SandboxSettings()
     ledger: LedgerSettings = LedgerSettings()
     approval: ApprovalSettings | None = None
+    proposals: ProposalLimits = ProposalLimits()
+    """``[proposals]``: the largest proposal a review evaluates (``ProposalLimits``)."""
     client: ClientSettings | None = None
     policies: list[PolicySettings] = []
     """Plugins, in order: runtime middlewares wrap the model first-listed outermost;
@@ -278,6 +281,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "sandbox": config.sandbox.mode,
         "sandbox_limits": SandboxLimits(**config.sandbox.model_dump(exclude={"mode"})),
         "decision_rule": _decision_rule(config.decision, suite, source),
+        "proposal_limits": config.proposals,
         **config.guard.model_dump(),
     }
 

@@ -37,7 +37,8 @@ def call_with_timeout(fn: Callable[[], T], timeout: float) -> T:
         except BaseException as exc:
             box["error"] = exc
 
-    thread = threading.Thread(target=target, name="guardrails-canary", daemon=True)
+    # No telling name: the candidate runs in this thread and must not learn it is evaluated.
+    thread = threading.Thread(target=target, daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
@@ -61,6 +62,9 @@ class CaseOutcome(BaseModel):
     candidate_error: str | None = None
     """Why the candidate's case failed (a checker's reason, or the error it raised)."""
     incumbent_error: str | None = None
+    checker_error: str | None = None
+    """Set when the checker could not judge the incumbent's output (it raised, or returned
+    ``None`` or NaN): the pair is no evidence, and the guard never accepts such a review."""
     candidate_answered: bool = True
     """False when the candidate raised or timed out instead of answering."""
     incumbent_answered: bool = True

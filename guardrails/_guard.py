@@ -23,7 +23,7 @@ from ._approval import (
     reject_pending,
     request_approval,
 )
-from ._blobs import BlobStore
+from ._blobs import BlobStore, blob_digest, iter_blob_refs
 from ._canary import CanarySuite
 from ._canonical import canonical_json, sha256_hex, state_version
 from ._chain import build_async_chain, build_chain, validate_middlewares
@@ -47,7 +47,8 @@ from ._messages import (
     Request,
     Response,
 )
-from ._proposal import UpdateProposal
+from ._plugins import fitting_adapters
+from ._proposal import ProposalLimits, ProposalTooLarge, UpdateProposal
 from ._runner import (
     SMOKE_STOP,
     Progress,
@@ -127,6 +128,12 @@ class Guard:
     read here when ``None``); canary content is never captured.
     ``on_silent_modification``: ``"restore"`` rebuilds the served client from
     the ledger's state; ``"block"`` refuses calls until ``restore()``.
+    ``proposal_limits``: the largest proposal (operations, bytes, nesting) and
+    candidate state a review accepts to evaluate (see ``ProposalLimits``).
+
+    The ledger, the blob store and the telemetry settings are pinned too: a
+    guard whose ledger or blob store was replaced, or whose content-capture
+    setting changed, after construction returns ``error`` decisions.
     """
 
     def __init__(
@@ -151,6 +158,7 @@ class Guard:
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         capture_content: str | None = None,
+        proposal_limits: ProposalLimits | None = None,
     ) -> None:
         if constraints is None:
             constraints = FrozenConstraints()
@@ -195,8 +203,13 @@ class Guard:
         self.case_timeout = float(case_timeout)
         self.integrity_check_every = int(integrity_check_every)
         self.on_silent_modification = on_silent_modification
+        if proposal_limits is not None and not isinstance(proposal_limits, ProposalLimits):
+            raise ConfigError(f"proposal_limits must be ProposalLimits, got "
+                              f"{type(proposal_limits).__name__}")
+        self.proposal_limits = proposal_limits or ProposalLimits()
         self.telemetry = Telemetry(tracer_provider, meter_provider, capture_content)
         self._fingerprint = self.fingerprint()
+        self._wiring = self._wiring_now()
         self._wrapped = False
 
     @classmethod
@@ -229,7 +242,24 @@ class Guard:
             None if self.process_sandbox is None else self.process_sandbox.limits.model_dump(),
             self.case_timeout,
             self.integrity_check_every, self.on_silent_modification,
+            self.proposal_limits.model_dump(),
         ]))
+
+    def _wiring_now(self) -> tuple[Any, ...]:
+        # Identities, not a digest: what matters is that these are the very objects the
+        # guard was built with (the ledger it verified, the store it checks blobs in).
+        return (id(self.ledger), id(self.blob_store), id(self.telemetry),
+                self.telemetry.capture_spans, self.telemetry.capture_events)
+
+    def integrity_problem(self) -> str | None:
+        """Why this guard may no longer decide (its configuration or wiring changed), or ``None``."""
+        if self.fingerprint() != self._fingerprint:
+            return ("the guard's constraints, canaries or limits changed after start; restart "
+                    "with a reviewed configuration")
+        if self._wiring_now() != self._wiring:
+            return ("the guard's ledger, blob store or telemetry settings were replaced after "
+                    "start; restart with a reviewed configuration")
+        return None
 
     def wrap(self, client: Any) -> GuardedClient:
         """Guard ``client``. Served from the ledger's version when the ledger already has one.
@@ -242,8 +272,12 @@ class Guard:
         missing = [m for m in ("invoke", "snapshot", "propose_update", "with_state")
                    if not callable(getattr(client, m, None))]
         if missing:
+            fitting = fitting_adapters(client)
+            hint = (f"the installed adapter {fitting[0]!r} fits it: wrap "
+                    f"load_plugin({fitting[0]!r}).build().adapters[{fitting[0]!r}](client)"
+                    if fitting else "implement them, or use an adapter (docs/adapters.md)")
             raise ConfigError(f"{type(client).__name__} is not a SelfUpdatingClient: it lacks "
-                              f"{', '.join(missing)}; implement them or use an adapter")
+                              f"{', '.join(missing)}; {hint}")
         if self.process_sandbox is not None:
             self.process_sandbox.check_client(client)
         guarded = GuardedClient(self, client)
@@ -468,7 +502,7 @@ class GuardedClient:
         every = self.guard.integrity_check_every
         if every and self._calls % every == 0:
             if not self._following:
-                self._follow()
+                self._follow(wait=False)
             self.check_integrity()
             if self._blocked is not None:
                 self._before_call()
@@ -600,13 +634,22 @@ class GuardedClient:
         with self._review_lock, self._telemetry.span(SPAN_REVIEW) as span:
             timings: dict[str, float] = {}
             started = time.perf_counter()
-            raw = proposal.model_dump(mode="json") if isinstance(proposal, UpdateProposal) else proposal
+            raw: Any
             try:
-                decision = self._review(proposal, timings, progress)
-            except Exception as exc:  # the gate itself failed: never accept
-                bound_log().exception("guardrails.gate_error")
-                decision = Decision.error("gate", f"the gate failed: {type(exc).__name__}: {exc}",
-                                          parent=self._served.version)
+                # Before anything walks the proposal: its size and depth are the model's choice.
+                self.guard.proposal_limits.check(proposal)
+            except ProposalTooLarge as exc:
+                raw = _summary(proposal, exc)
+                decision = Decision.reject([_limit_finding(exc)], parent=self._served.version,
+                                           proposal_id=raw.get("id"))
+            else:
+                raw = _raw_proposal(proposal)
+                try:
+                    decision = self._review(proposal, timings, progress)
+                except Exception as exc:  # the gate itself failed: never accept
+                    bound_log().exception("guardrails.gate_error")
+                    decision = Decision.error("gate", f"the gate failed: {type(exc).__name__}: "
+                                              f"{exc}", parent=self._served.version)
             timings["total"] = time.perf_counter() - started
             self._telemetry.record(self._telemetry.review_duration, timings["total"],
                                    {ATTR_VERDICT: decision.verdict.value})
@@ -682,10 +725,9 @@ class GuardedClient:
                 # verify() requires every version the ledger names to be stored; an unknown
                 # parent stays in the recorded proposal, never in the decision.
                 ids["parent"] = None
-            if guard.fingerprint() != guard._fingerprint:
-                return Decision.error("guard_integrity", "the guard's constraints, canaries or "
-                                      "limits changed after start; restart with a reviewed "
-                                      "configuration", **ids)
+            problem = guard.integrity_problem()
+            if problem is not None:
+                return Decision.error("guard_integrity", problem, **ids)
             self.sync()
             expire_pending(guard.ledger)
             modified = self.check_integrity()
@@ -703,8 +745,10 @@ class GuardedClient:
                     **ids)
             incumbent_state = guard.ledger.get_state(served.version)
             try:
-                candidate_state = proposal.apply(incumbent_state)
+                candidate_state = proposal.apply(incumbent_state, guard.proposal_limits)
                 candidate = state_version(candidate_state)
+            except ProposalTooLarge as exc:
+                return Decision.reject([_limit_finding(exc)], **ids)
             except (ValueError, ConfigError) as exc:
                 return Decision.reject(
                     [Finding(check="invalid_patch", passed=False, message=f"the patch does not "
@@ -721,6 +765,16 @@ class GuardedClient:
             ]
             if constraints.drift_budget is not None:
                 findings.append(self._drift_finding(candidate_state, constraints.drift_budget))
+            if guard.blob_store is not None:
+                try:
+                    findings.extend(_blob_findings(guard.blob_store, incumbent_state,
+                                                   candidate_state))
+                except Exception as exc:
+                    guard.ledger.put_state(candidate_state)
+                    return Decision.error(
+                        "blob_store", f"the blob store could not be read ({type(exc).__name__}: "
+                        f"{exc}); a candidate whose blobs cannot be checked is never promoted",
+                        findings=findings, **ids)
             if guard.checks:
                 context = ReviewContext(proposal, copy.deepcopy(incumbent_state),
                                         copy.deepcopy(candidate_state), candidate, guard.ledger,
@@ -764,18 +818,28 @@ class GuardedClient:
                     # The runner saw only "client raised ..."; this names the limit hit.
                     canary_findings = [sandbox_finding(sandboxed.failure), *canary_findings]
                     verdict = Verdict.REJECTED
+                unjudged = _checker_finding(evidence)
+                if unjudged is not None:
+                    # The evaluator failed on the reference: the gate cannot finish.
+                    canary_findings = [unjudged, *canary_findings]
+                    verdict = Verdict.ERROR
                 findings = [*findings, _run_finding(evidence, guard.canaries),
                             *_cascade_findings(evidence, guard.canary_run), *canary_findings]
                 if verdict in (Verdict.ACCEPTED, Verdict.INCONCLUSIVE) and any(
                         f.check in ("smoke", "gaming") and not f.passed for f in findings):
                     verdict = Verdict.REJECTED
-                if guard.fingerprint() != guard._fingerprint:
-                    return Decision.error("guard_integrity", "the guard changed during the review",
+                problem = guard.integrity_problem()
+                if problem is not None:
+                    return Decision.error("guard_integrity", f"during the review, {problem}",
                                           findings=findings, **ids)
                 if self.check_integrity() is not None:
                     return Decision.error("silent_modification", "the incumbent changed its own "
                                           "state during the review; the review is void",
                                           findings=findings, **ids)
+                if verdict in (Verdict.ACCEPTED, Verdict.INCONCLUSIVE):
+                    moved = self._candidate_moved(candidate_client, candidate)
+                    if moved is not None:
+                        return Decision.reject([*findings, moved], **ids)
                 lap("decision")
             if verdict is not Verdict.ACCEPTED:
                 return Decision(verdict=verdict, findings=tuple(findings), **ids)
@@ -829,6 +893,22 @@ class GuardedClient:
                 message=f"the candidate built from {candidate[:12]} reports state "
                         f"{built[:12]}; the evaluated state must be the promoted one")], **ids)
         return client
+
+    def _candidate_moved(self, client: Any, candidate: str) -> Finding | None:
+        """A finding when the evaluated candidate no longer reports the state it was built from:
+        it changed itself during evaluation, so the evidence is not about the promoted state."""
+        try:
+            found = state_version(call_with_timeout(client.snapshot, self.guard.case_timeout))
+        except Exception as exc:
+            found = f"unreadable ({type(exc).__name__})"
+        if found == candidate:
+            return None
+        return Finding(
+            check="silent_modification", passed=False,
+            message=f"the candidate changed its own state during evaluation (built as "
+                    f"{candidate[:12]}, found {found[:12]} afterwards); the state that is "
+                    "promoted must be the state that was evaluated",
+            evidence={"side": "candidate", "expected": candidate, "found": found})
 
     def _report_canaries(self, span: trace.Span, evidence: CanaryEvidence) -> None:
         """One ``gen_ai.evaluation.result`` event and one metric point per canary call (ids only)."""
@@ -935,20 +1015,26 @@ class GuardedClient:
             bound_log(previous=served.version, served=version).info("guardrails.followed_ledger")
             return True
 
-    def _follow(self, version: str | None = None) -> None:
+    def _follow(self, version: str | None = None, *, wait: bool = True) -> None:
         """``sync()`` unless ``version`` is already served; logs instead of raising.
 
         Called on the integrity schedule and by the ledger's watcher thread
         (``subscribe``): a store that cannot be read leaves the current
-        version serving.
+        version serving. ``wait=False`` (the runtime path) skips the sync while
+        a review or approval holds the review lock: a call never waits for a
+        review, which syncs before it decides anyway.
         """
         if version is not None and version == self._served.version:
+            return
+        if not self._review_lock.acquire(blocking=wait):
             return
         try:
             self.sync()
         except Exception as exc:
             bound_log(served=self._served.version).warning(
                 "guardrails.follow_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._review_lock.release()
 
     def pending(self) -> list[PendingApproval]:
         """Proposals waiting for a human (expired ones are rejected first)."""
@@ -1080,6 +1166,76 @@ def _cascade_findings(evidence: CanaryEvidence, settings: RunSettings) -> list[F
             evidence={"statistic": "fisher_exact_one_sided", "p_value": p,
                       "alpha": settings.gaming_alpha, **counts}))
     return findings
+
+
+def _checker_finding(evidence: CanaryEvidence) -> Finding | None:
+    """A failed finding when a checker could not judge the incumbent's output (it raised, or
+    returned nothing or NaN): the pair is no evidence, and a broken evaluator must never let
+    a candidate through on a tie (ids only)."""
+    unjudged = [o for o in evidence.outcomes if o.checker_error]
+    if not unjudged:
+        return None
+    return Finding(
+        check="checker_error", passed=False,
+        message=f"the checker could not judge the incumbent's output on {len(unjudged)} "
+                f"case(s), first {unjudged[0].case_id!r} ({unjudged[0].checker_error}); the "
+                "evidence is void: fix the checker (it must return True or False)",
+        evidence={"cases": [o.case_id for o in unjudged[:50]], "count": len(unjudged)})
+
+
+def _blob_findings(store: BlobStore, parent: dict[str, Any], candidate: dict[str, Any]
+                   ) -> list[Finding]:
+    """A failed finding per blob the candidate adds that the store lacks or holds altered.
+
+    Blobs the parent already references were checked when it was accepted. A promoted state
+    whose blob is missing would make the ledger fail verification, and the guard refuse to
+    start. Store errors other than ``KeyError`` propagate (the caller records ``error``).
+    """
+    known = set(iter_blob_refs(parent))
+    findings = []
+    for digest in sorted(set(iter_blob_refs(candidate)) - known):
+        try:
+            data = store.get(digest)
+        except KeyError:
+            findings.append(Finding(
+                check="blob_store", passed=False,
+                message=f"the candidate references blob {digest}, which the blob store does "
+                        "not hold; store the artifact before proposing the state",
+                evidence={"digest": digest, "problem": "missing"}))
+            continue
+        if blob_digest(data) != digest:
+            findings.append(Finding(
+                check="blob_store", passed=False,
+                message=f"blob {digest} in the blob store does not match its digest",
+                evidence={"digest": digest, "problem": "altered"}))
+    return findings
+
+
+def _limit_finding(exc: ProposalTooLarge) -> Finding:
+    return Finding(check="proposal_limits", passed=False, message=str(exc),
+                   evidence={"limit": exc.limit, "configured": exc.configured})
+
+
+def _raw_proposal(proposal: UpdateProposal | Any) -> Any:
+    """The proposal as recorded: its JSON, or a note when it has none (never raises)."""
+    if not isinstance(proposal, UpdateProposal):
+        return proposal
+    try:
+        return proposal.model_dump(mode="json")
+    except Exception as exc:
+        return {"id": proposal.id, "parent": proposal.parent,
+                "unserialisable": f"{type(exc).__name__}: {str(exc)[:500]}"}
+
+
+def _summary(proposal: Any, exc: ProposalTooLarge) -> dict[str, Any]:
+    """What the ledger records of a proposal over the limits: its id and parent, never its body."""
+    summary = {}
+    for key in ("id", "parent"):
+        value = (getattr(proposal, key) if isinstance(proposal, UpdateProposal)
+                 else proposal.get(key) if isinstance(proposal, dict) else None)
+        if isinstance(value, str) and len(value) <= 128:
+            summary[key] = value
+    return {**summary, "omitted": f"over the {exc.limit} limit ({exc.configured})"}
 
 
 def _ids(decision: Decision) -> dict[str, Any]:

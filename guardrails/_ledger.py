@@ -278,6 +278,9 @@ def verify_records(
                     content = blob_store.get(digest)
                 except KeyError:
                     return bad(f"blob {digest} of state {version[:12]} is missing")
+                except Exception as exc:  # a store that cannot be read proves nothing
+                    return bad(f"blob {digest} of state {version[:12]} could not be read "
+                               f"({type(exc).__name__}: {exc})")
                 if "sha256:" + sha256_hex(content) != digest:
                     return bad(f"blob {digest} of state {version[:12]} was altered")
     return LedgerReport(ok=True, size=size, served=served, anchor=anchor)
@@ -755,25 +758,35 @@ class SQLiteLedger(_BaseLedger):
         return [PendingApproval.model_validate_json(row[0]) for row in rows]
 
     def verify(self, blob_store: BlobStore | None = None) -> LedgerReport:
+        # One read transaction for every read: another process appending meanwhile must not
+        # make the entries, the head and the tree look inconsistent with each other.
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")
+            except sqlite3.DatabaseError as exc:
+                return LedgerReport(ok=False, size=0, problem=f"{self.path}: cannot read ({exc})")
+            try:
+                return self._verify_snapshot(blob_store)
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+
+    def _verify_snapshot(self, blob_store: BlobStore | None) -> LedgerReport:
         try:
-            with self._lock:
-                rows = self._conn.execute(
-                    "SELECT idx, hash, data FROM guardrails_entries ORDER BY idx").fetchall()
-                states = self._conn.execute(
-                    "SELECT version, data FROM guardrails_states").fetchall()
-                head = dict(self._conn.execute("SELECT key, value FROM guardrails_meta"))
+            rows = self._conn.execute(
+                "SELECT idx, hash, data FROM guardrails_entries ORDER BY idx").fetchall()
+            states = self._conn.execute("SELECT version, data FROM guardrails_states").fetchall()
+            head = dict(self._conn.execute("SELECT key, value FROM guardrails_meta"))
         except sqlite3.DatabaseError as exc:
             return LedgerReport(ok=False, size=0, problem=f"{self.path}: cannot read ({exc})")
         head["size"] = int(head["size"]) if head.get("size") else 0
         try:
-            with self._lock:
-                tree = MerkleTree(SQLiteNodeStore(self._conn), head["size"])
+            tree = MerkleTree(SQLiteNodeStore(self._conn), head["size"])
         except LedgerIntegrityError as exc:
             return LedgerReport(ok=False, size=head["size"], problem=f"{self.path}: {exc}",
                                 index=exc.index)
-        with self._lock:
-            report = verify_records(rows, states, head, blob_store, tree)
-            problem = self._checkpoint_problem(tree) if report.ok else None
+        report = verify_records(rows, states, head, blob_store, tree)
+        problem = self._checkpoint_problem(tree) if report.ok else None
         if not report.ok:
             return report.model_copy(update={"problem": f"{self.path}: {report.problem}"})
         if problem is not None:

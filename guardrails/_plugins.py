@@ -647,3 +647,24 @@ class _PluginCheck:
 
     def __repr__(self) -> str:
         return repr(self.check)
+
+
+def fitting_adapters(obj: Any) -> list[str]:
+    """Names of the installed adapters whose ``fits(obj)`` says they can wrap ``obj``.
+
+    For error messages only: never raises; a plugin that fails to load or an
+    adapter without ``fits`` is skipped.
+    """
+    names = []
+    for name, info in installed_plugins().items():
+        if info.error or "adapters" not in info.provides:
+            continue
+        try:
+            adapters = load_plugin(name).build().adapters
+            for key, factory in adapters.items():
+                fits = getattr(factory, "fits", None)
+                if callable(fits) and fits(obj) is True:
+                    names.append(key)
+        except Exception:
+            continue
+    return names

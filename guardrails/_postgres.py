@@ -55,7 +55,7 @@ from ._ledger import (
     _entry,
     verify_records,
 )
-from ._merkle import InclusionProof, MerkleTree
+from ._merkle import DictNodeStore, InclusionProof, MerkleTree
 
 if TYPE_CHECKING:
     import psycopg
@@ -238,7 +238,7 @@ def _inspect(conn: Connection, where: str, schema: str | None) -> int:
     if schema is not None and conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
                                            (schema,)).fetchone() is None:
         return 0
-    schema = _schema_name(conn, where)
+    schema = schema or _schema_name(conn, where)
     rows = conn.execute(
         "SELECT c.relname, a.attname FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -282,6 +282,32 @@ def _inspect(conn: Connection, where: str, schema: str | None) -> int:
     return found
 
 
+def _prepare(conn: Connection, schema: str | None, where: str, migrate: bool
+             ) -> tuple[int, int]:
+    """Migrate (or only inspect): the schema version before and after; errors explained."""
+    import psycopg
+
+    try:
+        versions = _migrate(conn, schema, where) if migrate else (_inspect(conn, where, schema),) * 2
+        if versions[1] and schema is not None:
+            usable = conn.execute("SELECT has_schema_privilege(%s, 'USAGE')", (schema,)).fetchone()
+            if not (usable and usable[0]):
+                raise _not_allowed(where, "use", f"this role lacks USAGE on schema {schema}")
+        return versions
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise _not_allowed(where, "create" if migrate else "read", _first_line(exc)) from None
+    except psycopg.Error as exc:
+        raise ConfigError(f"{where}: cannot prepare the ledger's tables ({_first_line(exc)})"
+                          ) from None
+
+
+def _not_allowed(where: str, action: str, detail: str) -> ConfigError:
+    return ConfigError(
+        f"{where}: not allowed to {action} the ledger's tables ({detail}); run `guardrails db "
+        "upgrade` as a role that may create tables in that schema, and grant this role USAGE on "
+        "the schema and SELECT, INSERT and UPDATE on its tables")
+
+
 def _migrate(conn: Connection, schema: str | None, where: str) -> tuple[int, int]:
     """Create or upgrade the tables in one transaction; ``(version before, version after)``."""
     from psycopg import sql
@@ -296,6 +322,14 @@ def _migrate(conn: Connection, schema: str | None, where: str) -> tuple[int, int
             if exists is None:
                 conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         found = _inspect(conn, where, schema)
+        target = schema or _schema_name(conn, where)
+        if found < SCHEMA_VERSION:
+            allowed = conn.execute("SELECT has_schema_privilege(%s, 'USAGE') AND "
+                                   "has_schema_privilege(%s, 'CREATE')", (target, target)
+                                   ).fetchone()
+            if not (allowed and allowed[0]):
+                raise _not_allowed(where, "create",
+                                   f"this role lacks USAGE or CREATE on schema {target}")
         for version in range(found + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[version - 1]:
                 conn.execute(statement)
@@ -447,17 +481,15 @@ class PostgresLedger(_BaseLedger):
         self._watch_lock = threading.Lock()
         self._watcher: _Watcher | None = None
         self._closed = False
+        self._pool_degraded = False
 
         with self._connect() as conn:
-            if migrate:
-                _, self.schema_version = _migrate(conn, schema, self._where)
-            else:
-                self.schema_version = _inspect(conn, self._where, schema)
-                if self.schema_version < SCHEMA_VERSION:
-                    raise ConfigError(
-                        f"{self._where}: the ledger schema is at version {self.schema_version}, "
-                        f"this library needs {SCHEMA_VERSION}; run `guardrails db upgrade` "
-                        "(or open with migrate=True)")
+            _, self.schema_version = _prepare(conn, schema, self._where, migrate)
+            if self.schema_version < SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{self._where}: the ledger schema is at version {self.schema_version}, "
+                    f"this library needs {SCHEMA_VERSION}; run `guardrails db upgrade` "
+                    "(or open with migrate=True)")
 
         self._pool: ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
             self._conninfo, kwargs={"autocommit": True}, min_size=1, max_size=pool_size,
@@ -482,20 +514,61 @@ class PostgresLedger(_BaseLedger):
 
     # -- connections -------------------------------------------------------------
 
+    def _new_connection(self) -> Connection:
+        """A configured connection of its own (not pooled); psycopg's error if it cannot."""
+        import psycopg
+
+        conn = psycopg.connect(self._conninfo, autocommit=True)
+        try:
+            _session_settings(conn, self.schema, self.timeout)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def _direct(self) -> Iterator[Connection]:
+        with contextlib.closing(self._new_connection()) as conn:
+            yield conn
+
     @contextlib.contextmanager
     def _connect(self) -> Iterator[Connection]:
-        """A connection of its own (not pooled), configured; ``ConfigError`` if it cannot be had."""
+        """``_direct``, with a failure to connect explained as a ``ConfigError`` (for opening)."""
         import psycopg
 
         try:
-            conn = psycopg.connect(self._conninfo, autocommit=True)
+            conn = self._new_connection()
         except psycopg.Error as exc:
             raise _explain_connect(exc, self._where) from None
+        with contextlib.closing(conn):
+            yield conn
+
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[Connection]:
+        """A pooled connection, or a direct one when the pool has none to give.
+
+        After an outage the pool reconnects in the background with a growing
+        back-off. Until it gives a connection again, every call asks the
+        server directly (waiting for the pool only briefly), so the first call
+        after the server is back succeeds, whatever the pool's schedule.
+        """
+        import psycopg_pool
+
+        wait = 0.02 if self._pool_degraded else min(self.timeout, 1.0)
         try:
-            _session_settings(conn, self.schema, self.timeout)
+            conn = self._pool.getconn(timeout=wait)
+        except psycopg_pool.PoolTimeout:
+            conn = None
+        if conn is None:
+            self._pool_degraded = True
+            with self._direct() as direct:
+                yield direct
+            return
+        self._pool_degraded = False
+        try:
             yield conn
         finally:
-            conn.close()
+            self._pool.putconn(conn)
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Connection]:
@@ -504,7 +577,7 @@ class PostgresLedger(_BaseLedger):
         if bound is not None:
             yield bound
             return
-        with self._pool.connection() as conn:
+        with self._pooled() as conn:
             yield conn
 
     @contextlib.contextmanager
@@ -519,7 +592,7 @@ class PostgresLedger(_BaseLedger):
     def _transaction(self) -> Iterator[_PostgresTx]:
         with self._lock:
             try:
-                with self._pool.connection() as conn, conn.transaction():
+                with self._pooled() as conn, conn.transaction():
                     # The row lock that orders every write of every replica.
                     conn.execute(_LOCK_WRITER)
                     with self._bound(conn):
@@ -535,7 +608,7 @@ class PostgresLedger(_BaseLedger):
         if bound is not None:
             yield bound
             return
-        with self._pool.connection() as conn, conn.transaction():
+        with self._pooled() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             with self._bound(conn):
                 yield conn
@@ -568,7 +641,7 @@ class PostgresLedger(_BaseLedger):
             raise _explain_connect(exc, where) from None
         try:
             _session_settings(conn, schema, timeout)
-            return _migrate(conn, schema, where)
+            return _prepare(conn, schema, where, migrate=True)
         finally:
             conn.close()
 
@@ -643,18 +716,30 @@ class PostgresLedger(_BaseLedger):
             return super().prove(index)
 
     def verify(self, blob_store: BlobStore | None = None) -> LedgerReport:
+        """Check everything from one snapshot, so replicas writing meanwhile cannot disturb it.
+
+        Reads the whole ledger (entries, states, tree nodes) without the
+        statement timeout: verifying a long ledger may take a while.
+        """
         import psycopg
 
         try:
             with self._snapshot() as conn:
+                conn.execute("SET LOCAL statement_timeout = 0")
+                conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
                 rows = conn.execute(
                     "SELECT idx, hash, data FROM guardrails_entries ORDER BY idx").fetchall()
                 states = conn.execute("SELECT version, data FROM guardrails_states").fetchall()
                 head: dict[str, Any] = dict(
                     conn.execute("SELECT key, value FROM guardrails_meta").fetchall())
                 head["size"] = int(head["size"]) if head.get("size") else 0
+                # All nodes in one read: checking them one query each would cost a round
+                # trip per node.
+                nodes = DictNodeStore()
+                nodes.put([(level, idx, bytes(hash_)) for level, idx, hash_ in conn.execute(
+                    f"SELECT level, idx, hash FROM {NODE_TABLE}").fetchall()])
                 try:
-                    tree = MerkleTree(PostgresNodeStore(self._connection), head["size"])
+                    tree = MerkleTree(nodes, head["size"])
                 except LedgerIntegrityError as exc:
                     return LedgerReport(ok=False, size=head["size"],
                                         problem=f"{self._where}: {exc}", index=exc.index)
@@ -697,7 +782,7 @@ class PostgresLedger(_BaseLedger):
 
     def _committed(self, index: int, hash_: str) -> bool:
         try:
-            with self._pool.connection(timeout=self.timeout) as conn:
+            with self._pooled() as conn:
                 row = conn.execute("SELECT hash FROM guardrails_entries WHERE idx = %s",
                                    (index,)).fetchone()
         except Exception:  # the store cannot be asked: the outcome stays unknown

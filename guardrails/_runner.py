@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._canary import CanaryCase, CanarySuite, judge
+from ._canary import CanaryCase, CanarySuite, judge_output
 from ._gate import CallTimeout, CanaryEvidence, CaseOutcome
 from ._messages import Request
 
@@ -88,7 +88,8 @@ class _DaemonExecutor(concurrent.futures.Executor):
             except BaseException as exc:
                 future.set_exception(exc)
 
-        threading.Thread(target=run, name="guardrails-canary", daemon=True).start()
+        # No telling name: canary calls must look like production calls from inside the client.
+        threading.Thread(target=run, daemon=True).start()
         return future
 
 
@@ -118,8 +119,9 @@ class _Side:
             except TimeoutError:
                 raise CallTimeout(f"no answer within {self.timeout:g} s") from None
 
-    async def answer(self, case: CanaryCase) -> tuple[bool, str | None, bool]:
-        """(passed, why not, answered): answered is False when the call raised or timed out."""
+    async def answer(self, case: CanaryCase) -> tuple[bool, str | None, bool, bool]:
+        """(passed, why not, answered, judged): answered is False when the call raised or timed
+        out; judged is False when the checker itself failed on the output."""
         # The request is built exactly as a production request: nothing marks it as a canary.
         request = Request(input=case.input)
         # tenacity is imported here, on the cold path, to keep it out of `import guardrails`.
@@ -137,11 +139,11 @@ class _Side:
         try:
             output: Any = await retrying(self._once, request)
         except CallTimeout as exc:
-            return False, f"timeout: {exc}", False
+            return False, f"timeout: {exc}", False, True
         except Exception as exc:
-            return False, f"client raised {type(exc).__name__}", False
-        passed, why = judge(case.expect, output)
-        return passed, (why or None), True
+            return False, f"client raised {type(exc).__name__}", False, True
+        passed, why, checker_failed = judge_output(case.expect, output)
+        return passed, (why or None), True, not checker_failed
 
 
 def draw_cases(suite: CanarySuite, settings: RunSettings, seed: int
@@ -183,14 +185,17 @@ async def run_canaries_async(
 
     async def run_batch(cases: Sequence[CanaryCase]) -> list[CaseOutcome]:
         async def one(case: CanaryCase) -> CaseOutcome:
-            (cand_ok, cand_err, cand_answered), (inc_ok, inc_err, inc_answered) = (
+            (cand_ok, cand_err, cand_answered, _), (inc_ok, inc_err, inc_answered, inc_judged) = (
                 await asyncio.gather(sides[0].answer(case), sides[1].answer(case)))
+            # A checker failing on the candidate's output is the candidate's failure; failing
+            # on the incumbent's, it is the evaluator's: the incumbent's result is unknown.
             return CaseOutcome(case_id=case.id, safety=case.is_safety, hidden=case.hidden,
                                tags=case.tags, candidate_passed=cand_ok,
-                               incumbent_passed=inc_ok if inc_answered else None,
+                               incumbent_passed=inc_ok if inc_answered and inc_judged else None,
                                candidate_error=cand_err, incumbent_error=inc_err,
                                candidate_answered=cand_answered,
-                               incumbent_answered=inc_answered)
+                               incumbent_answered=inc_answered,
+                               checker_error=None if inc_judged else inc_err)
         return list(await asyncio.gather(*(one(case) for case in cases)))
 
     def evidence(stop_reason: str = "") -> CanaryEvidence:

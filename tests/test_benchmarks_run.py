@@ -19,6 +19,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("concurrency.py", "200"),  # concurrent calls
     ("import_cost.py", "2"),  # fresh interpreters
     ("peers/workload_ours.py", "200"),  # our side of the peers comparison (the peers need installs)
+    ("soak.py", "40"),  # 40 reviews under random faults, calls in 4 threads; exits 1 on a failure
+    # 4 replica processes on PostgreSQL, then on SQLite; starts a server if none is configured
+    pytest.param("replicas.py", "10", marks=pytest.mark.slow),
 ])
 def test_benchmark_runs_in_short_mode(script: str, n: str) -> None:
     """The script exits 0 and prints a table when GUARDRAILS_BENCH_N asks for a short run."""

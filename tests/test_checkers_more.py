@@ -7,6 +7,7 @@ import math
 import pytest
 
 import guardrails as gr
+from guardrails._canary import CheckerFailed, judge_output
 from guardrails.testing import DictClient
 
 
@@ -26,12 +27,25 @@ def test_numeric_tolerance_from_a_case_file_dict() -> None:
 
 
 @pytest.mark.parametrize(("score", "passes"), [
-    (0.9, True), (0.5, True), (0.49, False), (1.5, False), (-0.1, False), (math.nan, False),
-    (None, False), ("0.9", False), (True, False)])
+    (0.9, True), (0.5, True), (0.49, False), (1.5, False), (-0.1, False), ("0.9", False),
+    (True, False)])
 def test_scorer_passes_only_real_scores_at_or_above_the_threshold(score: object,
                                                                    passes: bool) -> None:
-    """A score in [0, 1] at or above the threshold passes; anything else fails."""
+    """A score in [0, 1] at or above the threshold passes; any other value fails."""
     assert gr.Scorer(fn=lambda _o: score, threshold=0.5)("out") is passes
+
+
+@pytest.mark.parametrize("score", [math.nan, None])
+@pytest.mark.parametrize("kind", ["scorer", "predicate"])
+def test_a_checker_returning_nothing_or_nan_is_broken_not_failing(score: object,
+                                                                  kind: str) -> None:
+    """A scorer or predicate returning None or NaN raises CheckerFailed: a broken evaluator,
+    which judge_output reports as such (the gate never accepts on it)."""
+    checker: gr.Checker = (gr.Scorer(fn=lambda _o: score) if kind == "scorer"
+                           else gr.Predicate(fn=lambda _o: score))
+    with pytest.raises(CheckerFailed, match="must return True or False"):
+        checker("out")
+    assert judge_output(checker, "out") == (False, f"checker {kind} raised CheckerFailed", True)
 
 
 def test_decisions_record_the_checker_spec_of_every_public_case_that_ran() -> None:

@@ -45,13 +45,18 @@ def proposal(replica: gr.GuardedClient, text: str) -> gr.UpdateProposal:
 
 
 def wait_for(condition: Callable[[], bool], within: float) -> float:
-    """Seconds until ``condition()`` held; fails the test after ``within`` seconds."""
+    """Seconds until ``condition()`` held (an exception counts as not yet); fails the test after
+    ``within`` seconds."""
     started = time.monotonic()
-    while not condition():
+    while True:
+        try:
+            if condition():
+                return time.monotonic() - started
+        except Exception:
+            pass
         if time.monotonic() - started > within:
             pytest.fail(f"condition not met within {within} s")
         time.sleep(0.005)
-    return time.monotonic() - started
 
 
 @pytest.fixture
@@ -138,6 +143,30 @@ def test_a_table_dropped_by_hand_is_named(open_pg: Any, postgres_dsn: str,
     sql(postgres_dsn, pg_schema, "DROP TABLE guardrails_pending")
     with pytest.raises(gr.LedgerIntegrityError, match=r"guardrails_pending.*missing.*backup"):
         open_pg()
+
+
+def test_a_role_that_may_not_create_tables_is_told_what_to_run(postgres_dsn: str,
+                                                               pg_schema: str) -> None:
+    """A role without DDL rights gets the command to run as the owner; once the owner has
+    upgraded the schema and granted SELECT, INSERT and UPDATE, the same role opens and writes."""
+    role = f"app_{pg_schema}"
+    as_role = postgres_dsn.replace("postgres@", f"{role}@", 1)
+    sql(postgres_dsn, None, f"CREATE ROLE {role} LOGIN")
+    sql(postgres_dsn, None, f"CREATE SCHEMA {pg_schema}")
+    try:
+        with pytest.raises(gr.ConfigError, match=r"not allowed to create.*guardrails db upgrade"):
+            PostgresLedger(as_role, schema=pg_schema)
+        PostgresLedger.upgrade(postgres_dsn, schema=pg_schema)
+        sql(postgres_dsn, None, f"GRANT USAGE ON SCHEMA {pg_schema} TO {role}")
+        sql(postgres_dsn, None,
+            f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {pg_schema} TO {role}")
+        ledger = PostgresLedger(as_role, schema=pg_schema)
+        genesis(ledger)
+        assert ledger.verify().ok
+        ledger.close()
+    finally:
+        sql(postgres_dsn, None, f"DROP OWNED BY {role}")
+        sql(postgres_dsn, None, f"DROP ROLE {role}")
 
 
 def test_without_migrate_an_empty_database_says_to_run_db_upgrade(open_pg: Any) -> None:
@@ -317,6 +346,7 @@ def test_a_follower_never_serves_a_version_the_ledger_does_not_name(open_pg: Any
             version = two.invoke("2+2").version
             if not seen or seen[-1] != version:
                 seen.append(version)
+            time.sleep(0.0005)  # leave the interpreter to the proposer now and then
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -345,6 +375,24 @@ def test_subscribe_reports_the_served_version_and_unsubscribes(open_pg: Any) -> 
     count = len(calls)
     time.sleep(0.15)
     assert len(calls) == count
+
+
+def test_an_approval_waits_in_the_shared_store_and_resolves_once_across_replicas(
+        open_pg: Any) -> None:
+    """A proposal waiting for a human on one replica is seen by another, approved there once
+    (a second resolution from any replica is refused), and served by both as the new anchor."""
+    policy = gr.ApprovalPolicy(kinds=("prompt",))
+    one = replica(open_pg(poll_interval=0.1), approval=policy)
+    two = replica(open_pg(poll_interval=0.1), approval=policy)
+    waiting = one.propose(proposal(one, "be brief").model_copy(update={"kind": "prompt"}))
+    assert waiting.verdict is gr.Verdict.INCONCLUSIVE and one.version == two.version
+    assert [p.id for p in two.pending()] == [waiting.proposal_id]
+    approved = two.approve(waiting.proposal_id, approver="alice")
+    assert approved.accepted and approved.anchor
+    with pytest.raises(ValueError, match="already approved"):
+        one.approve(waiting.proposal_id)
+    wait_for(lambda: one.version == approved.candidate, within=5.0)
+    assert one.ledger.anchor_version() == approved.candidate and one.ledger.verify().ok
 
 
 # -- promotion: compare-and-swap, committed or nothing ----------------------------------------
@@ -572,7 +620,7 @@ def test_network_faults_keep_serving_and_accept_nothing_unrecorded(
         relay.heal()
 
         assert direct.verify().ok
-        wait_for(lambda: through.ledger.has_state(v0), within=10.0)
+        assert wait_for(lambda: through.ledger.has_state(v0), within=10.0) < 1.5
         accepted = through.propose(proposal(through, "after the faults"))
         assert accepted.accepted, accepted.reasons
         assert direct.served_version() == accepted.candidate

@@ -89,3 +89,13 @@ def test_adapt_by_name_checks_the_fit_first() -> None:
         adapt(SGDClassifier(), adapter="openai", model="m")
     with pytest.raises(gr.PluginError, match="no installed plugin provides an adapter named"):
         adapt(SGDClassifier(), adapter="tensorflow")
+
+
+def test_wrapping_a_raw_estimator_names_the_adapter_that_fits() -> None:
+    """Guard.wrap of a bare scikit-learn estimator says which installed adapter would fit it."""
+    import numpy as np
+
+    model = SGDClassifier().fit(np.random.default_rng(0).random((20, 3)), np.arange(20) % 2)
+    guard = gr.Guard(gr.FrozenConstraints(), [gr.CanaryCase(id="a", input=[0, 0, 0], expect=0)])
+    with pytest.raises(gr.ConfigError, match="the installed adapter 'sklearn' fits it"):
+        guard.wrap(model)
