@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ._canary import CanaryCase, CanarySuite, judge_output
 from ._gate import CallTimeout, CanaryEvidence, CaseOutcome
 from ._messages import Request
+from ._stats_rule import SEQUENTIAL_STOP
 
 T = TypeVar("T")
-SEQUENTIAL_STOP = "sequential"  # same prefix as _stats_rule.SEQUENTIAL_STOP
 SMOKE_STOP = "smoke"
 
 Progress = Callable[[int, int, str], None]
