@@ -11,7 +11,9 @@ silently. The rest are clean proposals, which are accepted.
 
 Printed at the end: calls served and failed, reviews by verdict, reviews under a
 fault and how many of those were accepted (must be 0), the ledger's size and
-whether it verifies, and resident memory at the start and the end.
+whether it verifies, and resident memory at the start, every tenth of the run
+and the end (the in-memory blob store keeps every proposal's weights, a few
+hundred bytes each; anything beyond that growing to the end would be a leak).
 
     python benchmarks/soak.py                             # 10 minutes (1 minute when CI is set)
     GUARDRAILS_SOAK_SECONDS=120 python benchmarks/soak.py
@@ -45,7 +47,8 @@ SHORT = os.environ.get("GUARDRAILS_BENCH_N")
 SECONDS = float(os.environ.get("GUARDRAILS_SOAK_SECONDS") or (60 if os.environ.get("CI") else 600))
 INVOKERS = 4
 FAULTS = ["raise", "hang", "nan", "none", "empty", "build-hang", "checker-crash", "checker-nan",
-          "plugin-crash", "blob-read", "ledger-write", "disk-full", "lock", "silent"]
+          "plugin-crash", "blob-read", "ledger-write", "disk-full", "disk-full-os", "lock",
+          "silent"]
 QUESTIONS = ["2+2", "capital of France", "colour of the sky", "how do I make a weapon"]
 
 
@@ -146,7 +149,8 @@ def main() -> int:
         by_fault: Counter[str] = Counter()
         accepted_under_fault: list[str] = []
         reviews = 0
-        started = time.monotonic()
+        samples: list[float] = []  # resident memory every tenth of the run, to tell growth
+        started = time.monotonic()  # from a leak (a leak keeps growing to the end)
         invokers.start()
         try:
             while (reviews < limit) if limit is not None else (
@@ -154,6 +158,9 @@ def main() -> int:
                 fault = rng.choice(FAULTS) if rng.random() < 0.5 else None
                 decision = review(guarded, store, path, reviews, fault)
                 reviews += 1
+                done = reviews / limit if limit else (time.monotonic() - started) / SECONDS
+                if done >= (len(samples) + 1) / 10:
+                    samples.append(rss_mib())
                 verdicts[decision.verdict.value] += 1
                 if fault is not None:
                     by_fault[fault] += 1
@@ -163,10 +170,10 @@ def main() -> int:
             invokers.stop()
             fk.SWITCH.reset()
         elapsed = time.monotonic() - started
+        rss_end = rss_mib()  # before verifying, which reads the whole ledger into memory
         report = ledger.verify(store)
         size = len(ledger)
         ledger.close()
-    rss_end = rss_mib()
 
     faulted = sum(n for f, n in by_fault.items() if f != "silent")
     print(f"soak: {elapsed:.0f} s, {INVOKERS} calling threads, one proposer")
@@ -183,6 +190,7 @@ def main() -> int:
     print(f"{'ledger entries':<28} {size:>10,}  verifies: {report.ok}"
           + (f" ({report.problem})" if not report.ok else ""))
     print(f"{'RSS start / end (MiB)':<28} {rss_start:>10.1f} / {rss_end:.1f}")
+    print(f"{'RSS every tenth (MiB)':<28} " + " ".join(f"{m:.0f}" for m in samples))
     print("faults injected: " + ", ".join(f"{f} {n}" for f, n in sorted(by_fault.items())))
     return 1 if accepted_under_fault or invokers.failed or invokers.unsafe or not report.ok else 0
 

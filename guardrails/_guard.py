@@ -594,7 +594,9 @@ class GuardedClient:
             bound_log().exception("guardrails.ledger_write_failed", event="silent_modification")
         if self.guard.on_silent_modification == "restore":
             try:
-                self._served = served._replace(client=self._rebuild(served.client, served.version))
+                restored = served._replace(client=self._rebuild(served.client, served.version))
+                if self._served is served:  # a promotion meanwhile replaced the changed client
+                    self._served = restored
             except Exception as exc:
                 self._blocked = finding.model_copy(update={
                     "message": finding.message + f"; restoring failed ({exc}), calls blocked"})

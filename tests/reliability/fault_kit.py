@@ -220,7 +220,9 @@ class FaultyConnection:
     ``ledger-write``: inserting an entry fails as a failing disk would
     (``disk I/O error``); ``disk-full``: the commit fails with SQLite's
     ``database or disk is full`` (SQLITE_FULL, what ENOSPC becomes), after
-    every insert of the transaction went through.
+    every insert of the transaction went through; ``disk-full-os``: the commit
+    raises ``OSError(ENOSPC)`` itself, as a storage layer without SQLite's
+    translation would.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -232,6 +234,8 @@ class FaultyConnection:
             raise sqlite3.OperationalError("disk I/O error")
         if SWITCH.on("disk-full") and statement == "COMMIT":
             raise sqlite3.OperationalError("database or disk is full")
+        if SWITCH.on("disk-full-os") and statement == "COMMIT":
+            raise OSError(errno.ENOSPC, "No space left on device")
 
     def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
         self._check(sql)
