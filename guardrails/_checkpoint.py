@@ -106,6 +106,21 @@ def key_id(name: str, public_key: bytes) -> int:
 # Keys
 
 
+def _key_bytes(name: str, hex_id: str, encoded: str, where: str, what: str,
+               body: str) -> bytes:
+    """Check a key text's name and id fields and decode its type byte plus 32 key bytes."""
+    _check_key_name(name, where)
+    if not _HEX8_RE.fullmatch(hex_id):
+        raise ConfigError(f"{where}: key id {hex_id!r} is not 8 lowercase hex digits")
+    try:
+        raw = _b64decode(encoded)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: the key is {exc}") from None
+    if len(raw) != 33 or raw[0] != ALG_ED25519:
+        raise ConfigError(f"{where}: not an Ed25519 {what} (expected type byte 0x01 and {body})")
+    return raw
+
+
 @dataclass(frozen=True)
 class VerifierKey:
     """A named Ed25519 public key that checks checkpoint signatures.
@@ -142,16 +157,7 @@ class VerifierKey:
             raise ConfigError(f"{where}: expected a verifier key 'name+keyid+base64key', got "
                               f"{len(parts)} '+'-separated parts")
         name, hex_id, encoded = parts
-        _check_key_name(name, where)
-        if not _HEX8_RE.fullmatch(hex_id):
-            raise ConfigError(f"{where}: key id {hex_id!r} is not 8 lowercase hex digits")
-        try:
-            raw = _b64decode(encoded)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: the key is {exc}") from None
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise ConfigError(f"{where}: not an Ed25519 verifier key (expected type byte 0x01 "
-                              "and 32 key bytes)")
+        raw = _key_bytes(name, hex_id, encoded, where, "verifier key", "32 key bytes")
         key = cls(name=name, key_id=int(hex_id, 16), public_key=raw[1:])
         if key.key_id != key_id(name, key.public_key):
             raise ConfigError(f"{where}: key id {hex_id} does not match key {name}'s public key "
@@ -233,16 +239,7 @@ class SigningKey:
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise ConfigError(f"{where}: expected a signing key 'PRIVATE+KEY+name+keyid+base64'")
         name, hex_id, encoded = parts[2:]
-        _check_key_name(name, where)
-        if not _HEX8_RE.fullmatch(hex_id):
-            raise ConfigError(f"{where}: key id {hex_id!r} is not 8 lowercase hex digits")
-        try:
-            raw = _b64decode(encoded)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: the key is {exc}") from None
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise ConfigError(f"{where}: not an Ed25519 signing key (expected type byte 0x01 "
-                              "and a 32-byte seed)")
+        raw = _key_bytes(name, hex_id, encoded, where, "signing key", "a 32-byte seed")
         key = cls(name, _ed25519().Ed25519PrivateKey.from_private_bytes(raw[1:]))
         if key.key_id != int(hex_id, 16):
             raise ConfigError(f"{where}: key id {hex_id} does not match the key "

@@ -322,6 +322,14 @@ class _BaseLedger:
     def _meta(self, key: str) -> str | None:
         raise NotImplementedError
 
+    def served_version(self) -> str | None:
+        """The candidate of the last accepted decision (``None`` before the first entry)."""
+        return self._meta("served")
+
+    def anchor_version(self) -> str | None:
+        """The last state a human approved (the initial state until one is approved)."""
+        return self._meta("anchor")
+
     def _stored_size(self) -> int:
         return int(self._meta("size") or 0)
 
@@ -544,12 +552,6 @@ class MemoryLedger(_BaseLedger):
         for _, hash_, data in self._rows[start:]:
             yield _entry(hash_, data)
 
-    def served_version(self) -> str | None:
-        return self._head.get("served")
-
-    def anchor_version(self) -> str | None:
-        return self._head.get("anchor")
-
     def put_state(self, state: dict[str, Any]) -> str:
         data = canonical_json(state).decode("utf-8")
         version = sha256_hex(data.encode("utf-8"))
@@ -722,12 +724,6 @@ class SQLiteLedger(_BaseLedger):
             ).fetchall()
         for hash_, data in rows:
             yield _entry(hash_, data)
-
-    def served_version(self) -> str | None:
-        return self._meta("served")
-
-    def anchor_version(self) -> str | None:
-        return self._meta("anchor")
 
     def put_state(self, state: dict[str, Any]) -> str:
         data = canonical_json(state).decode("utf-8")

@@ -670,12 +670,6 @@ class PostgresLedger(_BaseLedger):
         for hash_, data in rows:
             yield _entry(hash_, data)
 
-    def served_version(self) -> str | None:
-        return self._meta("served")
-
-    def anchor_version(self) -> str | None:
-        return self._meta("anchor")
-
     def put_state(self, state: dict[str, Any]) -> str:
         data = canonical_json(state).decode("utf-8")
         version = state_version(state)
