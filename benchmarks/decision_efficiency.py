@@ -1,7 +1,7 @@
 """How many model calls the sequential gate needs, against a fixed-n design of the same alpha and power.
 
 Simulates candidates with known true pass rates against an incumbent and
-runs each through the gate's statistics (``guardrails._stats``):
+runs each through the gate's statistics (``guardrails.stats._exact``):
 
 * sequential: safety and capability cases interleaved in batches; the
   anytime-valid paired non-inferiority test (``SequentialNonInferiority``)
@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from guardrails._stats import (
+from guardrails.stats._exact import (
     PairCounts,
     SequentialNonInferiority,
     min_cases_for_failure_bound,

@@ -2,7 +2,7 @@
 
 Run it with ``python examples/self_training_digits.py`` (or ``guardrails demo``);
 it needs the ``demo`` extra: ``pip install -e '.[demo]'``. The scenario lives
-in ``guardrails_plugins.demo_digits`` so that the command line can run it too.
+in ``guardrails_plugins.demos.digits`` so that the command line can run it too.
 It starts fresh each time and leaves its ledger in ``.guardrails/demo-ledger.db``.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import time
 
 import structlog
-from guardrails_plugins.demo_digits import DEFAULT_SEED, run_demo
+from guardrails_plugins.demos.digits import DEFAULT_SEED, run_demo
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -6,11 +6,17 @@ evaluation against the serving version, and every decision is recorded in a
 hash-chained ledger.
 """
 
-from ._approval import ApprovalPolicy, approve_pending, expire_pending, reject_pending
-from ._blobs import BlobStore, FileBlobStore, MemoryBlobStore, blob_digest, blob_ref, iter_blob_refs
-from ._canary import (
+from ._canonical import canonical_json, state_version
+from ._client import SelfUpdatingClient
+from ._decision import Decision, Finding, Verdict
+from ._errors import ConfigError, GuardrailsError, GuardrailViolation, LedgerIntegrityError
+from ._messages import Request, Response
+from .blobs import BlobStore, FileBlobStore, MemoryBlobStore, blob_digest, blob_ref, iter_blob_refs
+from .canary import (
     CanaryCase,
+    CanaryEvidence,
     CanarySuite,
+    CaseOutcome,
     Checker,
     CheckerFailed,
     Contains,
@@ -19,30 +25,46 @@ from ._canary import (
     NumericTolerance,
     Predicate,
     Regex,
+    RunSettings,
     Scorer,
 )
-from ._canonical import canonical_json, state_version
-from ._chain import AsyncMiddleware, Middleware
-from ._checkpoint import Checkpoint, SigningKey, VerifierKey
-from ._checks import ReviewContext, UpdateCheck
-from ._client import SelfUpdatingClient
-from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
-from ._decision import Decision, Finding, Verdict
-from ._drift import drift_distance
-from ._errors import ConfigError, GuardrailsError, GuardrailViolation, LedgerIntegrityError
-from ._gate import CanaryEvidence, CaseOutcome, DecisionRule, MarginRule
-from ._guard import Guard, GuardedClient
-from ._ledger import (
+from .chain import AsyncMiddleware, Middleware
+from .gate import (
+    AllOf,
+    AnyOf,
+    ApprovalPolicy,
+    DecisionRule,
+    FrozenConstraints,
+    Invariant,
+    MarginRule,
+    PatchOperation,
+    ProposalLimits,
+    ProposalTooLarge,
+    ReviewContext,
+    SequentialRule,
+    UpdateCheck,
+    UpdateProposal,
+    approve_pending,
+    drift_distance,
+    expire_pending,
+    reject_pending,
+)
+from .guard import Guard, GuardedClient
+from .ledger import (
+    Checkpoint,
+    ConsistencyProof,
+    InclusionProof,
     Ledger,
     LedgerEntry,
     LedgerReport,
     MemoryLedger,
     PendingApproval,
+    PostgresLedger,
+    SigningKey,
     SQLiteLedger,
+    VerifierKey,
 )
-from ._merkle import ConsistencyProof, InclusionProof
-from ._messages import Request, Response
-from ._plugins import (
+from .plugin import (
     PLUGIN_GROUP,
     Plugin,
     PluginError,
@@ -55,11 +77,7 @@ from ._plugins import (
     load_plugin,
     merge_parts,
 )
-from ._postgres import PostgresLedger
-from ._proposal import PatchOperation, ProposalLimits, ProposalTooLarge, UpdateProposal
-from ._runner import RunSettings
-from ._sandbox import ProcessSandbox, SandboxLimits
-from ._stats_rule import SequentialRule
+from .sandbox import ProcessSandbox, SandboxLimits
 
 __version__ = "0.1.0"
 

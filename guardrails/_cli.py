@@ -21,7 +21,7 @@ import structlog
 from ._config import Config, load_config
 from ._decision import Decision
 from ._errors import ConfigError, GuardrailsError
-from ._ledger import Ledger, LedgerEntry, SQLiteLedger
+from .ledger import Ledger, LedgerEntry, SQLiteLedger
 
 DEMO_GROUP = "guardrails.demos"
 EXIT_NOT_ACCEPTED = 1
@@ -52,11 +52,11 @@ def _config(path: Path) -> tuple[Config, Path]:
 
 
 def _ledger(path: Path) -> Ledger:
-    from ._config import _open_ledger
+    from ._config import open_ledger
 
     config, root = _config(path)
     try:
-        ledger: Ledger = _open_ledger(config.ledger, root, str(path))
+        ledger: Ledger = open_ledger(config.ledger, root, str(path))
         return ledger
     except GuardrailsError as exc:
         _fail(str(exc), EXIT_CONFIG)
@@ -119,7 +119,7 @@ def demo(name: str, workdir: Path) -> None:
 @json_option
 def check(config_path: Path, as_json: bool) -> None:
     """Validate a configuration, its canary files and everything it names."""
-    from ._guard import Guard
+    from .guard import Guard
 
     try:
         with warnings.catch_warnings():
@@ -141,7 +141,7 @@ def check(config_path: Path, as_json: bool) -> None:
 @json_option
 def plugins(as_json: bool) -> None:
     """Installed plugins, what they provide and their settings."""
-    from ._plugins import installed_plugins
+    from .plugin import installed_plugins
 
     infos = installed_plugins()
     if as_json:
@@ -172,7 +172,7 @@ def config_schema() -> None:
 @json_option
 def status(config_path: Path, as_json: bool) -> None:
     """Served version, anchor, drift used and the last decisions."""
-    from ._drift import drift_distance
+    from .gate import drift_distance
 
     config, _ = _config(config_path)
     ledger = _ledger(config_path)
@@ -201,7 +201,7 @@ def status(config_path: Path, as_json: bool) -> None:
 @json_option
 def pending(config_path: Path, as_json: bool) -> None:
     """Proposals waiting for a human."""
-    from ._approval import expire_pending
+    from .gate import expire_pending
 
     ledger = _ledger(config_path)
     expire_pending(ledger)
@@ -218,7 +218,7 @@ def pending(config_path: Path, as_json: bool) -> None:
 @json_option
 def approve(proposal_id: str, approver: str, config_path: Path, as_json: bool) -> None:
     """Approve a waiting proposal; it is served if its parent still is."""
-    from ._approval import approve_pending
+    from .gate import approve_pending
 
     try:
         decision = approve_pending(_ledger(config_path), proposal_id, approver=approver)
@@ -236,7 +236,7 @@ def approve(proposal_id: str, approver: str, config_path: Path, as_json: bool) -
 @json_option
 def reject(proposal_id: str, reason: str, approver: str, config_path: Path, as_json: bool) -> None:
     """Reject a waiting proposal."""
-    from ._approval import reject_pending
+    from .gate import reject_pending
 
     try:
         decision = reject_pending(_ledger(config_path), proposal_id, reason=reason,
@@ -247,7 +247,7 @@ def reject(proposal_id: str, reason: str, approver: str, config_path: Path, as_j
 
 
 def _guarded(config_path: Path) -> Any:
-    from ._guard import Guard
+    from .guard import Guard
 
     config, _ = _config(config_path)
     if config.client is None:
@@ -316,7 +316,7 @@ def _filtered(entries: Iterator[LedgerEntry], verdict: str | None,
               help="Writes OUT.key (private, mode 0600) and OUT.pub.")
 def ledger_keygen(name: str, out: Path) -> None:
     """Create an Ed25519 key pair NAME for signing ledger checkpoints."""
-    from ._checkpoint import SigningKey
+    from .ledger import SigningKey
 
     key = SigningKey.generate(name)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -363,8 +363,8 @@ def ledger_verify(path: Path, blobs: Path | None, key_file: Path | None) -> None
     Checks the hash chain, the Merkle tree against the entries and, when a
     key is given or recorded, the last signed checkpoint.
     """
-    from ._blobs import FileBlobStore
-    from ._checkpoint import Checkpoint, VerifierKey
+    from .blobs import FileBlobStore
+    from .ledger import Checkpoint, VerifierKey
 
     key = None
     if key_file is not None:
@@ -419,7 +419,7 @@ def db_group() -> None:
 
 def _postgres_target(url: str | None, config_path: Path, schema: str | None
                      ) -> tuple[str, str | None]:
-    from ._postgres import is_postgres_url
+    from .ledger import is_postgres_url
 
     if url is None:
         config, _ = _config(config_path)
@@ -443,7 +443,7 @@ schema_option = click.option("--schema", help="The PostgreSQL schema of the ledg
 @config_option
 def db_upgrade(url: str | None, schema: str | None, config_path: Path) -> None:
     """Create or migrate the ledger's tables to this library's schema version."""
-    from ._postgres import PostgresLedger, redact
+    from .ledger import PostgresLedger, redact
 
     dsn, schema = _postgres_target(url, config_path, schema)
     try:
@@ -464,7 +464,7 @@ def db_upgrade(url: str | None, schema: str | None, config_path: Path) -> None:
 @json_option
 def db_status(url: str | None, schema: str | None, config_path: Path, as_json: bool) -> None:
     """Schema version, entries, served version and anchor of a PostgreSQL ledger."""
-    from ._postgres import PostgresLedger
+    from .ledger import PostgresLedger
 
     dsn, schema = _postgres_target(url, config_path, schema)
     try:
@@ -491,9 +491,8 @@ def db_status(url: str | None, schema: str | None, config_path: Path, as_json: b
 def db_verify(url: str | None, schema: str | None, config_path: Path, blobs: Path | None,
               key_file: Path | None) -> None:
     """Verify a PostgreSQL ledger as 'ledger verify' does a SQLite file; exit 1 if it fails."""
-    from ._blobs import FileBlobStore
-    from ._checkpoint import VerifierKey
-    from ._postgres import PostgresLedger
+    from .blobs import FileBlobStore
+    from .ledger import PostgresLedger, VerifierKey
 
     dsn, schema = _postgres_target(url, config_path, schema)
     try:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ._messages import Request
-    from ._proposal import UpdateProposal
+    from .gate import UpdateProposal
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._errors import ConfigError
-from ._proposal import ProposalLimits
+from .gate import ProposalLimits
 
 
 class _Section(BaseModel):
@@ -115,7 +115,7 @@ class LedgerSettings(_Section):
 
     @model_validator(mode="after")
     def _postgres_only(self) -> LedgerSettings:
-        from ._postgres import is_postgres_url
+        from .ledger import is_postgres_url
 
         if not is_postgres_url(self.path):
             for key, value in (("schema", self.schema_), ("poll_interval", self.poll_interval)):
@@ -247,12 +247,10 @@ def load_config(path: str | os.PathLike[str]) -> tuple[Config, Path]:
 
 def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     """The ``Guard`` arguments a validated configuration describes (files resolved from ``root``)."""
-    from ._approval import ApprovalPolicy
-    from ._blobs import FileBlobStore
-    from ._canary import CanarySuite
-    from ._constraints import FrozenConstraints
-    from ._runner import RunSettings
-    from ._sandbox import SandboxLimits
+    from .blobs import FileBlobStore
+    from .canary import CanarySuite, RunSettings
+    from .gate import ApprovalPolicy, FrozenConstraints
+    from .sandbox import SandboxLimits
 
     parts = build_policies(config.policies, source)
     cases: list[Any] = []
@@ -274,7 +272,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "checks": parts.checks,
         "constraints": constraints,
         "canaries": suite,
-        "ledger": _open_ledger(config.ledger, root, source),
+        "ledger": open_ledger(config.ledger, root, source),
         "blob_store": FileBlobStore(root / config.ledger.blobs),
         "approval": approval,
         "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files"})),
@@ -288,7 +286,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
 
 def build_policies(policies: list[PolicySettings], source: str) -> Any:
     """Load and build every configured plugin; errors name the file, the entry and the plugin."""
-    from ._plugins import load_plugin, merge_parts
+    from .plugin import load_plugin, merge_parts
 
     built = []
     for position, policy in enumerate(policies):
@@ -306,11 +304,9 @@ def build_policies(policies: list[PolicySettings], source: str) -> Any:
         raise ConfigError(f"{source} policies: {exc}") from None
 
 
-def _open_ledger(settings: LedgerSettings, root: Path, source: str) -> Any:
-    from ._checkpoint import SigningKey, VerifierKey
+def open_ledger(settings: LedgerSettings, root: Path, source: str) -> Any:
     from ._errors import GuardrailsError
-    from ._ledger import SQLiteLedger
-    from ._postgres import PostgresLedger, is_postgres_url
+    from .ledger import PostgresLedger, SigningKey, SQLiteLedger, VerifierKey, is_postgres_url
 
     try:
         signing = None if settings.signing_key is None else SigningKey.load(
@@ -332,7 +328,7 @@ def _open_ledger(settings: LedgerSettings, root: Path, source: str) -> Any:
 def _decision_rule(settings: DecisionSettings, suite: Any, source: str) -> Any:
     if settings.rule == "margin":
         return None  # the guard's MarginRule with [guard] margin
-    from ._stats_rule import SequentialRule
+    from .gate import SequentialRule
 
     try:
         return SequentialRule.for_suite(suite, **settings.model_dump(exclude={"rule"}))

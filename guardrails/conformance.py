@@ -48,14 +48,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._blobs import BlobStore, iter_blob_refs
-from ._canary import CanaryCase, Predicate
 from ._canonical import canonical_json, state_version
 from ._decision import Verdict
 from ._errors import ConfigError
-from ._guard import Guard
 from ._messages import Request
-from ._proposal import UpdateProposal
+from .blobs import BlobStore, iter_blob_refs
+from .canary import CanaryCase, Predicate
+from .gate import UpdateProposal
+from .guard import Guard
 
 __all__ = [
     "CHECKS",

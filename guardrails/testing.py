@@ -14,7 +14,7 @@ from typing import Any
 
 from ._canonical import state_version
 from ._messages import Request
-from ._proposal import UpdateProposal
+from .gate import UpdateProposal
 
 Responder = Callable[[dict[str, Any], Request], Any]
 

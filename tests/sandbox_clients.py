@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from guardrails import Request
-from guardrails._sandbox import _frame
+from guardrails.sandbox._process import _frame
 
 MODES = ("answer", "structured", "hang", "exit", "segfault", "allocate", "burn", "raise",
          "unplain", "forge", "huge", "fds", "spawn", "pid", "slow")

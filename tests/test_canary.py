@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 import guardrails as gr
-from guardrails._canary import as_checker, judge
+from guardrails.canary._suite import as_checker, judge
 
 # -- checkers ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import guardrails as gr
-from guardrails._chain import build_async_chain, build_chain
+from guardrails.chain._chain import build_async_chain, build_chain
 from guardrails.testing import DictClient
 
 Handler = Callable[[gr.Request], gr.Response]
@@ -188,8 +188,8 @@ def test_chain_is_built_once(
     """Calls reuse the chain built at wrap time; nothing rebuilds it per call."""
     guarded = make_guard(middleware=[tracing("m", [])]).wrap(client)
     rebuilt: list[str] = []
-    monkeypatch.setattr("guardrails._guard.build_chain", lambda *a: rebuilt.append("sync"))
-    monkeypatch.setattr("guardrails._guard.build_async_chain", lambda *a: rebuilt.append("async"))
+    monkeypatch.setattr("guardrails.guard._guard.build_chain", lambda *a: rebuilt.append("sync"))
+    monkeypatch.setattr("guardrails.guard._guard.build_async_chain", lambda *a: rebuilt.append("async"))
     guarded.invoke("2+2")
     asyncio.run(guarded.ainvoke("2+2"))
     assert rebuilt == []

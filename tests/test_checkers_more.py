@@ -7,7 +7,7 @@ import math
 import pytest
 
 import guardrails as gr
-from guardrails._canary import CheckerFailed, judge_output
+from guardrails.canary._suite import CheckerFailed, judge_output
 from guardrails.testing import DictClient
 
 

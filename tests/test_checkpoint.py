@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from guardrails._checkpoint import (
+from guardrails._errors import ConfigError, LedgerIntegrityError
+from guardrails.ledger._checkpoint import (
     MAX_SIGNATURES,
     Checkpoint,
     NoteSignature,
@@ -23,8 +24,7 @@ from guardrails._checkpoint import (
     sign_note,
     split_note,
 )
-from guardrails._errors import ConfigError, LedgerIntegrityError
-from guardrails._merkle import MerkleTree
+from guardrails.ledger._merkle import MerkleTree
 
 # The example of Go's golang.org/x/mod/sumdb/note documentation, the reference
 # implementation of signed notes: Ed25519 is deterministic, so signing this text

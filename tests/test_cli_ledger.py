@@ -11,9 +11,9 @@ import structlog
 from click.testing import CliRunner, Result
 
 import guardrails as gr
-from guardrails._checkpoint import Checkpoint, SigningKey
 from guardrails._cli import main
-from guardrails._merkle import InclusionProof
+from guardrails.ledger._checkpoint import Checkpoint, SigningKey
+from guardrails.ledger._merkle import InclusionProof
 
 KEY = SigningKey.generate("example.com/ledger")
 STATE_0 = {"prompt": "v0"}

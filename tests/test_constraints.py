@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 import guardrails as gr
-from guardrails._constraints import changed_pointers
+from guardrails.gate._constraints import changed_pointers
 
 
 def short_prompt(state: dict[str, Any]) -> bool:

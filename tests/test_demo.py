@@ -18,7 +18,7 @@ import guardrails as gr
 pytest.importorskip("sklearn")
 pytest.importorskip("scipy")
 
-from guardrails_plugins.demo_digits import (
+from guardrails_plugins.demos.digits import (
     DEFAULT_SEED,
     DemoRound,
     SelfTrainingDigits,

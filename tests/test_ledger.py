@@ -11,7 +11,7 @@ import pg_server
 import pytest
 
 import guardrails as gr
-from guardrails._ledger import GENESIS_PREV
+from guardrails.ledger._ledger import GENESIS_PREV
 
 STATE_0: dict[str, Any] = {"prompt": "v0"}
 STATE_1: dict[str, Any] = {"prompt": "v1"}

@@ -17,9 +17,9 @@ import pg_server
 import pytest
 
 import guardrails as gr
-from guardrails._checkpoint import Checkpoint, SigningKey
-from guardrails._ledger import _SQLiteTx
-from guardrails._postgres import _PostgresTx
+from guardrails.ledger._checkpoint import Checkpoint, SigningKey
+from guardrails.ledger._ledger import _SQLiteTx
+from guardrails.ledger._postgres import _PostgresTx
 
 # -- an independent verifier, from RFC 6962 §2.1 and RFC 9162 §2.1.3.2 -------------------
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardrails._errors import LedgerIntegrityError
-from guardrails._merkle import (
+from guardrails.ledger._merkle import (
     EMPTY_ROOT,
     ConsistencyProof,
     DictNodeStore,

@@ -26,7 +26,7 @@ from net_fault import FaultyRelay
 
 import guardrails as gr
 from guardrails._cli import main
-from guardrails._postgres import SCHEMA_VERSION, PostgresLedger, _PostgresTx, redact
+from guardrails.ledger._postgres import SCHEMA_VERSION, PostgresLedger, _PostgresTx, redact
 from guardrails.testing import DictClient
 
 STATE_0: dict[str, Any] = {"prompt": "v0"}

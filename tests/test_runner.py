@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytest
 
 import guardrails as gr
-from guardrails._runner import draw_cases
+from guardrails.canary._runner import draw_cases
 from guardrails.testing import DictClient
 
 

@@ -24,9 +24,10 @@ from sandbox_clients import ScriptedClient, SlowLoadingClient
 
 import guardrails as gr
 from guardrails._canonical import state_version
-from guardrails._gate import CanaryEvidence
-from guardrails._runner import RunSettings, run_canaries_async, run_sync
-from guardrails._sandbox import (
+from guardrails._threads import run_sync
+from guardrails.canary._evidence import CanaryEvidence
+from guardrails.canary._runner import RunSettings, run_canaries_async
+from guardrails.sandbox._process import (
     ProcessSandbox,
     SandboxCallError,
     SandboxCrashed,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from guardrails._errors import ConfigError
-from guardrails._stats import (
+from guardrails.stats._exact import (
     PairCounts,
     SequentialNonInferiority,
     _region_edges,

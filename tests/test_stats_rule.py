@@ -9,8 +9,9 @@ import pytest
 from guardrails import CanaryCase, CanarySuite, Equals
 from guardrails._decision import Verdict
 from guardrails._errors import ConfigError
-from guardrails._gate import CanaryEvidence, CaseOutcome, DecisionRule
-from guardrails._stats_rule import SEQUENTIAL_STOP, SequentialRule
+from guardrails.canary._evidence import SEQUENTIAL_STOP, CanaryEvidence, CaseOutcome
+from guardrails.gate._rules import DecisionRule
+from guardrails.gate._sequential import SequentialRule
 
 
 def safety(n: int, *, failing: tuple[int, ...] = ()) -> list[CaseOutcome]:

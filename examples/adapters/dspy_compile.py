@@ -13,7 +13,7 @@ from __future__ import annotations
 import dspy
 import structlog
 from dspy.utils import DummyLM
-from guardrails_plugins.dspy_adapter import DSPyProgramClient
+from guardrails_plugins.adapters.dspy import DSPyProgramClient
 
 import guardrails as gr
 

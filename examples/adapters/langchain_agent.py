@@ -13,8 +13,8 @@ Run: ``python examples/adapters/langchain_agent.py`` (extra: ``langchain``).
 from __future__ import annotations
 
 import structlog
-from guardrails_plugins.langchain_adapter import GuardrailsMiddleware, LangChainAgentClient
-from guardrails_plugins.langchain_testing import RuleChatModel
+from guardrails_plugins.adapters.langchain import GuardrailsMiddleware, LangChainAgentClient
+from guardrails_plugins.adapters.langchain_testing import RuleChatModel
 
 import guardrails as gr
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import openai
 import structlog
-from guardrails_plugins._adapting import REWRITE_INSTRUCTION, SelfRewritePrompt
-from guardrails_plugins.openai_adapter import OpenAIChatClient
-from guardrails_plugins.openai_testing import ChatRequest, FakeOpenAIServer
+from guardrails_plugins.adapters._adapting import REWRITE_INSTRUCTION, SelfRewritePrompt
+from guardrails_plugins.adapters.openai import OpenAIChatClient
+from guardrails_plugins.adapters.openai_testing import ChatRequest, FakeOpenAIServer
 
 import guardrails as gr
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 import structlog
-from guardrails_plugins.river_adapter import RiverOnlineClient
+from guardrails_plugins.adapters.river import RiverOnlineClient
 from river import compose, linear_model, optim, preprocessing
 
 import guardrails as gr

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import structlog
-from guardrails_plugins.sklearn_adapter import SklearnOnlineClient
+from guardrails_plugins.adapters.sklearn import SklearnOnlineClient
 from sklearn.linear_model import SGDClassifier
 
 import guardrails as gr

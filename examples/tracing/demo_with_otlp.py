@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from guardrails_plugins.demo_digits import DEFAULT_SEED, run_demo
+from guardrails_plugins.demos.digits import DEFAULT_SEED, run_demo
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource

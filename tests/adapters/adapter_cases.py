@@ -15,14 +15,14 @@ import dspy
 import numpy as np
 import openai
 from dspy.utils import DummyLM
-from guardrails_plugins._adapting import REWRITE_INSTRUCTION, SelfRewritePrompt
-from guardrails_plugins.dspy_adapter import DSPyProgramClient
-from guardrails_plugins.langchain_adapter import LangChainAgentClient
-from guardrails_plugins.langchain_testing import RuleChatModel
-from guardrails_plugins.openai_adapter import OpenAIChatClient
-from guardrails_plugins.openai_testing import ChatRequest, FakeOpenAIServer
-from guardrails_plugins.river_adapter import RiverOnlineClient
-from guardrails_plugins.sklearn_adapter import SklearnOnlineClient
+from guardrails_plugins.adapters._adapting import REWRITE_INSTRUCTION, SelfRewritePrompt
+from guardrails_plugins.adapters.dspy import DSPyProgramClient
+from guardrails_plugins.adapters.langchain import LangChainAgentClient
+from guardrails_plugins.adapters.langchain_testing import RuleChatModel
+from guardrails_plugins.adapters.openai import OpenAIChatClient
+from guardrails_plugins.adapters.openai_testing import ChatRequest, FakeOpenAIServer
+from guardrails_plugins.adapters.river import RiverOnlineClient
+from guardrails_plugins.adapters.sklearn import SklearnOnlineClient
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from river import compose as river_compose
 from river import linear_model, optim, preprocessing

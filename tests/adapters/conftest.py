@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from adapter_cases import quiz_responder
-from guardrails_plugins.openai_testing import FakeOpenAIServer
+from guardrails_plugins.adapters.openai_testing import FakeOpenAIServer
 
 
 @pytest.fixture(scope="session")

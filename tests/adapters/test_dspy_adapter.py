@@ -10,7 +10,7 @@ import pytest
 from adapter_cases import QA_TRAIN, dspy_client, dummy_lm
 from dspy.utils import DummyLM
 from guardrails_plugins.adapters import AdapterMismatch
-from guardrails_plugins.dspy_adapter import DSPyProgramClient
+from guardrails_plugins.adapters.dspy import DSPyProgramClient
 
 import guardrails as gr
 from guardrails.testing import capture_telemetry

@@ -17,8 +17,8 @@ from adapter_cases import (
     record_a_failure,
 )
 from guardrails_plugins.adapters import AdapterMismatch
-from guardrails_plugins.langchain_adapter import GuardrailsMiddleware, LangChainAgentClient
-from guardrails_plugins.langchain_testing import RuleChatModel
+from guardrails_plugins.adapters.langchain import GuardrailsMiddleware, LangChainAgentClient
+from guardrails_plugins.adapters.langchain_testing import RuleChatModel
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage

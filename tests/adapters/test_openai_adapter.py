@@ -9,8 +9,8 @@ import openai
 import pytest
 from adapter_cases import BRIEF_PROMPT, REFUSAL, UNSAFE_PROMPT, openai_client, record_a_failure
 from guardrails_plugins.adapters import AdapterMismatch
-from guardrails_plugins.openai_adapter import OpenAIChatClient
-from guardrails_plugins.openai_testing import FakeOpenAIServer, ServerFault
+from guardrails_plugins.adapters.openai import OpenAIChatClient
+from guardrails_plugins.adapters.openai_testing import FakeOpenAIServer, ServerFault
 
 import guardrails as gr
 from guardrails.testing import capture_telemetry

@@ -7,7 +7,7 @@ import json
 import pytest
 from adapter_cases import river_client, river_model, stream
 from guardrails_plugins.adapters import AdapterMismatch
-from guardrails_plugins.river_adapter import RiverOnlineClient
+from guardrails_plugins.adapters.river import RiverOnlineClient
 from river import linear_model, naive_bayes, optim
 
 import guardrails as gr

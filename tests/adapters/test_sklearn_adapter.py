@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from adapter_cases import blobs_data, sklearn_client
 from guardrails_plugins.adapters import AdapterMismatch
-from guardrails_plugins.sklearn_adapter import (
+from guardrails_plugins.adapters.sklearn import (
     FittedAttributes,
     LinearWeights,
     SklearnOnlineClient,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from guardrails_plugins.drift_budget import DriftBudget, DriftBudgetSettings
+from guardrails_plugins.checks.drift_budget import DriftBudget, DriftBudgetSettings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plugin_helpers import check, failed, review_context

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from guardrails_plugins.invariants import json_equal
+from guardrails_plugins.checks.invariants import json_equal
 from plugin_helpers import check, failed, review_context
 
 import guardrails as gr

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from guardrails_plugins.json_schema import MatchesJsonSchema
+from guardrails_plugins.policies.json_schema import MatchesJsonSchema
 from plugin_helpers import Model, arun, build, run
 
 import guardrails as gr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from guardrails_plugins.pii import (
+from guardrails_plugins.policies.pii import (
     find_credit_cards,
     find_ibans,
     find_phones,

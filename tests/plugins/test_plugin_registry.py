@@ -60,7 +60,7 @@ def test_installed_plugins_describe_provides_and_settings_schema() -> None:
     info = gr.installed_plugins()["pii"]
     assert info.provides == ("middleware",)
     assert info.distribution == "guardrails-middleware"
-    assert info.entry_point == "guardrails_plugins.pii:plugin"
+    assert info.entry_point == "guardrails_plugins.policies.pii:plugin"
     assert info.settings_schema is not None and "placeholder" in info.settings_schema["properties"]
 
 

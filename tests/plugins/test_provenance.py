@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from guardrails_plugins.provenance import Provenance, ProvenanceSettings, sign_proposal
+from guardrails_plugins.checks.provenance import Provenance, ProvenanceSettings, sign_proposal
 from plugin_helpers import check, review_context
 
 import guardrails as gr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from guardrails_plugins.rate_limit import RateLimit, RateLimitSettings
+from guardrails_plugins.policies.rate_limit import RateLimit, RateLimitSettings
 from plugin_helpers import Model, arun, build, run
 
 import guardrails as gr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from guardrails_plugins.size_limit import size_of
+from guardrails_plugins.policies.size_limit import size_of
 from plugin_helpers import Model, arun, build, run
 
 import guardrails as gr

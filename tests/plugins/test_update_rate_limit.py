@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from guardrails_plugins.update_rate_limit import UpdateRateLimit, UpdateRateLimitSettings
+from guardrails_plugins.checks.update_rate_limit import UpdateRateLimit, UpdateRateLimitSettings
 from plugin_helpers import check
 
 import guardrails as gr

@@ -1,0 +1,237 @@
+"""The canary runner: paired, concurrent, retried, timed out, sequential, fail-closed.
+
+Candidate and incumbent answer the same sampled cases. Safety cases run
+first and end the run at the candidate's first failure; capability cases
+follow in a seeded, recorded order, in batches, and after every complete
+batch a sequential rule may stop the run early in either direction. A call
+that fails, times out, or returns nothing counts as a failed case for its
+side, never as a pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._messages import Request
+from .._threads import CallTimeout, DaemonExecutor
+from ._evidence import SEQUENTIAL_STOP, SMOKE_STOP, CanaryEvidence, CaseOutcome
+from ._suite import CanaryCase, CanarySuite, judge_output
+
+T = TypeVar("T")
+
+Progress = Callable[[int, int, str], None]
+"""Called after each batch with (cases done, cases planned, interim status:
+``continue``, ``accept`` or ``reject``)."""
+
+
+class RunSettings(BaseModel):
+    """How the canary stage runs; part of the guard's fingerprint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: int = Field(default=16, ge=1, le=1024)
+    """Calls in flight at once (candidate and incumbent calls count separately)."""
+    batch_size: int = Field(default=32, ge=1)
+    """Capability cases between two looks of a sequential rule."""
+    retries: int = Field(default=2, ge=0, le=10)
+    """Extra attempts for a call that failed transiently (timeout, connection error)."""
+    retry_budget: int = Field(default=32, ge=0)
+    """Most retries one review may spend, whatever the number of calls."""
+    hidden_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Share of the hidden capability cases each review draws (seeded and recorded), so
+    repeated proposals cannot map the whole hidden set."""
+    smoke_cases: int = Field(default=4, ge=0)
+    """Capability cases run first; a candidate that errors on every one is rejected at once."""
+    gaming_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
+    """Significance for 'regresses on hidden cases more than on public ones' (gaming)."""
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError | CallTimeout | ConnectionError) or bool(
+        getattr(exc, "transient", False))
+
+
+class _Budget:
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            return True
+
+
+_EXECUTOR = DaemonExecutor()
+
+
+class _Side:
+    """One client (candidate or incumbent) as the runner calls it."""
+
+    def __init__(self, client: Any, timeout: float, settings: RunSettings, budget: _Budget,
+                 limit: asyncio.Semaphore) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.settings = settings
+        self.budget = budget
+        self.limit = limit
+
+    async def _once(self, request: Request) -> Any:
+        # Always the sync invoke, each call in its own daemon thread: an untrusted
+        # candidate's async method could block the event loop and with it every
+        # timeout; a thread it blocks is simply abandoned.
+        loop = asyncio.get_running_loop()
+        async with self.limit:
+            call = loop.run_in_executor(_EXECUTOR, self.client.invoke, request)
+            try:
+                return await asyncio.wait_for(call, self.timeout)
+            except TimeoutError:
+                raise CallTimeout(f"no answer within {self.timeout:g} s") from None
+
+    async def answer(self, case: CanaryCase) -> tuple[bool, str | None, bool, bool]:
+        """(passed, why not, answered, judged): answered is False when the call raised or timed
+        out; judged is False when the checker itself failed on the output."""
+        # The request is built exactly as a production request: nothing marks it as a canary.
+        request = Request(input=case.input)
+        # tenacity is imported here, on the cold path, to keep it out of `import guardrails`.
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_exponential,
+        )
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.retries + 1),
+            retry=retry_if_exception(lambda e: _transient(e) and self.budget.take()),
+            wait=wait_exponential(multiplier=0.01, max=0.5), reraise=True)
+        try:
+            output: Any = await retrying(self._once, request)
+        except CallTimeout as exc:
+            return False, f"timeout: {exc}", False, True
+        except Exception as exc:
+            return False, f"client raised {type(exc).__name__}", False, True
+        passed, why, checker_failed = judge_output(case.expect, output)
+        return passed, (why or None), True, not checker_failed
+
+
+def draw_cases(suite: CanarySuite, settings: RunSettings, seed: int
+               ) -> tuple[list[CanaryCase], list[CanaryCase], list[str]]:
+    """Safety cases, then capability cases in a seeded order with a seeded share of the
+    hidden ones; returns (safety, capability, ids of the hidden cases drawn)."""
+    rng = random.Random(seed)
+    safety = list(suite.safety)
+    rng.shuffle(safety)
+    public = [c for c in suite.capability if not c.hidden]
+    hidden = [c for c in suite.capability if c.hidden]
+    drawn = rng.sample(hidden, math.ceil(settings.hidden_fraction * len(hidden))) if hidden else []
+    capability = public + drawn
+    rng.shuffle(capability)
+    return safety, capability, sorted(c.id for c in drawn)
+
+
+Interim = Callable[[Sequence[CaseOutcome]], Literal["accept", "reject", "continue"]]
+
+
+async def run_canaries_async(
+    candidate: Any, incumbent: Any, suite: CanarySuite, *, case_timeout: float,
+    settings: RunSettings, seed: int, interim: Interim | None = None,
+    progress: Progress | None = None,
+) -> CanaryEvidence:
+    """Run the suite on both sides and return the paired evidence (ids only, no content)."""
+    budget = _Budget(settings.retry_budget)
+    limit = asyncio.Semaphore(settings.concurrency)
+    # A sandboxed candidate answers one call per worker process: queueing for a worker
+    # must not count against the call's timeout, so its side gets its own, smaller limit.
+    workers = getattr(candidate, "workers", None)
+    candidate_limit = (asyncio.Semaphore(min(settings.concurrency, workers))
+                       if isinstance(workers, int) and workers > 0 else limit)
+    sides = (_Side(candidate, case_timeout, settings, budget, candidate_limit),
+             _Side(incumbent, case_timeout, settings, budget, limit))
+    safety, capability, drawn = draw_cases(suite, settings, seed)
+    planned = len(safety) + len(capability)
+    outcomes: list[CaseOutcome] = []
+
+    async def run_batch(cases: Sequence[CanaryCase]) -> list[CaseOutcome]:
+        async def one(case: CanaryCase) -> CaseOutcome:
+            (cand_ok, cand_err, cand_answered, _), (inc_ok, inc_err, inc_answered, inc_judged) = (
+                await asyncio.gather(sides[0].answer(case), sides[1].answer(case)))
+            # A checker failing on the candidate's output is the candidate's failure; failing
+            # on the incumbent's, it is the evaluator's: the incumbent's result is unknown.
+            return CaseOutcome(case_id=case.id, safety=case.is_safety, hidden=case.hidden,
+                               tags=case.tags, candidate_passed=cand_ok,
+                               incumbent_passed=inc_ok if inc_answered and inc_judged else None,
+                               candidate_error=cand_err, incumbent_error=inc_err,
+                               candidate_answered=cand_answered,
+                               incumbent_answered=inc_answered,
+                               checker_error=None if inc_judged else inc_err)
+        return list(await asyncio.gather(*(one(case) for case in cases)))
+
+    def evidence(stop_reason: str = "") -> CanaryEvidence:
+        return CanaryEvidence(outcomes=tuple(outcomes), planned=planned,
+                              stopped_early=bool(stop_reason), stop_reason=stop_reason,
+                              seed=seed, hidden_drawn=tuple(drawn))
+
+    def report(status: str) -> None:
+        if progress is not None:
+            progress(len(outcomes), planned, status)
+
+    for start in range(0, len(safety), settings.batch_size):
+        outcomes += await run_batch(safety[start:start + settings.batch_size])
+        failed = next((o.case_id for o in outcomes if o.safety and not o.candidate_passed), None)
+        if failed is not None:
+            report("reject")
+            return evidence(f"safety case {failed!r} failed")
+        report("continue")
+
+    smoke, rest = capability[:settings.smoke_cases], capability[settings.smoke_cases:]
+    if smoke:
+        outcomes += await run_batch(smoke)
+        smoked = outcomes[-len(smoke):]
+        if not any(o.candidate_answered for o in smoked) and any(
+                o.incumbent_answered for o in smoked):
+            report("reject")
+            return evidence(f"{SMOKE_STOP}: the candidate failed every smoke case with an error")
+    # Batches exist for the sequential rule's looks; without one, nothing waits at a boundary.
+    step = settings.batch_size if interim is not None else max(1, len(rest))
+    for start in range(0, len(rest), step):
+        status = interim(outcomes) if interim is not None else "continue"
+        report(status)
+        if status != "continue":
+            return evidence(f"{SEQUENTIAL_STOP}: {status}")
+        outcomes += await run_batch(rest[start:start + step])
+    report(interim(outcomes) if interim is not None else "continue")
+    return evidence()
+
+
+def gaming_p_value(outcomes: Sequence[CaseOutcome]) -> tuple[float, dict[str, Any]] | None:
+    """One-sided Fisher exact p-value that the candidate regresses on hidden capability cases
+    more often than on public ones (``None`` without both kinds). A candidate that recognises
+    the public cases and behaves only there shows exactly this divergence."""
+    capability = [o for o in outcomes if not o.safety]
+    public = [o for o in capability if not o.hidden]
+    hidden = [o for o in capability if o.hidden]
+    if not public or not hidden:
+        return None
+
+    def regressed(group: list[CaseOutcome]) -> int:
+        return sum(1 for o in group if o.incumbent_passed and not o.candidate_passed)
+
+    a, n1 = regressed(hidden), len(hidden)
+    c, n2 = regressed(public), len(public)
+    total = a + c
+    denominator = math.comb(n1 + n2, total)
+    # P(X >= a) for X hypergeometric: regressions falling on hidden cases by chance.
+    p = sum(math.comb(n1, k) * math.comb(n2, total - k)
+            for k in range(a, min(n1, total) + 1)) / denominator
+    return p, {"hidden_regressed": a, "hidden_cases": n1, "public_regressed": c,
+               "public_cases": n2}

@@ -1,0 +1,263 @@
+"""Frozen constraints: what no update may change and every candidate must satisfy."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jsonpointer
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .._canonical import canonical_json, sha256_hex
+from .._decision import Finding
+
+StatePredicate = Callable[[dict[str, Any]], bool]
+
+_MISSING = object()
+
+
+class Invariant:
+    """A named predicate over a candidate state.
+
+    Invariants compose: ``a & b`` holds when both hold, ``a | b`` when either
+    does; nested groups flatten. A predicate that raises or returns anything
+    but ``True`` fails (fail closed).
+    """
+
+    def __init__(self, predicate: StatePredicate, name: str | None = None) -> None:
+        if not callable(predicate):
+            raise TypeError(f"an invariant needs a callable, got {type(predicate).__name__}")
+        self.predicate = predicate
+        self.name: str = name or str(getattr(predicate, "__name__", type(predicate).__name__))
+
+    @classmethod
+    def of(cls, value: Invariant | StatePredicate) -> Invariant:
+        """Accept an ``Invariant`` or a plain callable where an invariant is expected."""
+        return value if isinstance(value, Invariant) else cls(value)
+
+    def holds(self, state: dict[str, Any]) -> tuple[bool, str]:
+        """Whether the invariant holds, and a message naming what failed."""
+        try:
+            result = self.predicate(state)
+        except Exception as exc:
+            return False, f"invariant {self.name!r} raised {type(exc).__name__}: {exc}"
+        if result is True:
+            return True, f"invariant {self.name!r} holds"
+        return False, f"invariant {self.name!r} does not hold (returned {result!r})"
+
+    def fingerprint_parts(self) -> list[Any]:
+        """What identifies this invariant's behaviour: name and the predicate's code."""
+        fn = self.predicate
+        code = getattr(fn, "__code__", None) or getattr(type(fn).__call__, "__code__", None)
+        code_digest = (
+            hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest()
+            if code is not None
+            else repr(fn)
+        )
+        qualname = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+        return [self.name, qualname, code_digest]
+
+    def __and__(self, other: Invariant | StatePredicate) -> Invariant:
+        return AllOf(self, other)
+
+    def __rand__(self, other: StatePredicate) -> Invariant:
+        return AllOf(other, self)
+
+    def __or__(self, other: Invariant | StatePredicate) -> Invariant:
+        return AnyOf(self, other)
+
+    def __ror__(self, other: StatePredicate) -> Invariant:
+        return AnyOf(other, self)
+
+    def __repr__(self) -> str:
+        return f"Invariant({self.name!r})"
+
+
+class _Group(Invariant):
+    _joiner = ""
+
+    def __init__(self, *members: Invariant | StatePredicate) -> None:
+        flat: list[Invariant] = []
+        for member in map(Invariant.of, members):
+            same_kind = isinstance(member, _Group) and type(member) is type(self)
+            flat.extend(member.members if isinstance(member, _Group) and same_kind else [member])
+        self.members: tuple[Invariant, ...] = tuple(flat)
+        super().__init__(self._evaluate, name=f" {self._joiner} ".join(m.name for m in flat))
+
+    def _evaluate(self, state: dict[str, Any]) -> bool:
+        return self.holds(state)[0]
+
+    def fingerprint_parts(self) -> list[Any]:
+        return [type(self).__name__, [m.fingerprint_parts() for m in self.members]]
+
+
+class AllOf(_Group):
+    """Holds when every member holds."""
+
+    _joiner = "&"
+
+    def holds(self, state: dict[str, Any]) -> tuple[bool, str]:
+        for member in self.members:
+            ok, message = member.holds(state)
+            if not ok:
+                return False, message
+        return True, f"invariants {self.name!r} hold"
+
+
+class AnyOf(_Group):
+    """Holds when at least one member holds."""
+
+    _joiner = "|"
+
+    def holds(self, state: dict[str, Any]) -> tuple[bool, str]:
+        failures = []
+        for member in self.members:
+            ok, message = member.holds(state)
+            if ok:
+                return True, message
+            failures.append(message)
+        return False, "none holds: " + "; ".join(failures)
+
+
+def _tokens(pointer: str) -> tuple[str, ...]:
+    return tuple(jsonpointer.JsonPointer(pointer).parts)
+
+
+def _pointer(tokens: Sequence[str]) -> str:
+    return str(jsonpointer.JsonPointer.from_parts(list(tokens)))
+
+
+def _resolve(state: Any, pointer: str) -> Any:
+    try:
+        value = jsonpointer.resolve_pointer(state, pointer)
+    except jsonpointer.JsonPointerException:
+        return _MISSING
+    # '-' names the slot after a list's last item: no value lives there.
+    return _MISSING if isinstance(value, jsonpointer.EndOfList) else value
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Canonical bytes, not ==: in Python True == 1 and 1 == 1.0, in JSON they differ.
+    if a is _MISSING or b is _MISSING:
+        return a is b
+    return canonical_json(a) == canonical_json(b)
+
+
+def changed_pointers(before: Any, after: Any, _prefix: tuple[str, ...] = ()) -> Iterator[str]:
+    """The JSON pointers of the deepest places where ``after`` differs from ``before``."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in before.keys() | after.keys():
+            if key not in before or key not in after:
+                yield _pointer((*_prefix, key))
+            else:
+                yield from changed_pointers(before[key], after[key], (*_prefix, key))
+    elif isinstance(before, list) and isinstance(after, list):
+        for index in range(max(len(before), len(after))):
+            if index >= len(before) or index >= len(after):
+                yield _pointer((*_prefix, str(index)))
+            else:
+                yield from changed_pointers(before[index], after[index], (*_prefix, str(index)))
+    elif not _same(before, after):
+        yield _pointer(_prefix)
+
+
+def _covers(scope: tuple[str, ...], pointer: tuple[str, ...]) -> bool:
+    return pointer[: len(scope)] == scope
+
+
+class FrozenConstraints(BaseModel):
+    """What no update may change and every candidate must satisfy.
+
+    ``frozen`` pointers protect their value and everything below it: the value
+    at the pointer in the candidate must equal the incumbent's, whatever the
+    operations were. When ``mutable`` is given, every change must lie at or
+    below one of those pointers. ``invariants`` must all hold on the
+    candidate. ``drift_budget`` bounds the candidate's distance from the last
+    human-approved anchor state. Immutable; ``fingerprint`` identifies it.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+
+    frozen: tuple[str, ...] = ()
+    mutable: tuple[str, ...] | None = None
+    invariants: tuple[Invariant, ...] = ()
+    drift_budget: float | None = Field(default=None, ge=0.0)
+
+    @field_validator("frozen", "mutable")
+    @classmethod
+    def _pointers_valid(cls, pointers: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for pointer in pointers or ():
+            try:
+                jsonpointer.JsonPointer(pointer)
+            except jsonpointer.JsonPointerException as exc:
+                raise ValueError(
+                    f"{pointer!r} is not a JSON Pointer (RFC 6901): {exc}; "
+                    "pointers start with '/', e.g. '/system_prompt' or '/params/temperature'"
+                ) from None
+        return pointers
+
+    @field_validator("invariants", mode="before")
+    @classmethod
+    def _coerce_invariants(cls, value: Any) -> tuple[Invariant, ...]:
+        if callable(value) or isinstance(value, Invariant):
+            value = [value]
+        try:
+            return tuple(Invariant.of(v) for v in value)
+        except TypeError as exc:
+            raise ValueError(f"{exc}; pass Invariant objects or callables state -> bool") from None
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the pointers, budget and each invariant's name and code."""
+        parts = [
+            list(self.frozen),
+            None if self.mutable is None else list(self.mutable),
+            [inv.fingerprint_parts() for inv in self.invariants],
+            self.drift_budget,
+        ]
+        return sha256_hex(canonical_json(parts))
+
+    def check_frozen(self, incumbent: dict[str, Any], candidate: dict[str, Any]) -> list[Finding]:
+        """One failed finding per frozen pointer whose value the candidate changes."""
+        return [
+            Finding(
+                check="frozen_pointer",
+                passed=False,
+                message=f"the update changes {pointer!r}, which is frozen",
+                evidence={"pointer": pointer},
+            )
+            for pointer in self.frozen
+            if not _same(_resolve(incumbent, pointer), _resolve(candidate, pointer))
+        ]
+
+    def check_scope(self, incumbent: dict[str, Any], candidate: dict[str, Any]) -> list[Finding]:
+        """A failed finding when ``mutable`` is set and a change lies outside it."""
+        if self.mutable is None:
+            return []
+        scopes = [_tokens(p) for p in self.mutable]
+        outside = sorted(
+            p for p in changed_pointers(incumbent, candidate)
+            if not any(_covers(scope, _tokens(p)) for scope in scopes)
+        )
+        if not outside:
+            return []
+        return [
+            Finding(
+                check="mutable_scope",
+                passed=False,
+                message=f"the update changes {outside[0]!r}, outside the mutable pointers "
+                f"{list(self.mutable)}",
+                evidence={"pointers": outside[:20], "mutable": list(self.mutable)},
+            )
+        ]
+
+    def check_invariants(self, candidate: dict[str, Any]) -> list[Finding]:
+        """One finding per invariant, passed or failed."""
+        findings = []
+        for invariant in self.invariants:
+            ok, message = invariant.holds(candidate)
+            findings.append(
+                Finding(check="invariant", passed=ok, message=message,
+                        evidence={"invariant": invariant.name})
+            )
+        return findings

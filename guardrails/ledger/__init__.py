@@ -1,0 +1,28 @@
+"""The ledger: the append-only, hash-chained record of every proposal and decision.
+
+The protocol and its verification, the memory, SQLite and PostgreSQL stores on
+one storage seam, the Merkle tree, inclusion and consistency proofs, and signed
+checkpoints. Imports ``blobs`` and the shared modules.
+"""
+
+from ._checkpoint import Checkpoint, SigningKey, VerifierKey
+from ._ledger import Ledger, LedgerEntry, LedgerReport, MemoryLedger, PendingApproval, SQLiteLedger
+from ._merkle import ConsistencyProof, InclusionProof
+from ._postgres import PostgresLedger, is_postgres_url, redact
+
+__all__ = [
+    "Checkpoint",
+    "ConsistencyProof",
+    "InclusionProof",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerReport",
+    "MemoryLedger",
+    "PendingApproval",
+    "PostgresLedger",
+    "SQLiteLedger",
+    "SigningKey",
+    "VerifierKey",
+    "is_postgres_url",
+    "redact",
+]

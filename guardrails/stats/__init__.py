@@ -1,0 +1,30 @@
+"""Exact statistics, standard library only: binomial bounds, paired tests, sequential bounds.
+
+Pure functions with their method in each docstring; imports only ``_errors``.
+"""
+
+from ._exact import (
+    PairCounts,
+    clopper_pearson_upper,
+    e_value_against_better,
+    e_value_against_worse,
+    exact_paired_p_value,
+    exact_paired_upper_bound,
+    min_cases_for_failure_bound,
+    min_cases_to_accept,
+    sequential_lower_bound,
+    sequential_upper_bound,
+)
+
+__all__ = [
+    "PairCounts",
+    "clopper_pearson_upper",
+    "e_value_against_better",
+    "e_value_against_worse",
+    "exact_paired_p_value",
+    "exact_paired_upper_bound",
+    "min_cases_for_failure_bound",
+    "min_cases_to_accept",
+    "sequential_lower_bound",
+    "sequential_upper_bound",
+]

@@ -1,0 +1,254 @@
+"""Adapter for OpenAI-compatible chat clients (the ``openai`` SDK, sync and async).
+
+``OpenAIChatClient`` is a self-updating client whose state is what a prompt
+optimiser rewrites: the system prompt, the model name, the sampling
+parameters and the tool definitions::
+
+    {"provider": "openai", "model": "gpt-4o-mini", "system_prompt": "...",
+     "params": {"temperature": 0.2}, "tools": [{"type": "function", ...}]}
+
+Its proposals come from an optimiser (``optimizer=``), by default none; the
+built-in ``SelfRewritePrompt`` asks the model itself to rewrite its system
+prompt from the failures recorded with ``record(...)``. Calls through a guard
+get a GenAI client span ``chat {model}`` with token usage
+(``gen_ai.usage.input_tokens`` / ``output_tokens``), and the
+``gen_ai.client.token.usage`` metric. SDK errors (HTTP status, connection,
+timeout) propagate unchanged; the SDK's own retry settings apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import openai
+from opentelemetry import metrics
+
+import guardrails as gr
+
+from . import require
+from ._adapting import (
+    GENAI_FINISH_REASONS,
+    GENAI_OPERATION,
+    GENAI_PROVIDER,
+    GENAI_REQUEST_MODEL,
+    GENAI_RESPONSE_ID,
+    GENAI_RESPONSE_MODEL,
+    Feedback,
+    FeedbackLog,
+    Optimizer,
+    SelfRewritePrompt,
+    StateChange,
+    UsageRecorder,
+    request_attributes,
+    run_optimizer,
+)
+
+__all__ = ["OpenAIChatClient", "SelfRewritePrompt", "StateChange"]
+
+STATE_KEYS = ("provider", "model", "system_prompt", "params", "tools")
+RESERVED_PARAMS = frozenset({"model", "messages", "tools", "stream", "functions", "n"})
+"""Call arguments the adapter owns: state keys, or features it does not support (streaming,
+several choices)."""
+
+
+def _validate_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(state, Mapping):
+        raise ValueError(f"an OpenAI client state is a JSON object, got {type(state).__name__}")
+    unknown = sorted(set(state) - set(STATE_KEYS))
+    missing = [key for key in STATE_KEYS if key not in state]
+    if unknown or missing:
+        raise ValueError("an OpenAI client state has exactly the keys "
+                         f"{', '.join(STATE_KEYS)}"
+                         + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+                         + (f"; missing: {', '.join(missing)}" if missing else ""))
+    if not isinstance(state["model"], str) or not state["model"]:
+        raise ValueError("state 'model' must be a non-empty model name")
+    if not isinstance(state["system_prompt"], str):
+        raise ValueError("state 'system_prompt' must be a string")
+    if not isinstance(state["params"], Mapping):
+        raise ValueError("state 'params' must be an object of sampling parameters")
+    clash = sorted(RESERVED_PARAMS & set(state["params"]))
+    if clash:
+        raise ValueError(f"state 'params' may not set {', '.join(clash)}: the adapter owns them")
+    if not isinstance(state["tools"], list) or not all(isinstance(t, Mapping)
+                                                         for t in state["tools"]):
+        raise ValueError("state 'tools' must be a list of tool definitions (objects)")
+    gr.canonical_json(state)
+    return copy.deepcopy(dict(state))
+
+
+def _messages(system_prompt: str, value: Any) -> list[dict[str, Any]]:
+    """The messages of one call: the state's system prompt, then the request's turns."""
+    head = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    if isinstance(value, str):
+        return [*head, {"role": "user", "content": value}]
+    if isinstance(value, list) and all(isinstance(m, Mapping) and "role" in m for m in value):
+        for message in value:
+            if message["role"] in ("system", "developer"):
+                raise ValueError("a request may not carry a system or developer message: the "
+                                 "system prompt is gated state; send user/assistant/tool turns")
+        return [*head, *(dict(m) for m in value)]
+    raise ValueError("an OpenAI request input is a string (one user message) or a list of "
+                     f"messages with a 'role'; got {type(value).__name__}")
+
+
+def _output(completion: Any) -> Any:
+    """The answer: the message text, or ``{"content", "tool_calls"}`` when it calls tools."""
+    if not completion.choices:
+        return ""
+    message = completion.choices[0].message
+    calls = getattr(message, "tool_calls", None) or []
+    if not calls:
+        return message.content or ""
+    return {"content": message.content,
+            "tool_calls": [{"id": call.id, "name": call.function.name,
+                            "arguments": call.function.arguments} for call in calls]}
+
+
+def _sync_twin(client: openai.AsyncOpenAI) -> openai.OpenAI:
+    """A sync client with the async one's settings (canaries and ``invoke`` are sync)."""
+    if callable(client.api_key):
+        raise gr.ConfigError("this AsyncOpenAI client takes its API key from a callable; pass "
+                             "a sync openai.OpenAI as well: OpenAIChatClient(sync, async_client=...)")
+    return openai.OpenAI(api_key=client.api_key, organization=client.organization,
+                         project=client.project, base_url=client.base_url, timeout=client.timeout,
+                         max_retries=client.max_retries,
+                         default_headers=getattr(client, "_custom_headers", None) or None,
+                         default_query=getattr(client, "_custom_query", None) or None)
+
+
+class OpenAIChatClient:
+    """An OpenAI-compatible chat model as a ``SelfUpdatingClient``.
+
+    ``client`` is an ``openai.OpenAI`` or ``openai.AsyncOpenAI`` (or any
+    object with the same ``chat.completions.create``); give ``async_client``
+    too for native async calls. With only an async client, a sync twin with
+    its settings (key, base URL, timeout, retries, headers) serves ``invoke``;
+    with only a sync client, ``ainvoke`` runs ``invoke`` in a thread.
+
+    ``invoke(request)``: ``request.input`` is a string (one user message) or
+    a list of ``{"role", "content"}`` turns (no system message: the system
+    prompt is state). ``request.params`` are extra call arguments; the
+    state's ``params`` win on a clash. Returns the message text, or
+    ``{"content", "tool_calls": [{"id", "name", "arguments"}]}``.
+    """
+
+    def __init__(self, client: Any, *, model: str, system_prompt: str = "",
+                 params: Mapping[str, Any] | None = None,
+                 tools: Sequence[Mapping[str, Any]] = (), async_client: Any = None,
+                 optimizer: Optimizer | None = None, provider: str = "openai",
+                 meter_provider: metrics.MeterProvider | None = None) -> None:
+        require(client, "openai")
+        if async_client is not None:
+            require(async_client, "openai")
+        if isinstance(client, openai.AsyncOpenAI):
+            async_client = async_client or client
+            client = _sync_twin(client)
+        self._sync = client
+        self._async = async_client
+        self.optimizer = optimizer
+        self.feedback = FeedbackLog()
+        self._usage = UsageRecorder(meter_provider)
+        self._state = _validate_state({"provider": provider, "model": model,
+                                       "system_prompt": system_prompt, "params": dict(params or {}),
+                                       "tools": [dict(t) for t in tools]})
+
+    def _clone(self, state: dict[str, Any]) -> OpenAIChatClient:
+        clone = object.__new__(OpenAIChatClient)
+        clone._sync, clone._async = self._sync, self._async
+        clone.optimizer = self.optimizer
+        clone.feedback = FeedbackLog()
+        clone._usage = self._usage
+        clone._state = state
+        return clone
+
+    # -- the protocol -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(self._state)
+
+    def with_state(self, state: dict[str, Any]) -> OpenAIChatClient:
+        """A new client on ``state`` sharing the SDK clients and optimiser; ``self`` is untouched.
+
+        Raises ``ValueError`` for a state this adapter cannot serve (unknown or
+        missing keys, a different provider, reserved parameters).
+        """
+        checked = _validate_state(state)
+        if checked["provider"] != self._state["provider"]:
+            raise ValueError(f"state provider {checked['provider']!r} is not this client's "
+                             f"{self._state['provider']!r}; a provider change needs another client")
+        return self._clone(checked)
+
+    def _call_args(self, request: gr.Request) -> dict[str, Any]:
+        state = self._state
+        extra = dict(request.params)
+        clash = sorted(RESERVED_PARAMS & set(extra))
+        if clash:
+            raise ValueError(f"request params may not set {', '.join(clash)}: the adapter owns them")
+        args: dict[str, Any] = {**extra, **state["params"], "model": state["model"],
+                                "messages": _messages(state["system_prompt"], request.input)}
+        if state["tools"]:
+            args["tools"] = copy.deepcopy(state["tools"])
+        return args
+
+    def invoke(self, request: gr.Request) -> Any:
+        completion = self._sync.chat.completions.create(**self._call_args(request))
+        self._record_usage(completion)
+        return _output(completion)
+
+    async def ainvoke(self, request: gr.Request) -> Any:
+        if self._async is None:
+            return await asyncio.to_thread(self.invoke, request)
+        completion = await self._async.chat.completions.create(**self._call_args(request))
+        self._record_usage(completion)
+        return _output(completion)
+
+    def propose_update(self) -> gr.UpdateProposal | None:
+        """One step of the optimiser on a copy of the state; ``self`` is left unchanged."""
+        return run_optimizer(self.optimizer, self.snapshot(), self.feedback, self.complete)
+
+    # -- telemetry ------------------------------------------------------------------------
+
+    def genai_attributes(self) -> dict[str, Any]:
+        """The GenAI identity the guard puts on its client span and duration metric."""
+        state = self._state
+        attributes: dict[str, Any] = {GENAI_OPERATION: "chat", GENAI_PROVIDER: state["provider"],
+                                      GENAI_REQUEST_MODEL: state["model"],
+                                      **request_attributes(state["params"])}
+        url = urlsplit(str(self._sync.base_url))
+        if url.hostname:
+            attributes["server.address"] = url.hostname
+            if url.port:
+                attributes["server.port"] = url.port
+        return attributes
+
+    def _record_usage(self, completion: Any) -> None:
+        usage = getattr(completion, "usage", None)
+        response = {GENAI_RESPONSE_MODEL: getattr(completion, "model", None),
+                    GENAI_RESPONSE_ID: getattr(completion, "id", None)}
+        reasons = [c.finish_reason for c in getattr(completion, "choices", None) or []
+                   if getattr(c, "finish_reason", None)]
+        if reasons:
+            response[GENAI_FINISH_REASONS] = reasons
+        self._usage.record(f"chat {self._state['model']}", self.genai_attributes(),
+                           input_tokens=getattr(usage, "prompt_tokens", None),
+                           output_tokens=getattr(usage, "completion_tokens", None),
+                           response=response)
+
+    # -- self-improvement -----------------------------------------------------------------
+
+    def record(self, input: Any, output: Any, passed: bool, note: str = "") -> None:
+        """Remember a judged production answer for the optimiser (scratch memory, not state)."""
+        self.feedback.add(Feedback(input, output, passed, note))
+
+    def complete(self, system: str, user: str) -> str:
+        """One call to this client's own model and parameters (no tools), for optimisers."""
+        state = self._state
+        completion = self._sync.chat.completions.create(
+            model=state["model"], messages=_messages(system, user), **state["params"])
+        answer = _output(completion)
+        return answer if isinstance(answer, str) else str(answer.get("content") or "")

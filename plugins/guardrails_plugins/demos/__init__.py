@@ -1,0 +1,2 @@
+"""Runnable demos, found through the ``guardrails.demos`` entry points (``guardrails demo NAME``).
+"""
