@@ -188,8 +188,8 @@ def test_chain_is_built_once(
     """Calls reuse the chain built at wrap time; nothing rebuilds it per call."""
     guarded = make_guard(middleware=[tracing("m", [])]).wrap(client)
     rebuilt: list[str] = []
-    monkeypatch.setattr("guardrails.guard._guard.build_chain", lambda *a: rebuilt.append("sync"))
-    monkeypatch.setattr("guardrails.guard._guard.build_async_chain", lambda *a: rebuilt.append("async"))
+    monkeypatch.setattr("guardrails.guard._guarded.build_chain", lambda *a: rebuilt.append("sync"))
+    monkeypatch.setattr("guardrails.guard._guarded.build_async_chain", lambda *a: rebuilt.append("async"))
     guarded.invoke("2+2")
     asyncio.run(guarded.ainvoke("2+2"))
     assert rebuilt == []

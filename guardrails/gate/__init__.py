@@ -16,9 +16,13 @@ from ._approval import (
 from ._checks import ReviewContext, UpdateCheck, run_update_checks
 from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
 from ._drift import drift_distance
+from ._outcome import finish, report, review_proposal
 from ._proposal import PatchOperation, ProposalLimits, ProposalTooLarge, UpdateProposal
+from ._review import GateSettings, Review, ReviewTarget, Stage, run_stages
+from ._rollback import ROLLBACK_STAGES, review_rollback
 from ._rules import DecisionRule, MarginRule
 from ._sequential import SequentialRule
+from ._stages import update_stages
 
 __all__ = [
     "AllOf",
@@ -26,19 +30,30 @@ __all__ = [
     "ApprovalPolicy",
     "DecisionRule",
     "FrozenConstraints",
+    "GateSettings",
     "Invariant",
     "MarginRule",
     "PatchOperation",
     "ProposalLimits",
     "ProposalTooLarge",
+    "ROLLBACK_STAGES",
+    "Review",
     "ReviewContext",
+    "ReviewTarget",
     "SequentialRule",
+    "Stage",
     "UpdateCheck",
     "UpdateProposal",
     "approve_pending",
     "drift_distance",
     "expire_pending",
+    "finish",
     "reject_pending",
+    "report",
     "request_approval",
+    "review_proposal",
+    "review_rollback",
+    "run_stages",
     "run_update_checks",
+    "update_stages",
 ]
