@@ -142,6 +142,20 @@ def draw_cases(suite: CanarySuite, settings: RunSettings, seed: int
 Interim = Callable[[Sequence[CaseOutcome]], Literal["accept", "reject", "continue"]]
 
 
+async def _paired(sides: tuple[_Side, _Side], case: CanaryCase) -> CaseOutcome:
+    """Candidate and incumbent answer one case concurrently; their outcomes as one pair."""
+    (cand_ok, cand_err, cand_answered, _), (inc_ok, inc_err, inc_answered, inc_judged) = (
+        await asyncio.gather(sides[0].answer(case), sides[1].answer(case)))
+    # A checker failing on the candidate's output is the candidate's failure; failing
+    # on the incumbent's, it is the evaluator's: the incumbent's result is unknown.
+    return CaseOutcome(case_id=case.id, safety=case.is_safety, hidden=case.hidden,
+                       tags=case.tags, candidate_passed=cand_ok,
+                       incumbent_passed=inc_ok if inc_answered and inc_judged else None,
+                       candidate_error=cand_err, incumbent_error=inc_err,
+                       candidate_answered=cand_answered, incumbent_answered=inc_answered,
+                       checker_error=None if inc_judged else inc_err)
+
+
 async def run_canaries_async(
     candidate: Any, incumbent: Any, suite: CanarySuite, *, case_timeout: float,
     settings: RunSettings, seed: int, interim: Interim | None = None,
@@ -162,19 +176,7 @@ async def run_canaries_async(
     outcomes: list[CaseOutcome] = []
 
     async def run_batch(cases: Sequence[CanaryCase]) -> list[CaseOutcome]:
-        async def one(case: CanaryCase) -> CaseOutcome:
-            (cand_ok, cand_err, cand_answered, _), (inc_ok, inc_err, inc_answered, inc_judged) = (
-                await asyncio.gather(sides[0].answer(case), sides[1].answer(case)))
-            # A checker failing on the candidate's output is the candidate's failure; failing
-            # on the incumbent's, it is the evaluator's: the incumbent's result is unknown.
-            return CaseOutcome(case_id=case.id, safety=case.is_safety, hidden=case.hidden,
-                               tags=case.tags, candidate_passed=cand_ok,
-                               incumbent_passed=inc_ok if inc_answered and inc_judged else None,
-                               candidate_error=cand_err, incumbent_error=inc_err,
-                               candidate_answered=cand_answered,
-                               incumbent_answered=inc_answered,
-                               checker_error=None if inc_judged else inc_err)
-        return list(await asyncio.gather(*(one(case) for case in cases)))
+        return list(await asyncio.gather(*(_paired(sides, case) for case in cases)))
 
     def evidence(stop_reason: str = "") -> CanaryEvidence:
         return CanaryEvidence(outcomes=tuple(outcomes), planned=planned,

@@ -183,6 +183,26 @@ def _moves_served(type_: str, body: dict[str, Any]) -> tuple[bool, bool]:
     return True, bool(decision.get("anchor"))
 
 
+class _Bad(Exception):
+    """The first problem ``verify_records`` found, and the entry it is in."""
+
+    def __init__(self, problem: str, index: int | None = None) -> None:
+        super().__init__(problem)
+        self.problem, self.index = problem, index
+
+
+class _Walk:
+    """What the chain walk learnt: size, last hash, served and anchor versions, named ones."""
+
+    def __init__(self) -> None:
+        self.prev = GENESIS_PREV
+        self.size = 0
+        self.served: str | None = None
+        self.anchor: str | None = None
+        self.named: dict[str, int] = {}
+        self.accepted: set[str] = set()
+
+
 def verify_records(
     rows: Iterable[tuple[int, str, str]],
     states: Iterable[tuple[str, str]],
@@ -199,91 +219,106 @@ def verify_records(
     entries and compared. Names the first bad entry.
     """
     rows = rows if isinstance(rows, Sequence) else list(rows)
-    prev = GENESIS_PREV
-    served: str | None = None
-    anchor: str | None = None
-    named: dict[str, int] = {}
-    accepted: set[str] = set()
-    size = 0
+    walk = _Walk()
+    try:
+        for expected_index, row in enumerate(rows):
+            _check_entry(walk, expected_index, *row)
+        if walk.size == 0:
+            if head.get("size"):
+                raise _Bad(f"the ledger is empty but its head records {head.get('size')} entries")
+            return LedgerReport(ok=True, size=0)
+        _check_head(walk, head)
+        if tree is not None:
+            try:
+                tree.check_against(leaf_hash(data.encode("utf-8")) for _, _, data in rows)
+            except LedgerIntegrityError as exc:
+                raise _Bad(f"the Merkle tree does not match the entries: {exc}", exc.index) from None
+        present = _check_states(walk, states)
+        if blob_store is not None:
+            _check_blobs(walk, present, blob_store)
+    except _Bad as bad:
+        return LedgerReport(ok=False, size=walk.size, problem=bad.problem, index=bad.index)
+    return LedgerReport(ok=True, size=walk.size, served=walk.served, anchor=walk.anchor)
 
-    def bad(problem: str, index: int | None = None) -> LedgerReport:
-        return LedgerReport(ok=False, size=size, problem=problem, index=index)
 
-    for expected_index, (index, stored_hash, data) in enumerate(rows):
-        if index != expected_index:
-            return bad(f"entry {expected_index} is missing (found entry {index} in its place)",
-                       expected_index)
-        if not isinstance(data, str) or not isinstance(stored_hash, str):
-            return bad(f"entry {index} is not stored as text (edited outside the ledger)", index)
-        try:
-            record = json.loads(data)
-        except json.JSONDecodeError:
-            return bad(f"entry {index} is not valid JSON", index)
-        if not isinstance(record, dict) or set(record) != {"index", "type", "body", "prev_hash"}:
-            return bad(f"entry {index} does not have the fields of a ledger entry", index)
-        if sha256_hex(data.encode("utf-8")) != stored_hash:
-            return bad(f"entry {index} was altered: its content does not match its hash", index)
-        if record["index"] != index:
-            return bad(f"entry {index} claims to be entry {record['index']} (reordered)", index)
-        if record["prev_hash"] != prev:
-            return bad(f"entry {index} does not chain to entry {index - 1} (removed, inserted "
-                       "or reordered entries)", index)
-        body = record["body"]
-        is_accepted, is_anchor = _moves_served(record["type"], body)
-        if record["type"] == "decision":
-            decision = body.get("decision", {})
-            for key in ("parent", "candidate"):
-                if decision.get(key):
-                    named.setdefault(decision[key], index)
-            if is_accepted:
-                if decision.get("kind") != "genesis" and decision.get("parent") != served:
-                    return bad(f"entry {index} accepts a change to {decision.get('parent')!r} "
-                               f"while {served!r} was served", index)
-                served = decision.get("candidate")
-                accepted.add(served or "")
-                if is_anchor:
-                    anchor = served
-        prev = stored_hash
-        size = index + 1
+def _check_entry(walk: _Walk, expected_index: int, index: int, stored_hash: str, data: str) -> None:
+    if index != expected_index:
+        raise _Bad(f"entry {expected_index} is missing (found entry {index} in its place)",
+                   expected_index)
+    if not isinstance(data, str) or not isinstance(stored_hash, str):
+        raise _Bad(f"entry {index} is not stored as text (edited outside the ledger)", index)
+    try:
+        record = json.loads(data)
+    except json.JSONDecodeError:
+        raise _Bad(f"entry {index} is not valid JSON", index) from None
+    if not isinstance(record, dict) or set(record) != {"index", "type", "body", "prev_hash"}:
+        raise _Bad(f"entry {index} does not have the fields of a ledger entry", index)
+    if sha256_hex(data.encode("utf-8")) != stored_hash:
+        raise _Bad(f"entry {index} was altered: its content does not match its hash", index)
+    if record["index"] != index:
+        raise _Bad(f"entry {index} claims to be entry {record['index']} (reordered)", index)
+    if record["prev_hash"] != walk.prev:
+        raise _Bad(f"entry {index} does not chain to entry {index - 1} (removed, inserted "
+                   "or reordered entries)", index)
+    if record["type"] == "decision":
+        _follow_decision(walk, index, record["type"], record["body"])
+    walk.prev = stored_hash
+    walk.size = index + 1
 
-    if size == 0:
-        return LedgerReport(ok=True, size=0) if not head.get("size") else bad(
-            f"the ledger is empty but its head records {head.get('size')} entries")
-    if head.get("size") != size or head.get("head_hash") != prev:
-        return bad(f"the ledger head records {head.get('size')} entries ending in "
-                   f"{str(head.get('head_hash'))[:12]}, but the entries are {size} ending in "
-                   f"{prev[:12]} (entries removed or appended outside the ledger)", size - 1)
-    if head.get("served") != served:
-        return bad(f"the head serves {head.get('served')!r} but the last accepted entry names "
-                   f"{served!r}", size - 1)
-    if tree is not None:
-        try:
-            tree.check_against(leaf_hash(data.encode("utf-8")) for _, _, data in rows)
-        except LedgerIntegrityError as exc:
-            return bad(f"the Merkle tree does not match the entries: {exc}", exc.index)
 
+def _follow_decision(walk: _Walk, index: int, type_: str, body: dict[str, Any]) -> None:
+    is_accepted, is_anchor = _moves_served(type_, body)
+    decision = body.get("decision", {})
+    for key in ("parent", "candidate"):
+        if decision.get(key):
+            walk.named.setdefault(decision[key], index)
+    if not is_accepted:
+        return
+    if decision.get("kind") != "genesis" and decision.get("parent") != walk.served:
+        raise _Bad(f"entry {index} accepts a change to {decision.get('parent')!r} "
+                   f"while {walk.served!r} was served", index)
+    walk.served = decision.get("candidate")
+    walk.accepted.add(walk.served or "")
+    if is_anchor:
+        walk.anchor = walk.served
+
+
+def _check_head(walk: _Walk, head: dict[str, Any]) -> None:
+    last = walk.size - 1
+    if head.get("size") != walk.size or head.get("head_hash") != walk.prev:
+        raise _Bad(f"the ledger head records {head.get('size')} entries ending in "
+                   f"{str(head.get('head_hash'))[:12]}, but the entries are {walk.size} ending "
+                   f"in {walk.prev[:12]} (entries removed or appended outside the ledger)", last)
+    if head.get("served") != walk.served:
+        raise _Bad(f"the head serves {head.get('served')!r} but the last accepted entry names "
+                   f"{walk.served!r}", last)
+
+
+def _check_states(walk: _Walk, states: Iterable[tuple[str, str]]) -> dict[str, dict[str, Any]]:
     present: dict[str, dict[str, Any]] = {}
     for version, data in states:
         if not isinstance(data, str) or sha256_hex(data.encode("utf-8")) != version:
-            return bad(f"stored state {version[:12]} was altered: its content does not match "
+            raise _Bad(f"stored state {version[:12]} was altered: its content does not match "
                        "its version")
         present[version] = json.loads(data)
-    for version, index in named.items():
+    for version, index in walk.named.items():
         if version not in present:
-            return bad(f"state {version[:12]} named by entry {index} is missing", index)
-    if blob_store is not None:
-        for version in accepted:
-            for digest in iter_blob_refs(present[version]):
-                try:
-                    content = blob_store.get(digest)
-                except KeyError:
-                    return bad(f"blob {digest} of state {version[:12]} is missing")
-                except Exception as exc:  # a store that cannot be read proves nothing
-                    return bad(f"blob {digest} of state {version[:12]} could not be read "
-                               f"({type(exc).__name__}: {exc})")
-                if "sha256:" + sha256_hex(content) != digest:
-                    return bad(f"blob {digest} of state {version[:12]} was altered")
-    return LedgerReport(ok=True, size=size, served=served, anchor=anchor)
+            raise _Bad(f"state {version[:12]} named by entry {index} is missing", index)
+    return present
+
+
+def _check_blobs(walk: _Walk, present: dict[str, dict[str, Any]], store: BlobStore) -> None:
+    for version in walk.accepted:
+        for digest in iter_blob_refs(present[version]):
+            try:
+                content = store.get(digest)
+            except KeyError:
+                raise _Bad(f"blob {digest} of state {version[:12]} is missing") from None
+            except Exception as exc:  # a store that cannot be read proves nothing
+                raise _Bad(f"blob {digest} of state {version[:12]} could not be read "
+                           f"({type(exc).__name__}: {exc})") from None
+            if "sha256:" + sha256_hex(content) != digest:
+                raise _Bad(f"blob {digest} of state {version[:12]} was altered")
 
 
 class _Tx(Protocol):

@@ -236,6 +236,32 @@ def verify_inclusion(
         )
 
 
+def _consistency_roots(old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]
+                       ) -> tuple[bytes, bytes, int]:
+    """The old and new roots a consistency proof leads to (RFC 9162 section 2.1.4.2), and
+    the remaining index, which is 0 for a proof of the right length."""
+    path = list(proof)
+    # When the old tree is a complete left subtree, RFC 6962 leaves its root
+    # out of the proof, since the verifier already has it.
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, bytes(old_root))
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = path[0]
+    for node in path[1:]:
+        if sn == 0:  # unreachable after the length check; kept as RFC 9162 states it
+            raise LedgerIntegrityError("consistency proof is longer than the trees allow")
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(node, fr), node_hash(node, sr)
+            while fn and not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, node)
+        fn, sn = fn >> 1, sn >> 1
+    return fr, sr, sn
+
+
 def verify_consistency(
     old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> None:
@@ -277,25 +303,7 @@ def verify_consistency(
                 index=old_size - 1,
             )
         return
-    path = list(proof)
-    # When the old tree is a complete left subtree, RFC 6962 leaves its root
-    # out of the proof, since the verifier already has it.
-    if old_size & (old_size - 1) == 0:
-        path.insert(0, bytes(old_root))
-    fn, sn = old_size - 1, new_size - 1
-    while fn & 1:
-        fn, sn = fn >> 1, sn >> 1
-    fr = sr = path[0]
-    for node in path[1:]:
-        if sn == 0:  # unreachable after the length check; kept as RFC 9162 states it
-            raise LedgerIntegrityError("consistency proof is longer than the trees allow")
-        if fn & 1 or fn == sn:
-            fr, sr = node_hash(node, fr), node_hash(node, sr)
-            while fn and not fn & 1:
-                fn, sn = fn >> 1, sn >> 1
-        else:
-            sr = node_hash(sr, node)
-        fn, sn = fn >> 1, sn >> 1
+    fr, sr, sn = _consistency_roots(old_size, new_size, old_root, proof)
     if sn != 0 or fr != old_root or sr != new_root:
         raise LedgerIntegrityError(
             f"consistency proof from {old_size} to {new_size} entries does not connect root "

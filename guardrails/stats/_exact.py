@@ -494,15 +494,9 @@ def _region_edges(n: int, t: float, z_obs: float) -> list[int]:
     return edges
 
 
-def _region_probability(edges: list[int], n: int, pi_b: float, pi_c: float) -> float:
-    """P((B, C) in the region given by ``edges``) for regression and fix rates pi_b, pi_c."""
-    pi_b = min(max(pi_b, 0.0), 1.0)
-    pi_c = min(max(pi_c, 0.0), 1.0 - pi_b)
-    # C ~ Binomial(n, pi_c); given C = c, B ~ Binomial(n - c, q) with q = pi_b / (1 - pi_c).
-    q = min(max(pi_b / (1.0 - pi_c), 0.0), 1.0) if pi_c < 1.0 else 0.0
-    if pi_c == 0.0:
-        return binom_cdf(edges[0], n, q) if edges[0] >= 0 else 0.0
-    # The window of c holding all but ~e-35 of C's mass, found from the mode outward.
+def _mass_window(n: int, pi_c: float) -> tuple[int, int, float]:
+    """The window ``[c_lo, c_hi]`` of c holding all but ~e-35 of Binomial(n, pi_c)'s mass,
+    found from the mode outward, and the log pmf at ``c_lo``."""
     mode = min(n, max(0, int((n + 1) * pi_c)))
     log_mode = binom_logpmf(mode, n, pi_c)
     log_ratio = math.log(pi_c) - math.log1p(-pi_c)
@@ -514,12 +508,22 @@ def _region_probability(edges: list[int], n: int, pi_b: float, pi_c: float) -> f
     while c_hi < n and log_hi - log_mode > -35.0:
         log_hi += math.log((n - c_hi) / (c_hi + 1)) + log_ratio
         c_hi += 1
+    return c_lo, c_hi, log_w
+
+
+def _region_probability(edges: list[int], n: int, pi_b: float, pi_c: float) -> float:
+    """P((B, C) in the region given by ``edges``) for regression and fix rates pi_b, pi_c."""
+    pi_b = min(max(pi_b, 0.0), 1.0)
+    pi_c = min(max(pi_c, 0.0), 1.0 - pi_b)
+    # C ~ Binomial(n, pi_c); given C = c, B ~ Binomial(n - c, q) with q = pi_b / (1 - pi_c).
+    q = min(max(pi_b / (1.0 - pi_c), 0.0), 1.0) if pi_c < 1.0 else 0.0
+    if pi_c == 0.0:
+        return binom_cdf(edges[0], n, q) if edges[0] >= 0 else 0.0
+    c_lo, c_hi, log_w = _mass_window(n, pi_c)
+    log_ratio = math.log(pi_c) - math.log1p(-pi_c)
     if q in (0.0, 1.0):
-        total = 0.0
-        for c in range(c_lo, c_hi + 1):
-            if edges[c] >= 0:
-                total += math.exp(binom_logpmf(c, n, pi_c) + binom_logcdf(edges[c], n - c, q))
-        return min(total, 1.0)
+        return min(1.0, sum(math.exp(binom_logpmf(c, n, pi_c) + binom_logcdf(edges[c], n - c, q))
+                            for c in range(c_lo, c_hi + 1) if edges[c] >= 0))
     # Sweep c upwards carrying F = P(B <= edge | C = c) and log P(B = edge | C = c): the
     # edge never decreases and the number of trials drops by one per step, so each step
     # only adds non-negative terms (no cancellation); the pmf is carried as a logarithm so
