@@ -77,6 +77,8 @@ class ConstraintSettings(_Section):
     frozen: list[str] = []
     mutable: list[str] | None = None
     drift_budget: float | None = Field(default=None, ge=0.0)
+    drift_pointers: dict[str, float] = {}
+    drift_blobs: Literal["digest", "l2"] = "digest"
 
 
 class CanarySettings(_Section):
@@ -261,7 +263,9 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         constraints = FrozenConstraints(
             frozen=tuple(config.constraints.frozen),
             mutable=None if config.constraints.mutable is None else tuple(config.constraints.mutable),
-            drift_budget=config.constraints.drift_budget)
+            drift_budget=config.constraints.drift_budget,
+            drift_pointers=config.constraints.drift_pointers,
+            drift_blobs=config.constraints.drift_blobs)
     except ValidationError as exc:
         raise ConfigError(explain(exc, ConstraintSettings, f"{source} [constraints]")) from None
     except ConfigError as exc:

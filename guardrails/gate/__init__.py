@@ -15,7 +15,7 @@ from ._approval import (
 )
 from ._checks import ReviewContext, UpdateCheck, run_update_checks
 from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
-from ._drift import drift_distance
+from ._drift import DriftBudget, DriftSettings, drift_distance
 from ._outcome import finish, report, review_proposal
 from ._proposal import PatchOperation, ProposalLimits, ProposalTooLarge, UpdateProposal
 from ._review import GateSettings, Review, ReviewTarget, Stage, run_stages
@@ -29,6 +29,8 @@ __all__ = [
     "AnyOf",
     "ApprovalPolicy",
     "DecisionRule",
+    "DriftBudget",
+    "DriftSettings",
     "FrozenConstraints",
     "GateSettings",
     "Invariant",

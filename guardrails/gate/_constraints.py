@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jsonpointer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._canonical import canonical_json, sha256_hex
 from .._decision import Finding
+from ._drift import DriftBudget, DriftSettings
 
 StatePredicate = Callable[[dict[str, Any]], bool]
 
@@ -174,7 +175,9 @@ class FrozenConstraints(BaseModel):
     operations were. When ``mutable`` is given, every change must lie at or
     below one of those pointers. ``invariants`` must all hold on the
     candidate. ``drift_budget`` bounds the candidate's distance from the last
-    human-approved anchor state. Immutable; ``fingerprint`` identifies it.
+    human-approved anchor state (everything outside ``drift_pointers``, which
+    carry budgets of their own); ``drift_blobs`` says how weight blobs are
+    compared (see ``DriftBudget``). Immutable; ``fingerprint`` identifies it.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
@@ -183,6 +186,21 @@ class FrozenConstraints(BaseModel):
     mutable: tuple[str, ...] | None = None
     invariants: tuple[Invariant, ...] = ()
     drift_budget: float | None = Field(default=None, ge=0.0)
+    drift_pointers: dict[str, float] = Field(default_factory=dict)
+    drift_blobs: Literal["digest", "l2"] = "digest"
+
+    @model_validator(mode="after")
+    def _drift_valid(self) -> FrozenConstraints:
+        self.drift_check()  # a bad pointer or budget fails here, at construction
+        return self
+
+    def drift_check(self) -> DriftBudget | None:
+        """The drift budget as a check, or ``None`` when no budget is set."""
+        if self.drift_budget is None and not self.drift_pointers:
+            return None
+        budget = None if self.drift_budget is None else min(self.drift_budget, 1.0)
+        return DriftBudget(DriftSettings(budget=budget, pointers=self.drift_pointers,
+                                         blobs=self.drift_blobs))
 
     @field_validator("frozen", "mutable")
     @classmethod
@@ -214,6 +232,8 @@ class FrozenConstraints(BaseModel):
             None if self.mutable is None else list(self.mutable),
             [inv.fingerprint_parts() for inv in self.invariants],
             self.drift_budget,
+            *([self.drift_pointers, self.drift_blobs]
+              if self.drift_pointers or self.drift_blobs != "digest" else []),
         ]
         return sha256_hex(canonical_json(parts))
 

@@ -7,8 +7,6 @@ from typing import Any
 from .._decision import Finding
 from ..blobs import BlobStore, blob_digest, iter_blob_refs
 from ..canary import SMOKE_STOP, CanaryEvidence, CanarySuite, RunSettings, gaming_p_value
-from ..ledger import Ledger
-from ._drift import drift_distance
 from ._proposal import ProposalTooLarge
 
 
@@ -95,22 +93,6 @@ def blob_findings(store: BlobStore, parent: dict[str, Any], candidate: dict[str,
                 message=f"blob {digest} in the blob store does not match its digest",
                 evidence={"digest": digest, "problem": "altered"}))
     return findings
-
-
-def drift_finding(ledger: Ledger, candidate_state: dict[str, Any], budget: float) -> Finding:
-    """Whether the candidate lies within ``budget`` of the ledger's anchor state."""
-    anchor = ledger.anchor_version()
-    if anchor is None:
-        return Finding(check="drift_budget", passed=False,
-                       message="the ledger names no anchor state to measure drift from")
-    distance = drift_distance(ledger.get_state(anchor), candidate_state, budget)
-    ok = distance <= budget
-    return Finding(
-        check="drift_budget", passed=ok,
-        message=f"distance from the anchor {distance:.3f} "
-                f"{'within' if ok else 'exceeds'} the drift budget {budget:.3f}",
-        evidence={"statistic": "max_field_distance", "value": round(distance, 6),
-                  "budget": budget, "anchor": anchor})
 
 
 def limit_finding(exc: ProposalTooLarge) -> Finding:

@@ -36,7 +36,6 @@ from ._findings import (
     blob_findings,
     cascade_findings,
     checker_finding,
-    drift_finding,
     limit_finding,
     run_finding,
 )
@@ -111,8 +110,12 @@ def static_checks(review: Review) -> Decision | None:
     review.findings += [*constraints.check_frozen(parent, candidate),
                         *constraints.check_scope(parent, candidate),
                         *constraints.check_invariants(candidate)]
-    if constraints.drift_budget is not None:
-        review.findings.append(drift_finding(settings.ledger, candidate, constraints.drift_budget))
+    drift = constraints.drift_check()
+    if drift is not None:
+        anchor = settings.ledger.anchor_version()
+        review.findings += drift.measure(
+            None if anchor is None else settings.ledger.get_state(anchor), candidate,
+            settings.blob_store)
     if settings.blob_store is not None:
         try:
             review.findings += blob_findings(settings.blob_store, parent, candidate)
