@@ -53,8 +53,10 @@ from .guard import Guard, GuardedClient
 from .ledger import (
     Checkpoint,
     ConsistencyProof,
+    IdPrefixError,
     InclusionProof,
     Ledger,
+    LedgerBusyError,
     LedgerEntry,
     LedgerReport,
     MemoryLedger,
@@ -63,6 +65,8 @@ from .ledger import (
     SigningKey,
     SQLiteLedger,
     VerifierKey,
+    resolve_proposal,
+    resolve_version,
 )
 from .plugin import (
     PLUGIN_GROUP,
@@ -107,9 +111,11 @@ __all__ = [
     "GuardedClient",
     "GuardrailViolation",
     "GuardrailsError",
+    "IdPrefixError",
     "InclusionProof",
     "Invariant",
     "Ledger",
+    "LedgerBusyError",
     "LedgerEntry",
     "LedgerIntegrityError",
     "LedgerReport",
@@ -160,5 +166,7 @@ __all__ = [
     "load_plugin",
     "merge_parts",
     "reject_pending",
+    "resolve_proposal",
+    "resolve_version",
     "state_version",
 ]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -112,6 +114,10 @@ class LedgerSettings(_Section):
     poll_interval: float | None = Field(default=None, gt=0)
     """PostgreSQL only: seconds between polls of the served version, so the longest a replica
     misses a promotion whose notification was lost (default 1.0)."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds to wait for the ledger's write lock (and, for PostgreSQL, to connect and for
+    each statement) before failing with a clear error (default: 30 for SQLite, 10 for
+    PostgreSQL)."""
 
     @model_validator(mode="after")
     def _postgres_only(self) -> LedgerSettings:
@@ -148,14 +154,51 @@ class ClientSettings(_Section):
             raise ValueError(f"{value!r} is not 'package.module:callable'")
         return value
 
-    def build(self) -> Any:
+    def load_factory(self, root: Path | None = None) -> Any:
+        """Import the factory; ``root`` (the configuration's folder) is searched first.
+
+        Raises ``ConfigError`` naming the factory and the cause.
+        """
         module_name, _, attr = self.factory.partition(":")
+        if root is not None and str(root) not in sys.path:
+            # A factory module next to guardrails.toml must import without PYTHONPATH=.
+            sys.path.insert(0, str(root))
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"[client] factory {self.factory!r} cannot be imported ({exc}); "
-                              "check the module path and that its package is installed") from None
-        return factory(**self.args)
+                              "check the module path and that its package is installed, or "
+                              "put the module next to the configuration file") from None
+        except Exception as exc:  # the module itself failed while importing
+            raise ConfigError(f"[client] factory {self.factory!r}: importing {module_name!r} "
+                              f"raised {type(exc).__name__}: {exc}") from None
+        if not callable(factory):
+            raise ConfigError(f"[client] factory {self.factory!r} is not callable")
+        try:
+            inspect.signature(factory).bind(**self.args)
+        except TypeError as exc:
+            raise ConfigError(f"[client] args do not fit the factory {self.factory!r} ({exc}); "
+                              "it takes " + _parameters(factory)) from None
+        except ValueError:
+            pass  # no signature to check (a builtin): the call below will tell
+        return factory
+
+    def build(self, root: Path | None = None) -> Any:
+        """Import the factory and call it with ``args``; ``ConfigError`` naming the cause."""
+        factory = self.load_factory(root)
+        try:
+            return factory(**self.args)
+        except Exception as exc:
+            raise ConfigError(f"[client] factory {self.factory!r} raised {type(exc).__name__}: "
+                              f"{exc}; the model could not be built") from None
+
+
+def _parameters(factory: Any) -> str:
+    try:
+        names = list(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return "arguments that cannot be inspected"
+    return f"({', '.join(names)})" if names else "no arguments"
 
 
 class PolicySettings(BaseModel):
@@ -237,12 +280,20 @@ def load_config(path: str | os.PathLike[str]) -> tuple[Config, Path]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(not_utf8(path, exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     try:
         return Config.model_validate(raw), path.resolve().parent
     except ValidationError as exc:
         raise ConfigError(explain(exc, Config, str(path))) from None
+
+
+def not_utf8(path: str | os.PathLike[str], exc: UnicodeDecodeError) -> str:
+    """The message for a file that is not UTF-8: the file, the byte offset and the fix."""
+    return (f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start} "
+            "cannot be decoded); save the file as UTF-8")
 
 
 def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
@@ -256,7 +307,10 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     cases: list[Any] = []
     try:
         for name in config.canaries.files:
-            cases.extend(CanarySuite.from_jsonl(root / name, checkers=parts.checkers).cases)
+            try:
+                cases.extend(CanarySuite.from_jsonl(root / name, checkers=parts.checkers).cases)
+            except UnicodeDecodeError as exc:
+                raise ConfigError(not_utf8(root / name, exc)) from None
         suite = CanarySuite(cases)
         constraints = FrozenConstraints(
             frozen=tuple(config.constraints.frozen),
@@ -304,7 +358,9 @@ def build_policies(policies: list[PolicySettings], source: str) -> Any:
         raise ConfigError(f"{source} policies: {exc}") from None
 
 
-def open_ledger(settings: LedgerSettings, root: Path, source: str) -> Any:
+def open_ledger(settings: LedgerSettings, root: Path, source: str, *,
+                read_only: bool = False) -> Any:
+    """The configured ledger; ``read_only`` opens it without creating or writing anything."""
     from ._errors import GuardrailsError
     from .ledger import PostgresLedger, SigningKey, SQLiteLedger, VerifierKey, is_postgres_url
 
@@ -315,14 +371,20 @@ def open_ledger(settings: LedgerSettings, root: Path, source: str) -> Any:
             root / settings.verifier_key)
     except ConfigError as exc:
         raise ConfigError(f"{source} [ledger]: {exc}") from None
+    if read_only and verifier is None and signing is not None:
+        verifier = signing.verifier  # a reader checks with the key the ledger is signed with
     if is_postgres_url(settings.path):
         try:
             return PostgresLedger(settings.path, schema=settings.schema_,
                                   poll_interval=settings.poll_interval or 1.0,
-                                  signing_key=signing, verifier_key=verifier)
+                                  timeout=settings.timeout or 10.0, read_only=read_only,
+                                  signing_key=None if read_only else signing,
+                                  verifier_key=verifier)
         except GuardrailsError as exc:
             raise type(exc)(f"{source} [ledger] path: {exc}") from None
-    return SQLiteLedger(root / settings.path, signing_key=signing, verifier_key=verifier)
+    return SQLiteLedger(root / settings.path, timeout=settings.timeout or 30.0,
+                        read_only=read_only, signing_key=None if read_only else signing,
+                        verifier_key=verifier)
 
 
 def _decision_rule(settings: DecisionSettings, suite: Any, source: str) -> Any:
