@@ -159,12 +159,23 @@ def _is_waiting(decision: Decision) -> bool:
         for f in decision.findings)
 
 
+_RESOLVED: dict[str, str] = {}
+"""Approval id -> ``approved``/``rejected`` for the ledger being shown (``_note_resolved``)."""
+
+
+def _note_resolved(ledger: Ledger) -> None:
+    """Remember which approvals were resolved, so a past wait is not shown as pending."""
+    _RESOLVED.update({p.id: p.status for p in ledger.pending(include_resolved=True)
+                      if p.status != "pending"})
+
+
 def _status_word(decision: Decision) -> str:
-    """``accepted``, ``approved`` (by a human), ``pending`` (waiting for one) or the verdict."""
+    """``accepted``, ``approved`` (by a human), ``pending`` (waiting for one), ``waited``
+    (waited, since resolved) or the verdict."""
     if _approval(decision) is not None:
         return "approved"
     if _is_waiting(decision):
-        return "pending"
+        return "waited" if decision.proposal_id in _RESOLVED else "pending"
     return decision.verdict.value
 
 
@@ -176,7 +187,9 @@ def _summary(decision: Decision) -> str:
         return (f"{approval.message} at {decision.decided_at:%Y-%m-%d %H:%M:%SZ}"
                 + (f"; overrode {', '.join(overrode)}" if overrode else ""))
     if _is_waiting(decision):
-        return "waiting for human approval"
+        resolved = _RESOLVED.get(decision.proposal_id or "")
+        return (f"waited for human approval, then {resolved} (see the later entry)" if resolved
+                else "waiting for human approval")
     deciding = decision.deciding_finding
     return "" if deciding is None else f"{deciding.check}: {deciding.message}"
 
@@ -348,6 +361,7 @@ def status(config_path: Path, as_json: bool, no_verify: bool) -> None:
     config, _ = _config(config_path)
     ledger = _reader(config_path)
     _verified(ledger, config.ledger.path, no_verify)
+    _note_resolved(ledger)
     served, anchor = ledger.served_version(), ledger.anchor_version()
     drift = None
     if served and anchor:
@@ -635,6 +649,7 @@ def ledger_show(path: Path, verdict: str | None, version: str | None, as_json: b
     """List ledger entries as a table, after verifying the ledger (read-only)."""
     ledger = _open_file(path)
     _verified(ledger, str(path), no_verify)
+    _note_resolved(ledger)
     entries = list(_filtered(ledger.entries(), verdict, version))
     rows = [_show_row(entry) for entry in entries]
     _emit([e.model_dump(mode="json") for e in entries], as_json, "\n".join(rows) or "no entries")

@@ -22,7 +22,9 @@ from .gate import ProposalLimits
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a number or a boolean written as a string ("0.02", "no") is an error, as the
+    # schema (`guardrails config schema`) says, never silently converted.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class GuardSettings(_Section):
@@ -265,9 +267,15 @@ def explain(exc: ValidationError, model: type[BaseModel], source: str) -> str:
             lines.append(f"{source}: unknown key {key!r}; {hint}")
         elif error["type"] == "missing":
             lines.append(f"{source}: {key!r} is required; add it")
+        elif error["type"] in _SCALAR_TYPES and isinstance(error.get("input"), str):
+            lines.append(f"{source}: {key!r}: {error['msg']} (got the string "
+                         f"{error.get('input')!r}); write the value without quotes")
         else:
             lines.append(f"{source}: {key!r}: {error['msg']} (got {error.get('input')!r})")
     return "\n".join(lines)
+
+
+_SCALAR_TYPES = frozenset({"float_type", "int_type", "bool_type"})
 
 
 def load_config(path: str | os.PathLike[str]) -> tuple[Config, Path]:
@@ -303,7 +311,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     from .gate import ApprovalPolicy, FrozenConstraints
     from .sandbox import SandboxLimits
 
-    parts = build_policies(config.policies, source)
+    parts = build_policies(config.policies, source, root)
     cases: list[Any] = []
     try:
         for name in config.canaries.files:
@@ -338,15 +346,28 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     }
 
 
-def build_policies(policies: list[PolicySettings], source: str) -> Any:
-    """Load and build every configured plugin; errors name the file, the entry and the plugin."""
+def _relative_to(root: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings with every relative ``*_file`` path resolved from the configuration's folder,
+    as every other path in the file is."""
+    if root is None:
+        return settings
+    return {key: str(root / value) if key.endswith("_file") and isinstance(value, str)
+            and not Path(value).is_absolute() else value for key, value in settings.items()}
+
+
+def build_policies(policies: list[PolicySettings], source: str, root: Path | None = None) -> Any:
+    """Load and build every configured plugin; errors name the file, the entry and the plugin.
+
+    With ``root`` (the configuration's folder), relative ``*_file`` settings resolve from it.
+    """
     from .plugin import load_plugin, merge_parts
 
     built = []
     for position, policy in enumerate(policies):
         where = f"{source} policies[{position}] (plugin {policy.plugin!r})"
+        settings = _relative_to(root, policy.settings)
         try:
-            built.append((policy.plugin, load_plugin(policy.plugin).build(policy.settings)))
+            built.append((policy.plugin, load_plugin(policy.plugin).build(settings)))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         except Exception as exc:

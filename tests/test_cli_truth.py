@@ -295,3 +295,130 @@ def test_debug_shows_the_traceback(project: Path) -> None:
     """--debug lets the traceback of a user error through, for bug reports."""
     (project / "guardrails.toml").write_bytes(b"\xff")
     assert "Traceback" in cli(project, "--debug", "check").stderr
+
+
+# 1 and 5 on PostgreSQL: readers take no lock, a locked writer says so -------------------
+
+
+def test_postgres_readers_take_no_lock_and_a_locked_writer_exits_5(
+        project: Path, postgres_dsn: str, pg_schema: str) -> None:
+    """While another session holds the writer lock, db status, db verify and status answer
+    at once (they take no lock), and approve waits [ledger] timeout, then exits 5 with the
+    fix and no traceback."""
+    import psycopg
+
+    (project / "guardrails.toml").write_text(
+        CONFIG + f'\n[ledger]\npath = "{postgres_dsn}"\nschema = "{pg_schema}"\ntimeout = 1.0\n')
+    client = gr.Guard.from_config(project / "guardrails.toml").wrap(DictClient(STATE))
+    waiting = client.propose(gr.UpdateProposal(parent=client.version, kind="memory", patch=[
+        {"op": "add", "path": "/answers/c", "value": "3"}]))
+    client.guard.ledger.close()  # type: ignore[attr-defined]
+    with psycopg.connect(postgres_dsn) as holder:
+        holder.execute(f'SET search_path TO "{pg_schema}"')
+        holder.execute("SELECT value FROM guardrails_meta WHERE key = 'writer' FOR UPDATE")
+        for args in (("db", "status"), ("db", "verify"), ("status",), ("pending",)):
+            result = cli(project, *args)
+            assert result.returncode == 0, (args, result)
+        result = cli(project, "approve", str(waiting.proposal_id))
+        holder.rollback()
+    assert result.returncode == 5, result
+    assert "writer lock" in result.stderr and "[ledger] timeout" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# 4. Decisions shown as decided -----------------------------------------------------------
+
+
+def test_a_pending_review_reads_as_pending_and_an_approval_as_accepted_by_whom(
+        project: Path) -> None:
+    """A proposal waiting for a human is "pending" (not FAIL human_approval) in status and
+    ledger show; once approved, its decision reads "approved" by the approver, and the wait
+    before it as "waited"."""
+    client = gr.Guard.from_config(project / "guardrails.toml").wrap(DictClient(STATE))
+    waiting = client.propose(gr.UpdateProposal(parent=client.version, kind="memory", patch=[
+        {"op": "add", "path": "/answers/c", "value": "3"}]))
+    client.guard.ledger.close()  # type: ignore[attr-defined]
+    status = cli(project, "status")
+    assert "pending" in status.stdout and "FAIL" not in status.stdout
+    approved = cli(project, "approve", str(waiting.proposal_id)[:12], "--approver", "alice")
+    assert approved.returncode == 0, approved
+    assert "accepted by human approval (approved by alice at" in approved.stdout
+    rows = cli(project, "ledger", "show", LEDGER).stdout.splitlines()
+    assert rows[1].split()[1] == "waited" and rows[2].split()[1] == "approved"
+    assert "approved by alice" in rows[2] and "FAIL" not in "".join(rows)
+
+
+# 6. Strict configuration -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ['[guard]\nmargin = "0.02"',
+                                     '[constraints]\ndrift_budget = "0.3"',
+                                     '[approval]\ninconclusive = "no"'])
+def test_numbers_and_booleans_in_strings_are_configuration_errors(
+        project: Path, setting: str) -> None:
+    """A number or boolean written as a string exits 3 and says to drop the quotes."""
+    text = CONFIG.replace("[approval]\n", "[approval]\ninconclusive = \"no\"\n") \
+        if "inconclusive" in setting else CONFIG.replace(
+            "[constraints]\n", "[constraints]\ndrift_budget = \"0.3\"\n") \
+        if "drift" in setting else setting + "\n" + CONFIG
+    (project / "guardrails.toml").write_text(text)
+    result = cli(project, "check")
+    assert result.returncode == 3, result
+    assert "without quotes" in result.stderr
+
+
+def test_the_factory_module_beside_the_config_imports_and_check_builds_it(
+        tmp_path: Path, project: Path) -> None:
+    """check, run from another folder, imports a [client] factory module that sits next to
+    guardrails.toml (no PYTHONPATH) and reports it built."""
+    (project / "factories.py").write_text(FACTORIES)
+    (project / "guardrails.toml").write_text(
+        CONFIG.split("[client]")[0] + '[client]\nfactory = "factories:make"\n'
+        'args = {state = {default = "?"}}\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = cli(elsewhere, "check", "-c", str(project / "guardrails.toml"))
+    assert result.returncode == 0, result
+    assert "factories:make imported and built" in result.stdout
+
+
+def test_check_reports_a_factory_it_cannot_build_without_failing(project: Path) -> None:
+    """A factory that imports but raises here (no API key) is reported by check, exit 0."""
+    (project / "factories.py").write_text(FACTORIES)
+    (project / "guardrails.toml").write_text(
+        CONFIG.split("[client]")[0] + '[client]\nfactory = "factories:boom"\n')
+    result = cli(project, "check")
+    assert result.returncode == 0, result
+    assert "not built here" in result.stdout and "no API key" in result.stdout
+
+
+# 7. Quiet, legible output ----------------------------------------------------------------
+
+
+def test_a_review_prints_the_decision_and_nothing_else_unless_verbose(
+        project: Path, served: gr.GuardedClient) -> None:
+    """Without -v a review writes no warning, log line or progress to stderr; -v shows logs."""
+    (project / "p.json").write_text(json.dumps({"parent": served.version[:12], "patch": [
+        {"op": "replace", "path": "/default", "value": "!"}]}))
+    quiet = cli(project, "review", "p.json")
+    assert quiet.returncode == 0, quiet
+    assert quiet.stderr == "" and quiet.stdout.startswith("verdict     accepted")
+    (project / "q.json").write_text(json.dumps({"parent": served.version, "patch": [
+        {"op": "replace", "path": "/default", "value": "!!"}]}))
+    loud = cli(project, "-v", "review", "q.json")
+    assert "guardrails.decision" in loud.stderr
+
+
+def test_every_help_renders_without_markup(project: Path) -> None:
+    """guardrails --help and every subcommand's help show no RST backticks."""
+    from guardrails._cli import main
+
+    def paths(group: Any, prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+        yield prefix
+        for name, command in getattr(group, "commands", {}).items():
+            yield from paths(command, (*prefix, name))
+
+    for args in paths(main, ()):
+        result = cli(project, *args, "--help")
+        assert result.returncode == 0, (args, result)
+        assert "``" not in result.stdout, args
