@@ -422,3 +422,19 @@ def test_every_help_renders_without_markup(project: Path) -> None:
         result = cli(project, *args, "--help")
         assert result.returncode == 0, (args, result)
         assert "``" not in result.stdout, args
+
+
+# 8. A demo that explains itself and repeats itself ---------------------------------------
+
+
+def test_the_demo_prints_the_same_bytes_twice_and_says_why(tmp_path: Path) -> None:
+    """Two runs of `guardrails demo` with the default seed print identical output (timings
+    aside), including a "why" line for the verdicts that could look wrong."""
+    runs = [cli(tmp_path, "demo", "--workdir", str(tmp_path / "work")) for _ in range(2)]
+    outputs = ["\n".join(line for line in run.stdout.splitlines() if not line.startswith("done in"))
+               for run in runs]
+    assert all(run.returncode == 0 for run in runs), runs
+    assert outputs[0] == outputs[1]
+    assert "why:   accepted within the margin" in outputs[0]
+    assert "why:   rejected because the threshold is frozen" in outputs[0]
+    assert "proposal test" in outputs[0] and "if served" not in outputs[0]
