@@ -438,3 +438,18 @@ def test_the_demo_prints_the_same_bytes_twice_and_says_why(tmp_path: Path) -> No
     assert "why:   accepted within the margin" in outputs[0]
     assert "why:   rejected because the threshold is frozen" in outputs[0]
     assert "proposal test" in outputs[0] and "if served" not in outputs[0]
+
+
+# 9. The test command says what it fetches ------------------------------------------------
+
+
+def test_the_readme_says_what_the_test_command_fetches_and_where_it_is_kept() -> None:
+    """The README names the MLflow environment's disk and time and the cache folder the
+    end-to-end test really reuses; `guardrails --version` runs from the same install."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    source = (Path(__file__).parent / "e2e" / "test_mlflow_tracing.py").read_text(encoding="utf-8")
+    assert "860 MB" in readme and "90 s" in readme and '-m "not slow"' in readme
+    assert ".cache/e2e/" in readme and '".cache" / "e2e"' in source
+    assert "GUARDRAILS_E2E_CACHE" in readme and "GUARDRAILS_E2E_CACHE" in source
+    assert subprocess.run([GUARDRAILS, "--version"], capture_output=True, text=True,
+                          check=False).returncode == 0
