@@ -58,8 +58,10 @@ from .guard import Guard, GuardedClient
 from .ledger import (
     Checkpoint,
     ConsistencyProof,
+    IdPrefixError,
     InclusionProof,
     Ledger,
+    LedgerBusyError,
     LedgerEntry,
     LedgerReport,
     MemoryLedger,
@@ -68,6 +70,8 @@ from .ledger import (
     SigningKey,
     SQLiteLedger,
     VerifierKey,
+    resolve_proposal,
+    resolve_version,
 )
 from .plugin import (
     PLUGIN_GROUP,
@@ -114,9 +118,11 @@ __all__ = [
     "GuardedClient",
     "GuardrailViolation",
     "GuardrailsError",
+    "IdPrefixError",
     "InclusionProof",
     "Invariant",
     "Ledger",
+    "LedgerBusyError",
     "LedgerEntry",
     "LedgerIntegrityError",
     "LedgerReport",
@@ -170,5 +176,7 @@ __all__ = [
     "load_plugin",
     "merge_parts",
     "reject_pending",
+    "resolve_proposal",
+    "resolve_version",
     "state_version",
 ]

@@ -1,16 +1,24 @@
 """The ``guardrails`` command line.
 
-Exit codes: 0 success (an update accepted, a ledger verified); 1 not
-accepted (rejected, inconclusive, error) or verification failed; 2 usage
-error; 3 configuration error; 4 unknown or already resolved approval id.
+Exit codes (docs/configuration.md): 0 success (an update accepted, a ledger
+verified); 1 not accepted (rejected, inconclusive, error), a ledger that does
+not verify or is not a ledger, or an unexpected error; 2 usage error (bad
+arguments, an unknown or ambiguous id prefix); 3 configuration error (the
+configuration, a file it names, a proposal file, the client factory); 4
+unknown or already resolved approval id; 5 the ledger is locked by another
+writer beyond the configured timeout. Nothing a user can cause prints a
+traceback; ``--debug`` shows it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import time
+import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,18 +26,34 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from ._config import Config, load_config
-from ._decision import Decision
-from ._errors import ConfigError, GuardrailsError
-from .ledger import Ledger, LedgerEntry, SQLiteLedger
+from ._config import Config, load_config, not_utf8
+from ._decision import Decision, Finding, Verdict
+from ._errors import ConfigError, GuardrailsError, LedgerIntegrityError
+from .ledger import (
+    IdPrefixError,
+    Ledger,
+    LedgerBusyError,
+    LedgerEntry,
+    SQLiteLedger,
+    resolve_proposal,
+    resolve_version,
+)
 
 DEMO_GROUP = "guardrails.demos"
 EXIT_NOT_ACCEPTED = 1
+EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_UNKNOWN_ID = 4
+EXIT_BUSY = 5
+APPROVAL_CHECK = "human_approval"
+"""The finding the gate's approval step writes (``guardrails.gate``): waiting when failed,
+the human's approval when passed."""
 
 
 def _fail(message: str, code: int) -> NoReturn:
+    context = click.get_current_context(silent=True)
+    if context is not None and context.find_root().params.get("debug") and sys.exc_info()[0]:
+        traceback.print_exc()
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -38,10 +62,46 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
+def _exit_code(exc: Exception) -> int:
+    """The documented exit code for an error a command did not handle itself."""
+    if isinstance(exc, LedgerBusyError):
+        return EXIT_BUSY
+    if isinstance(exc, IdPrefixError):
+        return EXIT_USAGE
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    return EXIT_NOT_ACCEPTED
+
+
+class _Main(click.Group):
+    """The root group: turns every exception into one ``error:`` line and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except UnicodeDecodeError as exc:
+            if ctx.params.get("debug"):
+                raise
+            _fail(not_utf8(getattr(exc, "filename", "a file"), exc), EXIT_CONFIG)
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            if isinstance(exc, GuardrailsError):
+                _fail(str(exc), _exit_code(exc))
+            _fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the "
+                  "traceback, and please report it)", EXIT_NOT_ACCEPTED)
+
+
 config_option = click.option(
     "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
     default=Path("guardrails.toml"), show_default=True, help="The configuration file.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+no_verify_option = click.option(
+    "--no-verify", is_flag=True,
+    help="Show the entries without verifying the ledger first (forensic reading of a damaged "
+         "or tampered ledger; what it shows may be forged).")
 
 
 def _config(path: Path) -> tuple[Config, Path]:
@@ -52,19 +112,107 @@ def _config(path: Path) -> tuple[Config, Path]:
 
 
 def _ledger(path: Path) -> Ledger:
+    """The configured ledger, opened for writing (commands that decide)."""
     from ._config import open_ledger
 
     config, root = _config(path)
-    try:
-        ledger: Ledger = open_ledger(config.ledger, root, str(path))
-        return ledger
-    except GuardrailsError as exc:
-        _fail(str(exc), EXIT_CONFIG)
+    ledger: Ledger = open_ledger(config.ledger, root, str(path))
+    return ledger
+
+
+def _reader(path: Path) -> Ledger:
+    """The configured ledger, opened read-only: nothing is created, locked or written."""
+    from ._config import open_ledger
+
+    config, root = _config(path)
+    ledger: Ledger = open_ledger(config.ledger, root, str(path), read_only=True)
+    return ledger
+
+
+def _verified(ledger: Ledger, where: str, no_verify: bool) -> None:
+    """Exit 1, loudly, unless the ledger verifies (chain, tree, checkpoint); ``--no-verify`` warns."""
+    if len(ledger) == 0:
+        _fail(f"{where}: not a guardrails ledger: it holds no entries, not even the initial "
+              "state; if this was your ledger, it was emptied: restore it from a backup",
+              EXIT_NOT_ACCEPTED)
+    if no_verify:
+        click.echo(f"warning: {where} was NOT verified (--no-verify); entries may be forged",
+                   err=True)
+        return
+    report = ledger.verify()
+    if not report.ok:
+        _fail(f"THE LEDGER DOES NOT VERIFY: {report.problem}\nWhat it records cannot be "
+              "trusted, so nothing is shown; read it with --no-verify for forensics, and "
+              "restore it from a backup", EXIT_NOT_ACCEPTED)
+
+
+def _approval(decision: Decision) -> Finding | None:
+    """The finding of the human who approved an accepted decision, if one did."""
+    if not decision.accepted:
+        return None
+    return next((f for f in decision.findings if f.check == APPROVAL_CHECK and f.passed), None)
+
+
+def _is_waiting(decision: Decision) -> bool:
+    return decision.verdict is Verdict.INCONCLUSIVE and any(
+        f.check == APPROVAL_CHECK and not f.passed and "pending" in f.evidence
+        for f in decision.findings)
+
+
+_RESOLVED: dict[str, str] = {}
+"""Approval id -> ``approved``/``rejected`` for the ledger being shown (``_note_resolved``)."""
+
+
+def _note_resolved(ledger: Ledger) -> None:
+    """Remember which approvals were resolved, so a past wait is not shown as pending."""
+    _RESOLVED.update({p.id: p.status for p in ledger.pending(include_resolved=True)
+                      if p.status != "pending"})
+
+
+def _status_word(decision: Decision) -> str:
+    """``accepted``, ``approved`` (by a human), ``pending`` (waiting for one), ``waited``
+    (waited, since resolved) or the verdict."""
+    if _approval(decision) is not None:
+        return "approved"
+    if _is_waiting(decision):
+        return "waited" if decision.proposal_id in _RESOLVED else "pending"
+    return decision.verdict.value
+
+
+def _summary(decision: Decision) -> str:
+    """One phrase saying why a decision is what it is."""
+    approval = _approval(decision)
+    if approval is not None:
+        overrode = [f.check for f in decision.findings if not f.passed]
+        return (f"{approval.message} at {decision.decided_at:%Y-%m-%d %H:%M:%SZ}"
+                + (f"; overrode {', '.join(overrode)}" if overrode else ""))
+    if _is_waiting(decision):
+        resolved = _RESOLVED.get(decision.proposal_id or "")
+        return (f"waited for human approval, then {resolved} (see the later entry)" if resolved
+                else "waiting for human approval")
+    deciding = decision.deciding_finding
+    return "" if deciding is None else f"{deciding.check}: {deciding.message}"
+
+
+def _mark(decision: Decision, finding: Finding) -> str:
+    if finding.passed:
+        return "pass"
+    if _approval(decision) is not None:
+        return "over"  # failed, and a human accepted the change anyway
+    if _is_waiting(decision) and finding.check == APPROVAL_CHECK:
+        return "wait"
+    return "FAIL"
 
 
 def _decision_table(decision: Decision) -> str:
+    verdict = decision.verdict.value
+    if _approval(decision) is not None:
+        verdict = f"accepted by human approval ({_summary(decision)})"
+    elif _is_waiting(decision):
+        verdict = f"pending: waiting for human approval (guardrails approve " \
+                  f"{(decision.proposal_id or '')[:12]})"
     lines = [
-        f"verdict     {decision.verdict.value}",
+        f"verdict     {verdict}",
         f"proposal    {decision.proposal_id}  ({decision.kind}, from {decision.source})",
         f"parent      {decision.parent}",
         f"candidate   {decision.candidate}",
@@ -72,9 +220,14 @@ def _decision_table(decision: Decision) -> str:
         "findings:",
     ]
     for finding in decision.findings:
-        mark = "pass" if finding.passed else "FAIL"
-        lines.append(f"  {mark}  {finding.check:<18} {finding.message}")
+        lines.append(f"  {_mark(decision, finding)}  {finding.check:<18} {finding.message}")
     return "\n".join(lines)
+
+
+def _decision_data(decision: Decision) -> dict[str, Any]:
+    data = decision.model_dump(mode="json")
+    data["status"] = _status_word(decision)
+    return data
 
 
 def _exit_for(decision: Decision) -> None:
@@ -82,17 +235,31 @@ def _exit_for(decision: Decision) -> None:
         sys.exit(EXIT_NOT_ACCEPTED)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _configure_output(verbose: int) -> None:
+    """Library warnings and info logs stay quiet unless asked for with -v (-vv: debug)."""
+    level = {0: logging.ERROR, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    # The command line is an application, so it may configure logging: log lines go to
+    # stderr, keeping stdout for tables and --json output.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                        wrapper_class=structlog.make_filtering_bound_logger(level))
+    if verbose == 0:
+        warnings.simplefilter("ignore")
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="guardrails-middleware")
-def main() -> None:
+@click.option("-v", "--verbose", count=True,
+              help="Show library warnings and info logs (-vv: debug logs).")
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error.")
+def main(verbose: int, debug: bool) -> None:
     """Runtime guardrails for self-updating models.
 
-    Exit codes: 0 success, 1 not accepted or not verified, 2 usage error,
-    3 configuration error, 4 unknown or already resolved approval id.
+    Exit codes: 0 success, 1 not accepted or not verified, 2 usage error
+    (including an unknown or ambiguous id prefix), 3 configuration error,
+    4 unknown or already resolved approval id, 5 ledger locked by another
+    writer.
     """
-    # The command line is an application, so it may configure logging: log
-    # lines go to stderr, keeping stdout for tables and --json output.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    _configure_output(verbose)
 
 
 @main.command()
@@ -118,23 +285,39 @@ def demo(name: str, workdir: Path) -> None:
 @config_option
 @json_option
 def check(config_path: Path, as_json: bool) -> None:
-    """Validate a configuration, its canary files and everything it names."""
+    """Validate a configuration, its canary files and everything it names.
+
+    Imports the [client] factory (exit 3 if it cannot be imported or does not
+    take the configured args) and builds the client when it can; a client that
+    cannot be built here (no network, no API key) is reported, not an error.
+    """
     from .guard import Guard
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # reported below, once, with the summary
-            guard = Guard.from_config(config_path)
-    except GuardrailsError as exc:
-        _fail(str(exc), EXIT_CONFIG)
+    config, root = _config(config_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported below, once, with the summary
+        guard = Guard.from_config(config_path)
+    client = _check_client(config, root)
     summary: dict[str, Any] = {"config": str(config_path), "cases": len(guard.canaries),
                "safety_cases": len(guard.canaries.safety),
                "frozen": list(guard.constraints.frozen), "fingerprint": guard.fingerprint(),
-               "warnings": guard.suite_warnings}
+               "client": client, "warnings": guard.suite_warnings}
     _emit(summary, as_json, f"ok: {config_path} ({summary['cases']} canary cases, "
                             f"{summary['safety_cases']} safety; fingerprint "
-                            f"{summary['fingerprint'][:12]})"
+                            f"{summary['fingerprint'][:12]})\nclient: {client}"
                             + "".join(f"\nwarning: {w}" for w in guard.suite_warnings))
+
+
+def _check_client(config: Config, root: Path) -> str:
+    """What ``check`` found of the [client]: imported and built, or why it was not built."""
+    if config.client is None:
+        return "none configured (review and rollback need a [client] section)"
+    config.client.load_factory(root)  # ConfigError, exit 3: the configuration is wrong
+    try:
+        config.client.build(root)
+    except ConfigError as exc:
+        return f"{config.client.factory} imports, but was not built here: {exc}"
+    return f"{config.client.factory} imported and built"
 
 
 @main.command()
@@ -170,29 +353,34 @@ def config_schema() -> None:
 @main.command()
 @config_option
 @json_option
-def status(config_path: Path, as_json: bool) -> None:
-    """Served version, anchor, drift used and the last decisions."""
+@no_verify_option
+def status(config_path: Path, as_json: bool, no_verify: bool) -> None:
+    """Served version, anchor, drift used and the last decisions (verifies the ledger first)."""
     from .gate import drift_distance
 
     config, _ = _config(config_path)
-    ledger = _ledger(config_path)
+    ledger = _reader(config_path)
+    _verified(ledger, config.ledger.path, no_verify)
+    _note_resolved(ledger)
     served, anchor = ledger.served_version(), ledger.anchor_version()
     drift = None
     if served and anchor:
         drift = drift_distance(ledger.get_state(anchor), ledger.get_state(served))
     recent = [d for d in (e.decision for e in ledger.entries(max(0, len(ledger) - 5)))
               if d is not None]
-    data = {"served": served, "anchor": anchor, "drift": drift,
+    data = {"served": served, "anchor": anchor, "drift": drift, "verified": not no_verify,
             "drift_budget": config.constraints.drift_budget, "entries": len(ledger),
             "pending": len(ledger.pending()),
-            "recent": [{"verdict": d.verdict.value, "kind": d.kind, "proposal": d.proposal_id,
-                        "entry": d.entry_index} for d in recent]}
+            "recent": [{"verdict": d.verdict.value, "status": _status_word(d), "kind": d.kind,
+                        "proposal": d.proposal_id, "entry": d.entry_index,
+                        "why": _summary(d)} for d in recent]}
     text = [f"served   {served}", f"anchor   {anchor}",
             f"drift    {drift if drift is None else round(drift, 4)} "
             f"(budget {config.constraints.drift_budget})",
-            f"entries  {len(ledger)}   pending approvals {data['pending']}", "recent:"]
-    text += [f"  #{d.entry_index:<5} {d.verdict.value:<13} {d.kind:<10} {d.proposal_id}"
-             for d in recent]
+            f"entries  {len(ledger)}   pending approvals {data['pending']}"
+            + ("" if no_verify else "   ledger verified"), "recent:"]
+    text += [f"  #{d.entry_index:<5} {_status_word(d):<13} {d.kind:<10} "
+             f"{(d.proposal_id or '-')[:12]:<12} {_summary(d)}" for d in recent]
     _emit(data, as_json, "\n".join(text))
 
 
@@ -200,15 +388,26 @@ def status(config_path: Path, as_json: bool) -> None:
 @config_option
 @json_option
 def pending(config_path: Path, as_json: bool) -> None:
-    """Proposals waiting for a human."""
-    from .gate import expire_pending
+    """Proposals waiting for a human (read-only: expired ones are marked, not resolved)."""
+    waiting = _reader(config_path).pending()
+    now = time.time()
 
-    ledger = _ledger(config_path)
-    expire_pending(ledger)
-    waiting = ledger.pending()
-    text = "\n".join(f"{p.id}  {p.kind:<10} from {p.source:<10} candidate {p.candidate[:12]}"
-                     for p in waiting) or "no pending approvals"
+    def line(p: Any) -> str:
+        expired = p.expires_at is not None and p.expires_at <= now
+        return (f"{p.id[:12]}  {p.kind:<10} from {p.source:<10} candidate {p.candidate[:12]}"
+                + ("  EXPIRED (rejected at the next approve, reject or review)" if expired
+                   else ""))
+
+    text = "\n".join(line(p) for p in waiting) or "no pending approvals"
     _emit([p.model_dump(mode="json") for p in waiting], as_json, text)
+
+
+def _approval_id(ledger: Ledger, prefix: str) -> str:
+    """The full id of the approval ``prefix`` names; exit 4 if none, 2 if ambiguous."""
+    try:
+        return resolve_proposal(ledger, prefix, pending_only=False)
+    except IdPrefixError as exc:
+        _fail(str(exc), EXIT_USAGE if exc.matches else EXIT_UNKNOWN_ID)
 
 
 @main.command()
@@ -217,14 +416,15 @@ def pending(config_path: Path, as_json: bool) -> None:
 @config_option
 @json_option
 def approve(proposal_id: str, approver: str, config_path: Path, as_json: bool) -> None:
-    """Approve a waiting proposal; it is served if its parent still is."""
+    """Approve a waiting proposal (an id or a prefix); it is served if its parent still is."""
     from .gate import approve_pending
 
+    ledger = _ledger(config_path)
     try:
-        decision = approve_pending(_ledger(config_path), proposal_id, approver=approver)
+        decision = approve_pending(ledger, _approval_id(ledger, proposal_id), approver=approver)
     except (KeyError, ValueError) as exc:
         _fail(str(exc).strip('"'), EXIT_UNKNOWN_ID)
-    _emit(decision.model_dump(mode="json"), as_json, _decision_table(decision))
+    _emit(_decision_data(decision), as_json, _decision_table(decision))
     _exit_for(decision)
 
 
@@ -235,28 +435,110 @@ def approve(proposal_id: str, approver: str, config_path: Path, as_json: bool) -
 @config_option
 @json_option
 def reject(proposal_id: str, reason: str, approver: str, config_path: Path, as_json: bool) -> None:
-    """Reject a waiting proposal."""
+    """Reject a waiting proposal (an id or a prefix)."""
     from .gate import reject_pending
 
+    ledger = _ledger(config_path)
     try:
-        decision = reject_pending(_ledger(config_path), proposal_id, reason=reason,
+        decision = reject_pending(ledger, _approval_id(ledger, proposal_id), reason=reason,
                                   approver=approver)
     except (KeyError, ValueError) as exc:
         _fail(str(exc).strip('"'), EXIT_UNKNOWN_ID)
-    _emit(decision.model_dump(mode="json"), as_json, _decision_table(decision))
+    _emit(_decision_data(decision), as_json, _decision_table(decision))
+
+
+def _client_settings(config_path: Path) -> tuple[Any, Path]:
+    """The [client] section and the configuration's folder; exit 3 without one."""
+    config, root = _config(config_path)
+    if config.client is None:
+        _fail(f"{config_path}: this command builds the model; add a [client] section with "
+              "factory = 'package.module:callable'", EXIT_CONFIG)
+    return config.client, root
 
 
 def _guarded(config_path: Path) -> Any:
     from .guard import Guard
 
-    config, _ = _config(config_path)
-    if config.client is None:
-        _fail(f"{config_path}: this command builds the model; add a [client] section with "
-              "factory = 'package.module:callable'", EXIT_CONFIG)
+    client_settings, root = _client_settings(config_path)
     try:
-        return Guard.from_config(config_path).wrap(config.client.build())
-    except GuardrailsError as exc:
-        _fail(str(exc), EXIT_CONFIG)
+        client = client_settings.build(root)
+        return Guard.from_config(config_path).wrap(client)
+    except ConfigError as exc:
+        _fail(f"{config_path}: {exc}", EXIT_CONFIG)
+
+
+def _read_proposal(proposal_file: Path, config_path: Path) -> dict[str, Any]:
+    """The proposal file as a checked ``UpdateProposal`` dump; exit 3 naming the problem.
+
+    Checked before the model is built, so a file that is not a proposal is a usage
+    mistake that writes nothing to the ledger. A short ``parent`` is resolved.
+    """
+    from pydantic import ValidationError
+
+    from .gate import UpdateProposal
+
+    try:
+        raw = json.loads(proposal_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        _fail(not_utf8(proposal_file, exc), EXIT_CONFIG)
+    except json.JSONDecodeError as exc:
+        _fail(f"{proposal_file}: not valid JSON ({exc})", EXIT_CONFIG)
+    if not isinstance(raw, dict):
+        _fail(f"{proposal_file}: a proposal is a JSON object with parent, patch and optionally "
+              f"kind, rationale, source; this file holds a {type(raw).__name__}", EXIT_CONFIG)
+    parent = raw.get("parent")
+    if isinstance(parent, str) and 0 < len(parent) < 64:
+        reader = _reader(config_path)
+        raw["parent"] = resolve_version(reader, parent)
+    try:
+        return UpdateProposal.model_validate(raw).model_dump(mode="json")
+    except ValidationError as exc:
+        _fail(f"not a proposal, nothing was recorded:\n{_problems(exc, proposal_file)}",
+              EXIT_CONFIG)
+
+
+def _problems(exc: Any, source: Path) -> str:
+    """One line per problem; a list's "too short" is dropped when its items failed (they
+    are why it ended up empty, and saying both misleads)."""
+    errors = exc.errors()
+    lines = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        if error["type"] == "too_short" and any(
+                tuple(e["loc"])[:len(loc)] == loc and len(e["loc"]) > len(loc) for e in errors):
+            continue
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if error["type"] == "missing":
+            lines.append(f"{source}: {key!r} is required; add it")
+        elif error["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key {key!r}; a proposal has parent, patch, kind, "
+                         "rationale, source, id, signature, created_at")
+        else:
+            lines.append(f"{source}: {key!r}: {error['msg']} (got {error.get('input')!r})")
+    return "\n".join(lines)
+
+
+class _Progress:
+    """Canary progress on stderr, only on a terminal, always ending its line."""
+
+    def __init__(self, planned: int) -> None:
+        self._bar = click.progressbar(length=max(planned, 1), label="canaries", file=sys.stderr)
+        self._on = sys.stderr.isatty()
+
+    def __enter__(self) -> Callable[[int, int, str], None]:
+        if self._on:
+            self._bar.__enter__()
+        return self.update
+
+    def update(self, done: int, planned: int, status: str) -> None:
+        if self._on:
+            self._bar.length = max(planned, 1)
+            self._bar.update(done - self._bar.pos)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._on:
+            self._bar.__exit__(None, None, None)
+            click.echo("", err=True)  # the decision never starts on the bar's line
 
 
 @main.command()
@@ -264,21 +546,17 @@ def _guarded(config_path: Path) -> Any:
 @config_option
 @json_option
 def review(proposal_file: Path, config_path: Path, as_json: bool) -> None:
-    """Review a proposal (JSON: parent, patch, kind, rationale, source) and print the decision."""
-    try:
-        proposal = json.loads(proposal_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        _fail(f"{proposal_file}: not valid JSON ({exc})", EXIT_CONFIG)
+    """Review a proposal (JSON: parent, patch, kind, rationale, source) and print the decision.
+
+    A file that is not a proposal exits 3 and records nothing; PARENT may be a
+    prefix of the version id.
+    """
+    _client_settings(config_path)
+    proposal = _read_proposal(proposal_file, config_path)
     guarded = _guarded(config_path)
-    with click.progressbar(length=len(guarded.guard.canaries), label="canaries",
-                           file=sys.stderr, item_show_func=lambda status: status) as bar:
-
-        def progress(done: int, planned: int, status: str) -> None:
-            bar.length = planned
-            bar.update(done - bar.pos, status)
-
+    with _Progress(len(guarded.guard.canaries)) as progress:
         decision = guarded.propose(proposal, progress=progress)
-    _emit(decision.model_dump(mode="json"), as_json, _decision_table(decision))
+    _emit(_decision_data(decision), as_json, _decision_table(decision))
     _exit_for(decision)
 
 
@@ -287,10 +565,25 @@ def review(proposal_file: Path, config_path: Path, as_json: bool) -> None:
 @config_option
 @json_option
 def rollback(version: str, config_path: Path, as_json: bool) -> None:
-    """Serve an earlier accepted VERSION again (recorded as an operator decision)."""
-    decision = _guarded(config_path).rollback(version)
-    _emit(decision.model_dump(mode="json"), as_json, _decision_table(decision))
+    """Serve an earlier accepted VERSION again (recorded as an operator decision).
+
+    VERSION may be a prefix, as status and ledger show print it; an unknown or
+    ambiguous prefix exits 2 and records nothing.
+    """
+    reader = _reader(config_path)
+    config, _ = _config(config_path)
+    _verified(reader, config.ledger.path, no_verify=False)
+    full = resolve_version(reader, version, accepted_only=True)
+    _close(reader)
+    decision = _guarded(config_path).rollback(full)
+    _emit(_decision_data(decision), as_json, _decision_table(decision))
     _exit_for(decision)
+
+
+def _close(ledger: Any) -> None:
+    close = getattr(ledger, "close", None)
+    if close is not None:
+        close()
 
 
 @main.group()
@@ -329,39 +622,52 @@ def ledger_keygen(name: str, out: Path) -> None:
                "set [ledger] signing_key in guardrails.toml")
 
 
+def _open_file(path: Path, key: Any = None) -> SQLiteLedger:
+    """A SQLite ledger file opened read-only: missing, empty or foreign files exit 1."""
+    try:
+        return SQLiteLedger(path, read_only=True, verifier_key=key)
+    except LedgerIntegrityError as exc:
+        _fail(str(exc), EXIT_NOT_ACCEPTED)
+
+
+def _show_row(entry: LedgerEntry) -> str:
+    decision = entry.decision
+    if decision is None:
+        return f"#{entry.index:<5} event        {entry.body.get('event')}"
+    return (f"#{entry.index:<5} {_status_word(decision):<12} {decision.kind:<10} "
+            f"{(decision.candidate or '-')[:12]:<12} {_summary(decision)}")
+
+
 @ledger.command("show")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--verdict", type=click.Choice(["accepted", "rejected", "inconclusive", "error"]))
 @click.option("--version", "version", help="Only entries whose parent or candidate starts so.")
 @json_option
-def ledger_show(path: Path, verdict: str | None, version: str | None, as_json: bool) -> None:
-    """List ledger entries as a table."""
-    entries = list(_filtered(SQLiteLedger(path).entries(), verdict, version))
-    rows = []
-    for entry in entries:
-        decision = entry.decision
-        if decision is None:
-            rows.append(f"#{entry.index:<5} event      {entry.body.get('event')}")
-            continue
-        deciding = decision.deciding_finding
-        rows.append(f"#{entry.index:<5} {decision.verdict.value:<12} {decision.kind:<10} "
-                    f"{(decision.candidate or '-')[:12]:<12} "
-                    f"{deciding.check if deciding else ''}")
+@no_verify_option
+def ledger_show(path: Path, verdict: str | None, version: str | None, as_json: bool,
+                no_verify: bool) -> None:
+    """List ledger entries as a table, after verifying the ledger (read-only)."""
+    ledger = _open_file(path)
+    _verified(ledger, str(path), no_verify)
+    _note_resolved(ledger)
+    entries = list(_filtered(ledger.entries(), verdict, version))
+    rows = [_show_row(entry) for entry in entries]
     _emit([e.model_dump(mode="json") for e in entries], as_json, "\n".join(rows) or "no entries")
 
 
 @ledger.command("verify")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--blobs", type=click.Path(file_okay=False, path_type=Path),
               help="Also check every blob of every accepted state in this folder.")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path),
               help="A verifier (public) key file: check the ledger's signed checkpoint with it "
                    "instead of the key recorded in the ledger; fail if there is none.")
 def ledger_verify(path: Path, blobs: Path | None, key_file: Path | None) -> None:
-    """Verify a SQLite ledger; exit 1 and name the first bad entry if it does not verify.
+    """Verify a SQLite ledger (read-only); exit 1 and name the first bad entry if it fails.
 
     Checks the hash chain, the Merkle tree against the entries and, when a
-    key is given or recorded, the last signed checkpoint.
+    key is given or recorded, the last signed checkpoint. A missing, empty
+    or foreign file is not a ledger and fails too.
     """
     from .blobs import FileBlobStore
     from .ledger import Checkpoint, VerifierKey
@@ -372,16 +678,18 @@ def ledger_verify(path: Path, blobs: Path | None, key_file: Path | None) -> None
             key = VerifierKey.load(key_file)
         except ConfigError as exc:
             _fail(str(exc), EXIT_CONFIG)
-    try:
-        ledger = SQLiteLedger(path, verifier_key=key)
-        report = ledger.verify(FileBlobStore(blobs) if blobs else None)
-    except GuardrailsError as exc:
-        _fail(str(exc), EXIT_NOT_ACCEPTED)
+    ledger = _open_file(path, key)
+    if len(ledger) == 0:
+        _verified(ledger, str(path), no_verify=False)  # exits: an empty ledger proves nothing
+    note = ledger.latest_checkpoint()
+    if key is not None and note is None:
+        _fail(f"FAILED: {path}: no signed checkpoint to check with the given key (the "
+              "checkpoint was removed, or the ledger never signed)", EXIT_NOT_ACCEPTED)
+    report = ledger.verify(FileBlobStore(blobs) if blobs else None)
     if not report.ok:
         _fail(f"FAILED: {report.problem}", EXIT_NOT_ACCEPTED)
     _, root = ledger.root()
     line = f"ok: {report.size} entries, serving {report.served}, tree root {root.hex()}"
-    note = ledger.latest_checkpoint()
     if note is not None and (key is not None or ledger.verifier_key is not None):
         checkpoint = Checkpoint.read(note, where=str(path))
         line += f"; signed checkpoint of {checkpoint.size} entries verified"
@@ -389,20 +697,18 @@ def ledger_verify(path: Path, blobs: Path | None, key_file: Path | None) -> None
 
 
 @ledger.command("prove")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("entry", type=int)
 def ledger_prove(path: Path, entry: int) -> None:
-    """Print the inclusion proof of ENTRY in the ledger's Merkle tree as JSON.
+    """Print the inclusion proof of ENTRY in the ledger's Merkle tree as JSON (read-only).
 
-    Hashes are lowercase hex; ``checkpoint`` is the last signed checkpoint
+    Hashes are lowercase hex; "checkpoint" is the last signed checkpoint
     note, or null if the ledger does not sign.
     """
+    ledger = _open_file(path)
     try:
-        ledger = SQLiteLedger(path)
         proof = ledger.prove(entry)
     except IndexError as exc:
-        _fail(str(exc), EXIT_NOT_ACCEPTED)
-    except GuardrailsError as exc:
         _fail(str(exc), EXIT_NOT_ACCEPTED)
     data = json.loads(proof.model_dump_json())
     data["checkpoint"] = ledger.latest_checkpoint()
@@ -413,7 +719,8 @@ def ledger_prove(path: Path, entry: int) -> None:
 def db_group() -> None:
     """Manage a PostgreSQL ledger (the store several replicas share).
 
-    URL defaults to ``[ledger] path`` of the configuration file.
+    URL defaults to [ledger] path of the configuration file. status and
+    verify only read: they take no lock and write nothing.
     """
 
 
@@ -431,6 +738,14 @@ def _postgres_target(url: str | None, config_path: Path, schema: str | None
     elif not is_postgres_url(url):
         raise click.UsageError(f"{url!r} is not a postgresql:// URL")
     return url, schema
+
+
+def _db_timeout(url: str | None, config_path: Path) -> float:
+    """[ledger] timeout when the URL comes from the configuration, else the default."""
+    if url is None:
+        config, _ = _config(config_path)
+        return config.ledger.timeout or 10.0
+    return 10.0
 
 
 url_argument = click.argument("url", required=False)
@@ -468,8 +783,11 @@ def db_status(url: str | None, schema: str | None, config_path: Path, as_json: b
 
     dsn, schema = _postgres_target(url, config_path, schema)
     try:
-        ledger = PostgresLedger(dsn, schema=schema, migrate=False)
-    except GuardrailsError as exc:
+        ledger = PostgresLedger(dsn, schema=schema, migrate=False, read_only=True,
+                                timeout=_db_timeout(url, config_path))
+    except LedgerIntegrityError as exc:
+        _fail(str(exc), EXIT_NOT_ACCEPTED)
+    except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
     try:
         data = {"store": repr(ledger), "schema_version": ledger.schema_version,
@@ -500,7 +818,8 @@ def db_verify(url: str | None, schema: str | None, config_path: Path, blobs: Pat
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
     try:
-        ledger = PostgresLedger(dsn, schema=schema, migrate=False, verifier_key=key)
+        ledger = PostgresLedger(dsn, schema=schema, migrate=False, verifier_key=key,
+                                read_only=True, timeout=_db_timeout(url, config_path))
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
     except GuardrailsError as exc:

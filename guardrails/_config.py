@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +22,9 @@ from .gate import ProposalLimits
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a number or a boolean written as a string ("0.02", "no") is an error, as the
+    # schema (`guardrails config schema`) says, never silently converted.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class GuardSettings(_Section):
@@ -114,6 +118,10 @@ class LedgerSettings(_Section):
     poll_interval: float | None = Field(default=None, gt=0)
     """PostgreSQL only: seconds between polls of the served version, so the longest a replica
     misses a promotion whose notification was lost (default 1.0)."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds to wait for the ledger's write lock (and, for PostgreSQL, to connect and for
+    each statement) before failing with a clear error (default: 30 for SQLite, 10 for
+    PostgreSQL)."""
 
     @model_validator(mode="after")
     def _postgres_only(self) -> LedgerSettings:
@@ -150,14 +158,51 @@ class ClientSettings(_Section):
             raise ValueError(f"{value!r} is not 'package.module:callable'")
         return value
 
-    def build(self) -> Any:
+    def load_factory(self, root: Path | None = None) -> Any:
+        """Import the factory; ``root`` (the configuration's folder) is searched first.
+
+        Raises ``ConfigError`` naming the factory and the cause.
+        """
         module_name, _, attr = self.factory.partition(":")
+        if root is not None and str(root) not in sys.path:
+            # A factory module next to guardrails.toml must import without PYTHONPATH=.
+            sys.path.insert(0, str(root))
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"[client] factory {self.factory!r} cannot be imported ({exc}); "
-                              "check the module path and that its package is installed") from None
-        return factory(**self.args)
+                              "check the module path and that its package is installed, or "
+                              "put the module next to the configuration file") from None
+        except Exception as exc:  # the module itself failed while importing
+            raise ConfigError(f"[client] factory {self.factory!r}: importing {module_name!r} "
+                              f"raised {type(exc).__name__}: {exc}") from None
+        if not callable(factory):
+            raise ConfigError(f"[client] factory {self.factory!r} is not callable")
+        try:
+            inspect.signature(factory).bind(**self.args)
+        except TypeError as exc:
+            raise ConfigError(f"[client] args do not fit the factory {self.factory!r} ({exc}); "
+                              "it takes " + _parameters(factory)) from None
+        except ValueError:
+            pass  # no signature to check (a builtin): the call below will tell
+        return factory
+
+    def build(self, root: Path | None = None) -> Any:
+        """Import the factory and call it with ``args``; ``ConfigError`` naming the cause."""
+        factory = self.load_factory(root)
+        try:
+            return factory(**self.args)
+        except Exception as exc:
+            raise ConfigError(f"[client] factory {self.factory!r} raised {type(exc).__name__}: "
+                              f"{exc}; the model could not be built") from None
+
+
+def _parameters(factory: Any) -> str:
+    try:
+        names = list(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return "arguments that cannot be inspected"
+    return f"({', '.join(names)})" if names else "no arguments"
 
 
 class PolicySettings(BaseModel):
@@ -224,9 +269,15 @@ def explain(exc: ValidationError, model: type[BaseModel], source: str) -> str:
             lines.append(f"{source}: unknown key {key!r}; {hint}")
         elif error["type"] == "missing":
             lines.append(f"{source}: {key!r} is required; add it")
+        elif error["type"] in _SCALAR_TYPES and isinstance(error.get("input"), str):
+            lines.append(f"{source}: {key!r}: {error['msg']} (got the string "
+                         f"{error.get('input')!r}); write the value without quotes")
         else:
             lines.append(f"{source}: {key!r}: {error['msg']} (got {error.get('input')!r})")
     return "\n".join(lines)
+
+
+_SCALAR_TYPES = frozenset({"float_type", "int_type", "bool_type"})
 
 
 def load_config(path: str | os.PathLike[str]) -> tuple[Config, Path]:
@@ -239,12 +290,20 @@ def load_config(path: str | os.PathLike[str]) -> tuple[Config, Path]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the configuration ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(not_utf8(path, exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     try:
         return Config.model_validate(raw), path.resolve().parent
     except ValidationError as exc:
         raise ConfigError(explain(exc, Config, str(path))) from None
+
+
+def not_utf8(path: str | os.PathLike[str], exc: UnicodeDecodeError) -> str:
+    """The message for a file that is not UTF-8: the file, the byte offset and the fix."""
+    return (f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start} "
+            "cannot be decoded); save the file as UTF-8")
 
 
 def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
@@ -254,11 +313,14 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     from .gate import ApprovalPolicy, FrozenConstraints
     from .sandbox import SandboxLimits
 
-    parts = build_policies(config.policies, source)
+    parts = build_policies(config.policies, source, root)
     cases: list[Any] = []
     try:
         for name in config.canaries.files:
-            cases.extend(CanarySuite.from_jsonl(root / name, checkers=parts.checkers).cases)
+            try:
+                cases.extend(CanarySuite.from_jsonl(root / name, checkers=parts.checkers).cases)
+            except UnicodeDecodeError as exc:
+                raise ConfigError(not_utf8(root / name, exc)) from None
         suite = CanarySuite(cases)
         constraints = FrozenConstraints(
             frozen=tuple(config.constraints.frozen),
@@ -288,15 +350,28 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     }
 
 
-def build_policies(policies: list[PolicySettings], source: str) -> Any:
-    """Load and build every configured plugin; errors name the file, the entry and the plugin."""
+def _relative_to(root: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings with every relative ``*_file`` path resolved from the configuration's folder,
+    as every other path in the file is."""
+    if root is None:
+        return settings
+    return {key: str(root / value) if key.endswith("_file") and isinstance(value, str)
+            and not Path(value).is_absolute() else value for key, value in settings.items()}
+
+
+def build_policies(policies: list[PolicySettings], source: str, root: Path | None = None) -> Any:
+    """Load and build every configured plugin; errors name the file, the entry and the plugin.
+
+    With ``root`` (the configuration's folder), relative ``*_file`` settings resolve from it.
+    """
     from .plugin import load_plugin, merge_parts
 
     built = []
     for position, policy in enumerate(policies):
         where = f"{source} policies[{position}] (plugin {policy.plugin!r})"
+        settings = _relative_to(root, policy.settings)
         try:
-            built.append((policy.plugin, load_plugin(policy.plugin).build(policy.settings)))
+            built.append((policy.plugin, load_plugin(policy.plugin).build(settings)))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         except Exception as exc:
@@ -308,7 +383,9 @@ def build_policies(policies: list[PolicySettings], source: str) -> Any:
         raise ConfigError(f"{source} policies: {exc}") from None
 
 
-def open_ledger(settings: LedgerSettings, root: Path, source: str) -> Any:
+def open_ledger(settings: LedgerSettings, root: Path, source: str, *,
+                read_only: bool = False) -> Any:
+    """The configured ledger; ``read_only`` opens it without creating or writing anything."""
     from ._errors import GuardrailsError
     from .ledger import PostgresLedger, SigningKey, SQLiteLedger, VerifierKey, is_postgres_url
 
@@ -319,14 +396,20 @@ def open_ledger(settings: LedgerSettings, root: Path, source: str) -> Any:
             root / settings.verifier_key)
     except ConfigError as exc:
         raise ConfigError(f"{source} [ledger]: {exc}") from None
+    if read_only and verifier is None and signing is not None:
+        verifier = signing.verifier  # a reader checks with the key the ledger is signed with
     if is_postgres_url(settings.path):
         try:
             return PostgresLedger(settings.path, schema=settings.schema_,
                                   poll_interval=settings.poll_interval or 1.0,
-                                  signing_key=signing, verifier_key=verifier)
+                                  timeout=settings.timeout or 10.0, read_only=read_only,
+                                  signing_key=None if read_only else signing,
+                                  verifier_key=verifier)
         except GuardrailsError as exc:
             raise type(exc)(f"{source} [ledger] path: {exc}") from None
-    return SQLiteLedger(root / settings.path, signing_key=signing, verifier_key=verifier)
+    return SQLiteLedger(root / settings.path, timeout=settings.timeout or 30.0,
+                        read_only=read_only, signing_key=None if read_only else signing,
+                        verifier_key=verifier)
 
 
 def _decision_rule(settings: DecisionSettings, suite: Any, source: str) -> Any:

@@ -214,3 +214,13 @@ def db() -> Callable[[Path], contextlib.AbstractContextManager[sqlite3.Connectio
 def state_factory() -> Callable[[], dict[str, Any]]:
     """Makes fresh copies of the initial test state."""
     return base_state
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """The command line configures structlog for its process (a level filter, stderr); tests
+    that run it in-process must not leave that to the tests after them."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()

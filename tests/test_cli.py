@@ -157,7 +157,7 @@ def test_reject_records_the_reason(project: Path) -> None:
 
 
 def test_rollback_serves_an_earlier_version(project: Path) -> None:
-    """rollback to the initial version exits 0; to an unknown version exits 1."""
+    """rollback to the initial version exits 0; to an unknown version is a usage error (2)."""
     client = guarded(project)
     initial = client.version
     client.propose(gr.UpdateProposal(parent=initial, patch=[
@@ -165,7 +165,7 @@ def test_rollback_serves_an_earlier_version(project: Path) -> None:
     client.guard.ledger.close()  # type: ignore[attr-defined]
     assert run("rollback", initial).exit_code == 0
     assert json.loads(run("status", "--json").stdout)["served"] == initial
-    assert run("rollback", "f" * 64).exit_code == 1
+    assert run("rollback", "f" * 64).exit_code == 2
 
 
 def test_status_reports_served_version_and_recent_decisions(project: Path) -> None:

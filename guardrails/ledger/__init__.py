@@ -6,15 +6,26 @@ checkpoints. Imports ``blobs`` and the shared modules.
 """
 
 from ._checkpoint import Checkpoint, SigningKey, VerifierKey
-from ._ledger import Ledger, LedgerEntry, LedgerReport, MemoryLedger, PendingApproval, SQLiteLedger
+from ._ids import IdPrefixError, resolve_proposal, resolve_version
+from ._ledger import (
+    Ledger,
+    LedgerBusyError,
+    LedgerEntry,
+    LedgerReport,
+    MemoryLedger,
+    PendingApproval,
+    SQLiteLedger,
+)
 from ._merkle import ConsistencyProof, InclusionProof
 from ._postgres import PostgresLedger, is_postgres_url, redact
 
 __all__ = [
     "Checkpoint",
     "ConsistencyProof",
+    "IdPrefixError",
     "InclusionProof",
     "Ledger",
+    "LedgerBusyError",
     "LedgerEntry",
     "LedgerReport",
     "MemoryLedger",
@@ -25,4 +36,6 @@ __all__ = [
     "VerifierKey",
     "is_postgres_url",
     "redact",
+    "resolve_proposal",
+    "resolve_version",
 ]

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .._canonical import canonical_json, sha256_hex, state_version
 from .._decision import Decision
-from .._errors import ConfigError, LedgerIntegrityError
+from .._errors import ConfigError, GuardrailsError, LedgerIntegrityError
 from ..blobs import BlobStore, iter_blob_refs
 from ._checkpoint import Checkpoint, SigningKey, VerifierKey
 from ._merkle import DictNodeStore, InclusionProof, MerkleTree, SQLiteNodeStore, leaf_hash
@@ -43,6 +43,13 @@ ORIGIN_PREFIX = "guardrails/"
 """A ledger's checkpoint origin is this prefix and a random UUID, fixed when it is created."""
 
 EntryType = Literal["decision", "event"]
+
+
+class LedgerBusyError(GuardrailsError):
+    """Another writer held the ledger's write lock longer than the timeout; nothing was written.
+
+    The message names the ledger, how long it waited and what to do.
+    """
 
 
 class LedgerEntry(BaseModel):
@@ -633,6 +640,71 @@ CREATE TABLE IF NOT EXISTS guardrails_pending (
 """
 
 
+_LEDGER_TABLES = frozenset({"guardrails_meta", "guardrails_entries", "guardrails_states",
+                            "guardrails_pending"})
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_NODE_TABLE = "guardrails_merkle_nodes"
+_DAMAGED = ("if this was your ledger, it was truncated, replaced or damaged: restore it from a "
+            "backup and check it against the last checkpoint you exported (guardrails ledger "
+            "verify --key); do not serve from it")
+
+
+def _foreign(path: Path, tables: set[str]) -> LedgerIntegrityError:
+    held = f"it holds the tables {', '.join(sorted(tables))}" if tables else "it holds no tables"
+    return LedgerIntegrityError(
+        f"{path}: not a guardrails ledger ({held}); point the ledger at a new file or at an "
+        f"existing ledger; {_DAMAGED}")
+
+
+def _check_ledger_file(path: Path) -> None:
+    """Raise ``LedgerIntegrityError`` unless ``path`` is an existing, non-empty SQLite file."""
+    if not path.exists():
+        raise LedgerIntegrityError(
+            f"{path}: not a guardrails ledger: there is no such file (commands that read never "
+            "create one; check the path, which in guardrails.toml is relative to that file). "
+            "If a ledger was here, it was moved or deleted: restore it from a backup")
+    if not path.is_file():
+        raise LedgerIntegrityError(f"{path}: not a guardrails ledger: it is a directory, not a "
+                                   "file; give the ledger file inside it")
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise LedgerIntegrityError(f"{path}: cannot read the ledger ({exc.strerror})") from None
+    if not header:
+        raise LedgerIntegrityError(f"{path}: not a guardrails ledger: the file is empty (0 "
+                                   f"bytes); a real ledger is never empty, so {_DAMAGED}")
+    if header != _SQLITE_HEADER:
+        raise LedgerIntegrityError(f"{path}: not a guardrails ledger: not an SQLite database; "
+                                   f"{_DAMAGED}")
+
+
+class _ReadOnlyTx:
+    """A ``_Tx`` for opening read-only: reads pass through, writes are refused.
+
+    ``set_head`` drops its values instead: on open it would only fix an origin
+    for a ledger that never had one, which a reader must not do.
+    """
+
+    def __init__(self, inner: _Tx) -> None:
+        self._inner = inner
+
+    def head(self) -> dict[str, Any]:
+        return self._inner.head()
+
+    def set_head(self, values: dict[str, str]) -> None:
+        return None
+
+    def insert_entry(self, index: int, hash_: str, data: str) -> None:
+        raise PermissionError("the ledger is opened read-only")
+
+    def get_pending(self, id_: str) -> PendingApproval | None:
+        return self._inner.get_pending(id_)
+
+    def put_pending(self, pending: PendingApproval) -> None:
+        raise PermissionError("the ledger is opened read-only")
+
+
 class _SQLiteTx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -679,11 +751,23 @@ class SQLiteLedger(StoreLedger):
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0,
                  signing_key: SigningKey | None = None,
                  verifier_key: VerifierKey | None = None,
-                 trusted_checkpoint: str | None = None) -> None:
+                 trusted_checkpoint: str | None = None,
+                 read_only: bool = False) -> None:
         self.path = Path(path)
         self._where = str(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._read_only = read_only
+        self._timeout = timeout
+        if read_only:
+            if signing_key is not None:
+                raise ValueError("a ledger opened read-only cannot sign; drop signing_key")
+            self._open_read_only(timeout, verifier_key, trusted_checkpoint)
+        else:
+            self._open_writable(timeout, signing_key, verifier_key, trusted_checkpoint)
+
+    def _open_writable(self, timeout: float, signing_key: SigningKey | None,
+                       verifier_key: VerifierKey | None, trusted_checkpoint: str | None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
@@ -692,10 +776,7 @@ class SQLiteLedger(StoreLedger):
             if tables and "guardrails_meta" not in tables:
                 # Another application's database: leave it exactly as it is.
                 self._conn.close()
-                raise LedgerIntegrityError(
-                    f"{self.path}: not a guardrails ledger (it holds the tables "
-                    f"{', '.join(sorted(tables))}); point the ledger at a new file or at an "
-                    "existing ledger")
+                raise _foreign(self.path, tables)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             with self._transaction() as tx:
@@ -726,10 +807,83 @@ class SQLiteLedger(StoreLedger):
                 f"{self.path}: not a guardrails ledger ({exc}); point the ledger at a new "
                 "file or at an existing ledger") from None
 
+    def _open_read_only(self, timeout: float, verifier_key: VerifierKey | None,
+                        trusted_checkpoint: str | None) -> None:
+        """Open without creating, migrating or writing anything, not even SQLite's side files.
+
+        With no ``-wal`` file beside it, no connection has the database open in WAL mode, so
+        it is read as immutable (``mode=ro`` alone would create ``-wal`` and ``-shm``); if a
+        writer appears meanwhile, a torn read fails verification rather than passing it.
+        """
+        _check_ledger_file(self.path)
+        wal = self.path.with_name(self.path.name + "-wal").exists()
+        uri = self.path.resolve().as_uri() + ("?mode=ro" if wal else "?mode=ro&immutable=1")
+        try:
+            self._conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None,
+                                         check_same_thread=False)
+            tables = {row[0] for row in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            if not tables >= _LEDGER_TABLES:
+                self._conn.close()
+                raise _foreign(self.path, tables)
+            with self._read() as tx:
+                found = tx.head().get("schema_version")
+                if found is not None and int(found) > SCHEMA_VERSION:
+                    raise LedgerIntegrityError(
+                        f"{self.path}: ledger schema {found} is newer than this library "
+                        f"understands ({SCHEMA_VERSION}); upgrade guardrails-middleware")
+                self._tree = self._read_tree(tx, tables)
+                self._open_checkpoints(_ReadOnlyTx(tx), None, verifier_key, trusted_checkpoint)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerIntegrityError(
+                f"{self.path}: not a guardrails ledger ({exc}); {_DAMAGED}") from None
+
+    def _read_tree(self, tx: _SQLiteTx, tables: set[str]) -> MerkleTree:
+        size = int(tx.head().get("size") or 0)
+        if _NODE_TABLE not in tables:
+            # A ledger from before the tree, read without upgrading it: build it in memory.
+            tree = MerkleTree(DictNodeStore())
+            tree.extend_hashes(
+                leaf_hash(data.encode("utf-8") if isinstance(data, str) else bytes(data))
+                for (data,) in tx.conn.execute("SELECT data FROM guardrails_entries ORDER BY idx"))
+            return tree
+        try:
+            return MerkleTree(SQLiteNodeStore(tx.conn), size)
+        except LedgerIntegrityError as exc:
+            raise LedgerIntegrityError(f"{self.path}: {exc}", index=exc.index) from None
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this ledger was opened read-only (every write raises ``PermissionError``)."""
+        return self._read_only
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[_SQLiteTx]:
+        """One read transaction (no write lock): every read inside sees one moment."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield _SQLiteTx(self._conn)
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[_SQLiteTx]:
+        if self._read_only:
+            raise PermissionError(f"{self.path}: opened read-only; open it without read_only "
+                                  "to write")
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                raise LedgerBusyError(
+                    f"{self.path}: another process held the ledger's write lock for more than "
+                    f"{self._timeout:g} s (a review or an approval still running, or a stuck "
+                    "process); retry when it is done, or wait longer with [ledger] timeout"
+                ) from None
             try:
                 yield _SQLiteTx(self._conn)
                 self._conn.execute("COMMIT")
@@ -812,7 +966,7 @@ class SQLiteLedger(StoreLedger):
             return LedgerReport(ok=False, size=0, problem=f"{self.path}: cannot read ({exc})")
         head["size"] = int(head["size"]) if head.get("size") else 0
         try:
-            tree = MerkleTree(SQLiteNodeStore(self._conn), head["size"])
+            tree = MerkleTree(self._tree.store, head["size"])
         except LedgerIntegrityError as exc:
             return LedgerReport(ok=False, size=head["size"], problem=f"{self.path}: {exc}",
                                 index=exc.index)

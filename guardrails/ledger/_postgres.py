@@ -47,7 +47,16 @@ from .._decision import Decision
 from .._errors import ConfigError, LedgerIntegrityError
 from ..blobs import BlobStore
 from ._checkpoint import SigningKey, VerifierKey
-from ._ledger import LedgerEntry, LedgerReport, PendingApproval, StoreLedger, _entry, verify_records
+from ._ledger import (
+    LedgerBusyError,
+    LedgerEntry,
+    LedgerReport,
+    PendingApproval,
+    StoreLedger,
+    _entry,
+    _ReadOnlyTx,
+    verify_records,
+)
 from ._merkle import DictNodeStore, InclusionProof, MerkleTree
 
 if TYPE_CHECKING:
@@ -192,11 +201,14 @@ def _explain_connect(exc: BaseException, where: str) -> ConfigError:
         "the user and password (PGPASSWORD or ~/.pgpass)")
 
 
-def _session_settings(conn: Connection, schema: str | None, timeout: float) -> None:
-    """Per-connection settings: the schema to use and how long anything may wait."""
+def _session_settings(conn: Connection, schema: str | None, timeout: float,
+                      read_only: bool = False) -> None:
+    """Per-connection settings: the schema to use, how long anything may wait, read-only."""
     from psycopg import sql
 
     ms = int(timeout * 1000)
+    if read_only:
+        conn.execute("SET default_transaction_read_only = on")
     if schema is not None:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(ms)))
@@ -451,8 +463,10 @@ class PostgresLedger(StoreLedger):
                  timeout: float = 10.0, poll_interval: float = 1.0, pool_size: int = 4,
                  listen: bool = True, signing_key: SigningKey | None = None,
                  verifier_key: VerifierKey | None = None,
-                 trusted_checkpoint: str | None = None) -> None:
+                 trusted_checkpoint: str | None = None, read_only: bool = False) -> None:
         _, psycopg_pool = _modules()
+        if read_only and signing_key is not None:
+            raise ValueError("a ledger opened read-only cannot sign; drop signing_key")
         if not timeout > 0:
             raise ConfigError(f"timeout {timeout!r} must be a positive number of seconds")
         if not poll_interval > 0:
@@ -475,9 +489,11 @@ class PostgresLedger(StoreLedger):
         self._watcher: _Watcher | None = None
         self._closed = False
         self._pool_degraded = False
+        self._read_only = read_only
 
         with self._connect() as conn:
-            _, self.schema_version = _prepare(conn, schema, self._where, migrate)
+            _, self.schema_version = _prepare(conn, schema, self._where,
+                                              migrate and not read_only)
             if self.schema_version < SCHEMA_VERSION:
                 raise ConfigError(
                     f"{self._where}: the ledger schema is at version {self.schema_version}, "
@@ -486,24 +502,44 @@ class PostgresLedger(StoreLedger):
 
         self._pool: ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
             self._conninfo, kwargs={"autocommit": True}, min_size=1, max_size=pool_size,
-            open=False, configure=lambda c: _session_settings(c, schema, self.timeout),
+            open=False, configure=lambda c: _session_settings(c, schema, self.timeout, read_only),
             check=psycopg_pool.ConnectionPool.check_connection, timeout=self.timeout,
             name="guardrails-ledger")
         try:
             self._pool.open(wait=True, timeout=self.timeout)
             self._tree = MerkleTree(PostgresNodeStore(self._connection))
-            with self._transaction() as tx:
-                try:
-                    self._tree.reset(int(tx.head().get("size") or 0))
-                except LedgerIntegrityError as exc:
-                    raise LedgerIntegrityError(f"{self._where}: {exc}", index=exc.index) from None
-                self._open_checkpoints(tx, signing_key, verifier_key, trusted_checkpoint)
+            if read_only:
+                # No writer lock: a reader must not wait for, or block, the replicas' writes.
+                with self._snapshot() as conn:
+                    self._open_tree(_ReadOnlyTx(_PostgresTx(conn, self)), None, verifier_key,
+                                    trusted_checkpoint)
+            else:
+                with self._transaction() as tx:
+                    self._open_tree(tx, signing_key, verifier_key, trusted_checkpoint)
         except psycopg_pool.PoolTimeout as exc:
             self._pool.close()
             raise _explain_connect(exc, self._where) from None
         except BaseException:
             self._pool.close()
             raise
+
+    def _open_tree(self, tx: Any, signing_key: SigningKey | None,
+                   verifier_key: VerifierKey | None, trusted_checkpoint: str | None) -> None:
+        try:
+            self._tree.reset(int(tx.head().get("size") or 0))
+        except LedgerIntegrityError as exc:
+            raise LedgerIntegrityError(f"{self._where}: {exc}", index=exc.index) from None
+        self._open_checkpoints(tx, signing_key, verifier_key, trusted_checkpoint)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this ledger was opened read-only (every write raises ``PermissionError``)."""
+        return self._read_only
+
+    def _refuse_if_read_only(self) -> None:
+        if self._read_only:
+            raise PermissionError(f"{self._where}: opened read-only; open it without read_only "
+                                  "to write")
 
     # -- connections -------------------------------------------------------------
 
@@ -513,7 +549,7 @@ class PostgresLedger(StoreLedger):
 
         conn = psycopg.connect(self._conninfo, autocommit=True)
         try:
-            _session_settings(conn, self.schema, self.timeout)
+            _session_settings(conn, self.schema, self.timeout, self._read_only)
         except BaseException:
             conn.close()
             raise
@@ -583,16 +619,29 @@ class PostgresLedger(StoreLedger):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[_PostgresTx]:
+        self._refuse_if_read_only()
         with self._lock:
             try:
                 with self._pooled() as conn, conn.transaction():
-                    # The row lock that orders every write of every replica.
-                    conn.execute(_LOCK_WRITER)
+                    self._lock_writer(conn)
                     with self._bound(conn):
                         yield _PostgresTx(conn, self)
             except BaseException:
                 self._tree_stale = True
                 raise
+
+    def _lock_writer(self, conn: Connection) -> None:
+        """Take the row lock that orders every write of every replica, waiting up to ``timeout``."""
+        import psycopg
+
+        try:
+            conn.execute(_LOCK_WRITER)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+            raise LedgerBusyError(
+                f"{self._where}: another writer held the ledger's writer lock for more than "
+                f"{self.timeout:g} s (a review, an approval or `guardrails db upgrade` in another "
+                "process, or a stuck session); retry when it is done, find it in "
+                "pg_stat_activity, or wait longer with [ledger] timeout") from None
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[Connection]:
@@ -664,6 +713,7 @@ class PostgresLedger(StoreLedger):
             yield _entry(hash_, data)
 
     def put_state(self, state: dict[str, Any]) -> str:
+        self._refuse_if_read_only()
         data = canonical_json(state).decode("utf-8")
         version = state_version(state)
         with self._connection() as conn:

@@ -70,6 +70,8 @@ BATCH = 150  # traffic images per round
 # accepted, the threshold change rejected as frozen, every drifted step rejected by the
 # canaries); with seed 12 all three clean steps pass and both canary kinds reject.
 DEFAULT_SEED = 12
+MARGIN = 0.02
+"""How far the candidate's canary pass rate may fall below the incumbent's and still pass."""
 # (rotation in degrees, Gaussian noise sd) per round; later rounds keep the last drift.
 DRIFT = ((0, 0.0), (0, 0.0), (0, 0.0), (15, 0.25), (20, 0.30), (25, 0.30), (30, 0.35))
 
@@ -339,6 +341,22 @@ def _deciding(decision: gr.Decision) -> gr.Finding | None:
         (f for f in decision.findings if f.check == "capability"), None)
 
 
+def _why(decision: gr.Decision, before: float | None, candidate: float | None) -> str:
+    """One line where a verdict could look wrong next to the held-out score, else ``""``."""
+    if decision.accepted and before is not None and candidate is not None and candidate < before:
+        capability = next((f for f in decision.findings if f.check == "capability"), None)
+        drop = -float(capability.evidence.get("value", 0.0)) if capability else 0.0
+        return (f"accepted within the margin: its canary pass rate fell {max(drop, 0.0):.3f}, "
+                f"less than the margin {MARGIN} that non-inferiority allows; the held-out test, "
+                f"which the guard never sees, fell {before - candidate:.3f}")
+    finding = decision.deciding_finding
+    if not decision.accepted and finding is not None and finding.check == "frozen_pointer" \
+            and before is not None and candidate is not None and candidate > before:
+        return ("rejected because the threshold is frozen, whatever it would score: a frozen "
+                "pointer is a promise that this never changes without a human, not a quality bar")
+    return ""
+
+
 def run_demo(workdir: str | Path = ".guardrails", rounds: int = 8, seed: int = DEFAULT_SEED,
              echo: Callable[[str], Any] = print) -> list[DemoRound]:
     """Run the scenario and return its rounds. Starts fresh: removes the demo's ledger
@@ -359,7 +377,10 @@ def run_demo(workdir: str | Path = ".guardrails", rounds: int = 8, seed: int = D
             mutable=["/weights", "/self_training_rounds"],
             invariants=[gr.Invariant(lambda s: set(s["weights"]) == {"$blob"},
                                      "weights_are_a_blob")]),
-        canary_suite(*data.canary), ledger=ledger, blob_store=blobs, margin=0.02)
+        canary_suite(*data.canary), ledger=ledger, blob_store=blobs, margin=MARGIN,
+        # The demo's seed also fixes each review's case order and hidden draw, so the same
+        # seed names the same failing cases on every run.
+        seed=seed)
     guarded = guard.wrap(model)
     # The same model and traffic without a guard: every weights proposal is served.
     unguarded = model.with_state(model.snapshot())
@@ -376,16 +397,18 @@ def run_demo(workdir: str | Path = ".guardrails", rounds: int = 8, seed: int = D
          f"labelled digits; {BATCH} unlabelled images of traffic per round, clean for rounds "
          "1-3, then rotated and noisy")
     echo(f"guard: frozen {list(guard.constraints.frozen)}; canaries: {n_capability} clean "
-         f"digits (capability, margin 0.02) and {n_safety} hidden non-digit images it must "
+         f"digits (capability, margin {MARGIN}) and {n_safety} hidden non-digit images it must "
          "abstain on (safety)")
-    echo("test = held-out accuracy of the served model (abstaining counts as wrong); if served ="
-         " the proposal's, had it been served unchecked; conf/abst = the served model's mean "
-         "confidence / abstention rate on the round's traffic")
+    echo("columns: conf/abst = the served model's mean confidence / abstention rate on the "
+         "round's traffic; served test = held-out accuracy of the model served after the "
+         "decision (abstaining counts as wrong); proposal test = held-out accuracy of the "
+         "proposed model itself, what serving it unchecked would have given. Neither the model "
+         "nor the guard ever sees the held-out test")
     echo("")
     echo(f"{'round':>5}  {'traffic':<15} {'conf':>5} {'abst':>5}  {'proposal':<8} "
-         f"{'verdict':<8}  {'served':<12} {'test':>6} {'if served':>9}")
+         f"{'verdict':<8}  {'served':<12} {'served test':>11} {'proposal test':>13}")
     echo(f"{0:>5}  {'-':<15} {'':>5} {'':>5}  {'initial':<8} {'genesis':<8}  "
-         f"{guarded.version[:12]:<12} {accuracy(served_answer, X_test, y_test):>6.3f}")
+         f"{guarded.version[:12]:<12} {accuracy(served_answer, X_test, y_test):>11.3f}")
 
     results = []
     for r, traffic in enumerate(traffic_batches(data.pool, rounds, seed), start=1):
@@ -420,12 +443,16 @@ def run_demo(workdir: str | Path = ".guardrails", rounds: int = 8, seed: int = D
             continue
         if_served = "" if candidate_acc is None else f"{candidate_acc:.3f}"
         echo(f"{r:>5}  {label:<15} {confidence:>5.3f} {abstention:>5.0%}  {decision.kind:<8} "
-             f"{decision.verdict.value:<8}  {guarded.version[:12]:<12} {served_acc:>6.3f} "
-             f"{if_served:>9}")
+             f"{decision.verdict.value:<8}  {guarded.version[:12]:<12} {served_acc:>11.3f} "
+             f"{if_served:>13}")
         echo(f"{'':>7}model: {decision.rationale}")
         finding = _deciding(decision)
         if finding is not None:
             echo(f"{'':>7}guard: {finding.check}: {finding.message}")
+        why = _why(decision, results[-2].test_accuracy if len(results) > 1 else None,
+                   candidate_acc)
+        if why:
+            echo(f"{'':>7}why:   {why}")
 
     echo("")
     drifted = [(r.candidate_traffic_confidence - r.traffic_confidence,
