@@ -16,8 +16,6 @@ import copy
 import ctypes
 import os
 import pickle
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -26,6 +24,17 @@ from guardrails.sandbox._process import _frame
 
 MODES = ("answer", "structured", "hang", "exit", "segfault", "allocate", "burn", "raise",
          "unplain", "forge", "huge", "fds", "spawn", "pid", "slow")
+
+
+_IDENTITY: list[str] = []
+
+
+def _identity() -> str:
+    """A token drawn once per process: tells sandbox children apart (each is PID 1 of its own
+    PID namespace, so their pids all read 1)."""
+    if not _IDENTITY:
+        _IDENTITY.append(os.urandom(8).hex())
+    return _IDENTITY[0]
 
 
 class _Evil:
@@ -92,13 +101,17 @@ class ScriptedClient:
         if mode == "fds":
             return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
         if mode == "spawn":
-            grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-            return grandchild.pid
+            # Fork, not exec: the jail executes no program.
+            grandchild = os.fork()
+            if grandchild == 0:
+                time.sleep(60)
+                os._exit(0)
+            return grandchild
         if mode == "pid":
             return os.getpid()
         if mode == "slow":
             time.sleep(0.6)
-            return os.getpid()
+            return _identity()
         raise AssertionError(f"unknown mode {mode!r}")
 
     def snapshot(self) -> dict[str, Any]:

@@ -1,0 +1,254 @@
+"""The warm start: a template process that forks one fresh, jailed child per candidate.
+
+The template is a Python interpreter started once per ``ProcessSandbox``
+with a clean environment; it imports this package, the jail's libraries and
+the client's modules, then waits. For each child the parent sends it four
+pipe ends over a UNIX socket; the template forks a *supervisor*, which
+enters the new namespaces and forks the *jailed process* (PID 1 of its own
+PID namespace). The jailed process sets the remaining layers up, loads the
+client and talks to the parent over the data pipes exactly as a cold child
+would. Nothing passes between candidates: each is a fresh fork of the
+template, which never runs candidate code.
+
+The supervisor stays outside the jail's Landlock domain (so the jailed
+process can neither signal nor trace it). It writes the jailed process's
+pid to the status pipe, kills it when the parent writes to (or closes) the
+control pipe, and writes its wait status and CPU time when it is gone: the
+parent learns everything it used to learn from ``wait4`` on its own child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigError
+
+_PID = struct.Struct(">q")
+_EXIT = struct.Struct(">qd")
+"""The supervisor's final record: the jailed process's wait status and CPU seconds."""
+_MESSAGE_LIMIT = 1 << 20
+
+
+# -- in the template --------------------------------------------------------------------
+
+
+def template_main(control_fd: int) -> None:
+    """Entry point of the template process (started by ``Template``; not a public API)."""
+    from . import _jail
+
+    _jail.preload()
+    control = socket.socket(fileno=control_fd)
+    control.settimeout(1.0)  # wake up now and then to reap supervisors that ended
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, _MESSAGE_LIMIT, 4)
+        except TimeoutError:
+            _reap()
+            continue
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)  # the parent is gone: the template goes too
+        message = pickle.loads(data)  # from the trusted parent
+        if message["op"] == "preload":
+            _preload(message)
+        elif message["op"] == "spawn" and len(fds) == 4:
+            _fork_supervisor(control, fds, message["plan"])
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _reap()
+
+
+def _preload(message: dict[str, Any]) -> None:
+    """Import the client's modules and list every ``sys.path`` folder while reading is allowed."""
+    sys.path[:] = message["sys_path"]
+    for name in message["modules"]:
+        with contextlib.suppress(Exception):
+            __import__(name)
+    import importlib.machinery
+
+    # The jail may hide a folder's listing; the import system's cache of it, filled here
+    # and kept while the folder does not change, lets the child still import from it.
+    for entry in sys.path:
+        with contextlib.suppress(Exception):
+            importlib.machinery.PathFinder.find_spec("_guardrails_warm_probe", [entry])
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def _fork_supervisor(control: socket.socket, fds: list[int], plan: dict[str, Any]) -> None:
+    if os.fork() != 0:
+        return
+    try:
+        control.close()
+        _supervise(*fds, plan=plan)
+    finally:
+        os._exit(70)
+
+
+def _supervise(to_child: int, from_child: int, ctl: int, status: int, *,
+               plan: dict[str, Any]) -> None:
+    from . import _jail
+
+    os.setsid()  # out of the template's process group: a signal to one spares the other
+    cgroup, cgroup_failed = None, None
+    if plan["isolation"] != "off" and os.geteuid() == 0:
+        cgroup, cgroup_failed = _jail.join_pids_cgroup(plan["max_processes"] + 1)
+    namespaces_failed = _jail.enter_namespaces(plan["isolation"])
+    pid = os.fork()
+    if pid == 0:
+        os.close(ctl)
+        os.close(status)
+        _run_jailed(to_child, from_child, plan, namespaces_failed, cgroup_failed)
+    os.close(to_child)
+    os.close(from_child)
+    _write(status, _PID.pack(pid))
+    wait_status, cpu = _watch(pid, ctl)
+    _write(status, _EXIT.pack(wait_status, cpu))
+    _jail.leave_pids_cgroup(cgroup)
+    os._exit(0)
+
+
+def _watch(pid: int, ctl: int) -> tuple[int, float]:
+    """Until the jailed process ends or the parent asks (or dies): then its status and CPU."""
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(ctl, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    while True:
+        ready = {fd for fd, _ in poller.poll()}
+        if ctl in ready:
+            # It has not been reaped, so the pid is still this process's: safe to signal.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if ready:
+            break
+    _, wait_status, usage = os.wait4(pid, 0)
+    os.close(pidfd)
+    return wait_status, usage.ru_utime + usage.ru_stime
+
+
+def _run_jailed(to_child: int, from_child: int, plan: dict[str, Any],
+                namespaces_failed: str | None, cgroup_failed: str | None) -> None:
+    from . import _jail
+    from ._child import _child_main
+    from ._wire import _dumps, _frame, _write_all
+
+    try:
+        layers = _jail.enter_jail(plan, namespaces_failed, cgroup_failed)
+    except _jail.JailRefused as refused:
+        _write_all(from_child, _frame(_dumps(("jail_refused", refused.layer, refused.reason))))
+        os._exit(2)
+    except BaseException as exc:
+        _write_all(from_child, _frame(_dumps(("jail_refused", "setup", repr(exc)[:500]))))
+        os._exit(2)
+    _child_main(to_child, from_child, layers)
+    os._exit(0)
+
+
+def _write(fd: int, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, data)
+
+
+# -- in the parent ------------------------------------------------------------------------
+
+
+class Spawned:
+    """The parent's ends of one child's pipes (data both ways, control, status)."""
+
+    def __init__(self, read_fd: int, write_fd: int, ctl_fd: int, status_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.ctl_fd = ctl_fd
+        self.status_fd = status_fd
+
+
+class Template:
+    """A started template process; ``spawn`` asks it for one more child. Thread-safe.
+
+    ``env`` is the template's (and so every child's) whole environment.
+    ``close()`` stops the template; children already forked live on until
+    their own parent side stops them.
+    """
+
+    def __init__(self, python: str, env: dict[str, str], stderr: Any) -> None:
+        parent_end, template_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        root = str(Path(__file__).resolve().parents[2])
+        bootstrap = (f"import sys; sys.path.insert(0, {root!r}); "
+                     "from guardrails.sandbox._warm import template_main; "
+                     f"template_main({template_end.fileno()})")
+        try:
+            self.process = subprocess.Popen(
+                [python, "-c", bootstrap], env=env, stdin=subprocess.DEVNULL,
+                stdout=stderr, stderr=stderr, pass_fds=(template_end.fileno(),),
+                close_fds=True, start_new_session=True, cwd="/")
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            template_end.close()
+        self._socket = parent_end
+        self._lock = threading.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def preload(self, modules: frozenset[str]) -> None:
+        """Have the template import ``modules`` (best effort: a failure shows at start-up)."""
+        self._send({"op": "preload", "modules": sorted(modules), "sys_path": list(sys.path)},
+                   [])
+
+    def spawn(self, plan: dict[str, Any]) -> Spawned:
+        """Fork one jailed child; raises ``ConfigError`` when the template is gone."""
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        status_r, status_w = os.pipe()
+        ours = (from_child_r, to_child_w, ctl_w, status_r)
+        theirs = [to_child_r, from_child_w, ctl_r, status_w]
+        try:
+            self._send({"op": "spawn", "plan": plan}, theirs)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        return Spawned(*ours)
+
+    def _send(self, message: dict[str, Any], fds: list[int]) -> None:
+        with self._lock:
+            try:
+                socket.send_fds(self._socket, [pickle.dumps(message)], fds)
+            except OSError as exc:
+                raise ConfigError(f"the sandbox's template process is gone ({exc}); it is "
+                                  "restarted with the next candidate") from None
+
+    def close(self) -> None:
+        """Stop the template and reap it. Idempotent."""
+        with contextlib.suppress(OSError):
+            self._socket.close()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
