@@ -77,7 +77,7 @@ from .plugin import (
     load_plugin,
     merge_parts,
 )
-from .sandbox import ProcessSandbox, SandboxLimits
+from .sandbox import JailPolicy, ProcessSandbox, SandboxLimits, SandboxUnavailable
 
 __version__ = "0.1.0"
 
@@ -109,6 +109,7 @@ __all__ = [
     "GuardrailsError",
     "InclusionProof",
     "Invariant",
+    "JailPolicy",
     "Ledger",
     "LedgerEntry",
     "LedgerIntegrityError",
@@ -140,6 +141,7 @@ __all__ = [
     "RuntimePolicySettings",
     "SQLiteLedger",
     "SandboxLimits",
+    "SandboxUnavailable",
     "Scorer",
     "SelfUpdatingClient",
     "SequentialRule",

@@ -96,7 +96,7 @@ from ..gate import (
 )
 from ..ledger import Ledger, MemoryLedger, PendingApproval
 from ..plugin import fitting_adapters
-from ..sandbox import ProcessSandbox, SandboxError, SandboxLimits, sandbox_finding
+from ..sandbox import ProcessSandbox, SandboxError, SandboxLimits, isolation_finding, sandbox_finding
 
 SilentModificationAction = Literal["restore", "block"]
 
@@ -868,6 +868,7 @@ class GuardedClient:
         if guard.process_sandbox is not None:
             try:
                 client: Any = guard.process_sandbox.start(served.client, state)
+                findings.append(isolation_finding(client.isolation))  # in every later decision
                 built = state_version(client.snapshot())
             except ConfigError as exc:
                 return Decision.error("sandbox", str(exc), findings=findings, **ids)

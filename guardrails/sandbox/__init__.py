@@ -5,7 +5,7 @@ findings that name the limit a candidate hit or the jail layer that was missing.
 Imports only the shared modules.
 """
 
-from ._errors import SandboxUnavailable
+from ._errors import SandboxUnavailable, isolation_finding
 from ._jail import LAYERS, JailPolicy
 from ._probe import jail_support
 from ._process import ProcessSandbox, SandboxError, SandboxLimits, sandbox_finding
@@ -17,6 +17,7 @@ __all__ = [
     "SandboxError",
     "SandboxLimits",
     "SandboxUnavailable",
+    "isolation_finding",
     "jail_support",
     "sandbox_finding",
 ]

@@ -146,6 +146,19 @@ def sandbox_finding(error: SandboxError, *, check: str = "sandbox") -> Finding:
     return Finding(check=check, passed=False, message=str(error), evidence=error.evidence())
 
 
+def isolation_finding(isolation: dict[str, Any]) -> Finding:
+    """A passed ``isolation`` finding recording the jail a candidate ran in (mode, layers).
+
+    ``isolation`` is ``SandboxedClient.isolation``; the evidence is that dict,
+    so every decision's ledger entry says how strong its jail was.
+    """
+    missing = isolation.get("missing") or []
+    message = (f"the candidate ran in a {isolation['mode']} jail with "
+               f"{len(isolation['layers'])} layers"
+               + (f"; missing: {', '.join(missing)}" if missing else "; none missing"))
+    return Finding(check="isolation", passed=True, message=message, evidence=dict(isolation))
+
+
 def _describe(limit: SandboxLimit, configured: float) -> str:
     if limit in ("memory", "output_size"):
         return (f"{configured / _MiB:g} MiB" if configured >= _MiB and configured % _MiB == 0

@@ -105,6 +105,9 @@ class JailPolicy(BaseModel):
     ``max_processes``: processes and threads the jail may hold at once.
     ``read_paths``: more files or directories the candidate may read (model
     weights, a tokenizer cache); never the ledger, keys or canary files.
+    ``write_paths``: folders the candidate may also write (a cache shared
+    between candidates, a report); never the ledger's, the keys' or the
+    configuration's folder.
     ``env``: names of environment variables passed through; every other
     variable (API keys, database URLs) stays out.
     ``warm``: fork each child from a pre-started template process (fast);
@@ -116,15 +119,16 @@ class JailPolicy(BaseModel):
     isolation: Isolation = "strict"
     max_processes: int = Field(default=64, ge=4, le=4096)
     read_paths: tuple[str, ...] = ()
+    write_paths: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     warm: bool = True
 
-    @field_validator("read_paths")
+    @field_validator("read_paths", "write_paths")
     @classmethod
     def _absolute(cls, paths: tuple[str, ...]) -> tuple[str, ...]:
         for path in paths:
             if not os.path.isabs(path):
-                raise ValueError(f"read_paths entry {path!r} must be an absolute path")
+                raise ValueError(f"entry {path!r} must be an absolute path")
         return paths
 
 
@@ -152,7 +156,7 @@ def plan_jail(policy: JailPolicy, scratch: str) -> dict[str, Any]:
                 "PYTHONDONTWRITEBYTECODE": "1"})
     return {"isolation": policy.isolation, "max_processes": policy.max_processes,
             "read": sorted(set(code_paths()) | set(_SYSTEM_READ) | set(policy.read_paths)),
-            "scratch": scratch, "env": env}
+            "scratch": scratch, "write": [scratch, *policy.write_paths], "env": env}
 
 
 def code_paths() -> list[str]:
@@ -303,7 +307,7 @@ def enter_jail(plan: dict[str, Any], namespaces_failed: str | None,
     layer("capabilities", _drop_capabilities)
     # /proc is readable only when it is the jail's own (it lists no process outside).
     read = [*plan["read"], "/proc"] if "proc" in layers else plan["read"]
-    layer("landlock_fs", lambda: _landlock.restrict(read, [plan["scratch"]], _DEVICES,
+    layer("landlock_fs", lambda: _landlock.restrict(read, plan["write"], _DEVICES,
                                                     need_net=strict, need_scope=strict))
     layer("seccomp", _seccomp)
     return tuple(layers)
