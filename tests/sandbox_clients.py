@@ -23,7 +23,23 @@ from guardrails import Request
 from guardrails.sandbox._process import _frame
 
 MODES = ("answer", "structured", "hang", "exit", "segfault", "allocate", "burn", "raise",
-         "unplain", "forge", "huge", "fds", "spawn", "pid", "slow")
+         "unplain", "forge", "huge", "fds", "spawn", "pid", "slow", "environ", "leave", "find")
+_LEFT_BEHIND: list[str] = []
+"""What the ``leave`` request put in this process's memory (``find`` looks for it)."""
+
+
+def _touch(request: str) -> str:
+    """``read:PATH`` returns the file's text, ``write:PATH`` writes it; or the error's name."""
+    verb, path = request.split(":", 1)
+    try:
+        if verb == "read":
+            with open(path) as handle:
+                return handle.read()
+        with open(path, "w") as handle:
+            handle.write("written")
+        return "written"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 _IDENTITY: list[str] = []
@@ -66,6 +82,8 @@ class ScriptedClient:
         self._state = copy.deepcopy(state)
 
     def invoke(self, request: Request) -> Any:
+        if isinstance(request.input, str) and request.input.startswith(("read:", "write:")):
+            return _touch(request.input)
         mode = self._state.get("mode")
         if mode is None:
             mode = request.input if request.input in MODES else "answer"
@@ -109,6 +127,15 @@ class ScriptedClient:
             return grandchild
         if mode == "pid":
             return os.getpid()
+        if mode == "environ":
+            return dict(os.environ)
+        if mode == "leave":
+            _LEFT_BEHIND.append("candidate one was here")
+            with open("left-behind.txt", "w") as handle:  # in the working directory: the scratch
+                handle.write("candidate one was here")
+            return None
+        if mode == "find":
+            return {"memory": bool(_LEFT_BEHIND), "scratch": os.path.exists("left-behind.txt")}
         if mode == "slow":
             time.sleep(0.6)
             return _identity()
