@@ -298,7 +298,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     }
 
 
-_JAIL_KEYS = frozenset({"isolation", "max_processes", "read_paths", "write_paths", "env", "warm"})
+_JAIL_KEYS = {"isolation", "max_processes", "read_paths", "write_paths", "env", "warm"}
 
 
 def _sandbox_limits(settings: SandboxSettings, root: Path) -> Any:

@@ -18,10 +18,10 @@ import pyseccomp as seccomp
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sandbox_clients import ScriptedClient  # noqa: E402
+from sandbox_clients import ScriptedClient
 
-import guardrails as gr  # noqa: E402
-from guardrails.sandbox import ProcessSandbox  # noqa: E402
+import guardrails as gr
+from guardrails.sandbox import ProcessSandbox
 
 
 def refuse_namespaces() -> None:

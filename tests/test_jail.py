@@ -166,3 +166,16 @@ def test_every_layer_is_known_to_the_report() -> None:
     """LAYERS lists the layers a full jail has, each once."""
     assert len(set(LAYERS)) == len(LAYERS) == 10
     assert os.path.exists(WORKER)
+
+
+def test_a_child_holds_no_descriptor_of_the_candidate_before_it() -> None:
+    """The template forks each supervisor after closing the previous child's pipes: the second
+    child holds only its own two pipe ends and the standard streams."""
+    sandbox = ProcessSandbox(gr.SandboxLimits(memory=1024 * MiB))
+    with sandbox.start(ScriptedClient(STATE), STATE) as first:
+        with sandbox.start(ScriptedClient(STATE), STATE) as second:
+            fds = second.invoke(gr.Request(input="fds"))
+        assert first.invoke(gr.Request(input="2+2")) == "4"
+    sandbox.close()
+    # stdin, stdout, stderr, the two pipe ends, and the descriptor listdir itself used.
+    assert len(fds) <= 6, fds

@@ -159,7 +159,20 @@ def plan_jail(policy: JailPolicy, scratch: str) -> dict[str, Any]:
             "scratch": scratch, "write": [scratch, *policy.write_paths], "env": env}
 
 
+_CODE_PATHS: dict[tuple[Any, ...], list[str]] = {}
+
+
 def code_paths() -> list[str]:
+    """``_code_paths()``, recomputed only when ``sys.path``, the imports or the cwd changed
+    (it resolves every imported module's file: milliseconds per review otherwise)."""
+    key = (tuple(sys.path), len(sys.modules), os.getcwd())
+    if key not in _CODE_PATHS:
+        _CODE_PATHS.clear()
+        _CODE_PATHS[key] = _code_paths()
+    return list(_CODE_PATHS[key])
+
+
+def _code_paths() -> list[str]:
     """What the child must read to run: the interpreter and the code this process imported.
 
     The interpreter's prefixes (standard library, the virtual environment)
@@ -408,4 +421,4 @@ def preload() -> None:
     import tempfile  # noqa: F401
 
     with contextlib.suppress(Exception):
-        import pyseccomp  # type: ignore[import-untyped]  # noqa: F401
+        import pyseccomp  # noqa: F401

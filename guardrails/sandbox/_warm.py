@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._errors import ConfigError
 
@@ -43,6 +43,15 @@ _MESSAGE_LIMIT = 1 << 20
 # -- in the template --------------------------------------------------------------------
 
 
+class _Spare(NamedTuple):
+    """A supervisor forked ahead of time, already in its namespaces and cgroup, waiting."""
+
+    pid: int
+    socket: socket.socket
+    key: tuple[str, int]
+    """The ``isolation`` and ``max_processes`` it was prepared for."""
+
+
 def template_main(control_fd: int) -> None:
     """Entry point of the template process (started by ``Template``; not a public API)."""
     from . import _jail
@@ -50,6 +59,7 @@ def template_main(control_fd: int) -> None:
     _jail.preload()
     control = socket.socket(fileno=control_fd)
     control.settimeout(1.0)  # wake up now and then to reap supervisors that ended
+    spare: _Spare | None = None
     while True:
         try:
             data, fds, _, _ = socket.recv_fds(control, _MESSAGE_LIMIT, 4)
@@ -59,16 +69,77 @@ def template_main(control_fd: int) -> None:
         except OSError:
             os._exit(0)
         if not data:
-            os._exit(0)  # the parent is gone: the template goes too
+            os._exit(0)  # the parent is gone: the template goes too (so do spares: EOF)
         message = pickle.loads(data)  # from the trusted parent
         if message["op"] == "preload":
             _preload(message)
+            if spare is not None:  # forked before these imports: replace it
+                spare = _replace(spare, control, spare.key)
         elif message["op"] == "spawn" and len(fds) == 4:
-            _fork_supervisor(control, fds, message["plan"])
+            plan = message["plan"]
+            key = (plan["isolation"], plan["max_processes"])
+            if spare is None or spare.key != key:
+                spare = _replace(spare, control, key)
+            _hand_over(spare, plan, fds)
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+        if message["op"] == "spawn" and len(fds) == 4:
+            # The next candidate's supervisor gets ready while this one's child starts
+            # (forked only now that this child's pipes are closed here: it must not hold them).
+            spare = _fork_spare(control, key)
         _reap()
+
+
+def _replace(spare: _Spare | None, control: socket.socket, key: tuple[str, int]) -> _Spare:
+    if spare is not None:
+        spare.socket.close()  # EOF: it leaves its cgroup and exits
+    return _fork_spare(control, key)
+
+
+def _hand_over(spare: _Spare, plan: dict[str, Any], fds: list[int]) -> None:
+    with contextlib.suppress(OSError):
+        socket.send_fds(spare.socket, [pickle.dumps(plan)], fds)
+    spare.socket.close()
+
+
+def _fork_spare(control: socket.socket, key: tuple[str, int]) -> _Spare:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            control.close()
+            ours.close()
+            _spare_main(theirs, key)
+        finally:
+            os._exit(70)
+    theirs.close()
+    return _Spare(pid, ours, key)
+
+
+def _spare_main(channel: socket.socket, key: tuple[str, int]) -> None:
+    """In a spare supervisor: get into the cgroup and namespaces, then wait for a child's pipes."""
+    from . import _jail
+
+    isolation, max_processes = key
+    os.setsid()  # out of the template's process group: a signal to one spares the other
+    cgroup, cgroup_failed = None, None
+    if isolation != "off" and os.geteuid() == 0:
+        cgroup, cgroup_failed = _jail.join_pids_cgroup(max_processes + 1)
+    namespaces_failed = _jail.enter_namespaces(isolation)  # type: ignore[arg-type]
+    try:
+        data, fds, _, _ = socket.recv_fds(channel, _MESSAGE_LIMIT, 4)
+    except OSError:
+        data, fds = b"", []
+    channel.close()
+    _close_all_but({0, 1, 2, *fds})
+    if not data or len(fds) != 4:
+        _jail.leave_pids_cgroup(cgroup)
+        os._exit(0)
+    plan = pickle.loads(data)  # from the template, which has it from the trusted parent
+    _supervise(*fds, plan=plan, failures=(namespaces_failed, cgroup_failed))
+    _jail.leave_pids_cgroup(cgroup)
+    os._exit(0)
 
 
 def _preload(message: dict[str, Any]) -> None:
@@ -92,37 +163,30 @@ def _reap() -> None:
             pass
 
 
-def _fork_supervisor(control: socket.socket, fds: list[int], plan: dict[str, Any]) -> None:
-    if os.fork() != 0:
-        return
-    try:
-        control.close()
-        _supervise(*fds, plan=plan)
-    finally:
-        os._exit(70)
+def _close_all_but(keep: set[int]) -> None:
+    """Close every descriptor but ``keep``: a child holds its own pipes and nothing else."""
+    start = 0
+    for fd in sorted(keep):
+        if fd > start:  # never an empty range: closerange(n, n) closes every fd from n on
+            os.closerange(start, fd)
+        start = fd + 1
+    limit = os.sysconf("SC_OPEN_MAX")
+    os.closerange(start, max(limit, start + 1) if limit > 0 else 65536)
 
 
 def _supervise(to_child: int, from_child: int, ctl: int, status: int, *,
-               plan: dict[str, Any]) -> None:
-    from . import _jail
-
-    os.setsid()  # out of the template's process group: a signal to one spares the other
-    cgroup, cgroup_failed = None, None
-    if plan["isolation"] != "off" and os.geteuid() == 0:
-        cgroup, cgroup_failed = _jail.join_pids_cgroup(plan["max_processes"] + 1)
-    namespaces_failed = _jail.enter_namespaces(plan["isolation"])
+               plan: dict[str, Any], failures: tuple[str | None, str | None]) -> None:
+    """Fork the jailed process, report its pid, kill it on request, report how it ended."""
     pid = os.fork()
     if pid == 0:
         os.close(ctl)
         os.close(status)
-        _run_jailed(to_child, from_child, plan, namespaces_failed, cgroup_failed)
+        _run_jailed(to_child, from_child, plan, *failures)
     os.close(to_child)
     os.close(from_child)
     _write(status, _PID.pack(pid))
     wait_status, cpu = _watch(pid, ctl)
     _write(status, _EXIT.pack(wait_status, cpu))
-    _jail.leave_pids_cgroup(cgroup)
-    os._exit(0)
 
 
 def _watch(pid: int, ctl: int) -> tuple[int, float]:
