@@ -179,3 +179,17 @@ def test_a_child_holds_no_descriptor_of_the_candidate_before_it() -> None:
     sandbox.close()
     # stdin, stdout, stderr, the two pipe ends, and the descriptor listdir itself used.
     assert len(fds) <= 6, fds
+
+
+def test_guardrails_check_prints_the_jail_this_machine_gives(tmp_path: Path) -> None:
+    """``guardrails check`` on a process-sandbox config says how many layers a jail gets here."""
+    from click.testing import CliRunner
+
+    from guardrails._cli import main
+
+    (tmp_path / "canaries.jsonl").write_text('{"id": "sum", "input": "2+2", "expect": "4"}\n')
+    (tmp_path / "guardrails.toml").write_text(
+        '[canaries]\nfiles = ["canaries.jsonl"]\n[sandbox]\nmode = "process"\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(tmp_path / "guardrails.toml")])
+    assert result.exit_code == 0, result.output
+    assert "jail: strict, 10 layers on this machine; none missing" in result.output

@@ -6,7 +6,7 @@ Imports only the shared modules.
 """
 
 from ._errors import SandboxUnavailable, isolation_finding
-from ._jail import LAYERS, JailPolicy
+from ._jail import LAYERS, JailPolicy, how_to_allow
 from ._probe import jail_support
 from ._process import ProcessSandbox, SandboxError, SandboxLimits, sandbox_finding
 
@@ -17,6 +17,7 @@ __all__ = [
     "SandboxError",
     "SandboxLimits",
     "SandboxUnavailable",
+    "how_to_allow",
     "isolation_finding",
     "jail_support",
     "sandbox_finding",
