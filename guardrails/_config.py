@@ -66,6 +66,9 @@ class SandboxSettings(_Section):
     """Folders the candidate may also write (relative paths: from this file's folder)."""
     env: list[str] = []
     """Names of environment variables passed to the candidate; every other one stays out."""
+    network: list[str] = []
+    """``host:port`` endpoints the candidate may reach (its model endpoint); nothing else is.
+    Empty: no network at all."""
     warm: bool = True
     """Fork each child from a pre-started template process (``false``: a fresh interpreter
     per candidate, slower)."""
@@ -298,7 +301,8 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     }
 
 
-_JAIL_KEYS = {"isolation", "max_processes", "read_paths", "write_paths", "env", "warm"}
+_JAIL_KEYS = {"isolation", "max_processes", "read_paths", "write_paths", "env", "network",
+              "warm"}
 
 
 def _sandbox_limits(settings: SandboxSettings, root: Path) -> Any:
@@ -309,6 +313,7 @@ def _sandbox_limits(settings: SandboxSettings, root: Path) -> Any:
     for key in ("read_paths", "write_paths"):
         jail[key] = tuple(str((root / path).resolve()) for path in jail[key])
     jail["env"] = tuple(jail["env"])
+    jail["network"] = tuple(jail["network"])
     return SandboxLimits(**settings.model_dump(exclude={"mode", *_JAIL_KEYS}),
                          jail=JailPolicy(**jail))
 

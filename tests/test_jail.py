@@ -148,11 +148,13 @@ def test_the_sandbox_keys_of_the_config_file_build_the_jail(tmp_path: Path) -> N
     (tmp_path / "guardrails.toml").write_text(
         '[canaries]\nfiles = ["canaries.jsonl"]\n'
         '[sandbox]\nmode = "process"\nisolation = "best_effort"\nmax_processes = 16\n'
-        'read_paths = ["models"]\nenv = ["LANG"]\nwarm = false\n')
+        'read_paths = ["models"]\nenv = ["LANG"]\nnetwork = ["api.openai.com:443"]\n'
+        'warm = false\n')
     config, root = load_config(tmp_path / "guardrails.toml")
     jail = guard_kwargs(config, root, "guardrails.toml")["sandbox_limits"].jail
     assert jail == gr.JailPolicy(isolation="best_effort", max_processes=16,
-                                 read_paths=(str(tmp_path / "models"),), env=("LANG",), warm=False)
+                                 read_paths=(str(tmp_path / "models"),), env=("LANG",),
+                                 network=("api.openai.com:443",), warm=False)
 
 
 def test_an_unknown_isolation_is_a_config_error(tmp_path: Path) -> None:
@@ -160,6 +162,12 @@ def test_an_unknown_isolation_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "guardrails.toml").write_text('[sandbox]\nisolation = "strcit"\n')
     with pytest.raises(gr.ConfigError, match="isolation"):
         load_config(tmp_path / "guardrails.toml")
+
+
+def test_a_malformed_network_endpoint_is_refused_at_construction() -> None:
+    """An endpoint without a port is a ValidationError with an example of the right form."""
+    with pytest.raises(ValueError, match="host:port"):
+        gr.JailPolicy(network=("api.openai.com",))
 
 
 def test_every_layer_is_known_to_the_report() -> None:

@@ -45,6 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import _landlock
+from ._net import split_endpoint
 
 Isolation = Literal["strict", "best_effort", "off"]
 
@@ -110,6 +111,9 @@ class JailPolicy(BaseModel):
     configuration's folder.
     ``env``: names of environment variables passed through; every other
     variable (API keys, database URLs) stays out.
+    ``network``: the ``host:port`` endpoints the candidate may reach (a
+    model endpoint); nothing else is reachable, loopback services included.
+    Empty (the default): no network at all.
     ``warm``: fork each child from a pre-started template process (fast);
     ``False`` starts a fresh interpreter per candidate (slow, for comparison).
     """
@@ -121,7 +125,15 @@ class JailPolicy(BaseModel):
     read_paths: tuple[str, ...] = ()
     write_paths: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
+    network: tuple[str, ...] = ()
     warm: bool = True
+
+    @field_validator("network")
+    @classmethod
+    def _endpoints(cls, endpoints: tuple[str, ...]) -> tuple[str, ...]:
+        for endpoint in endpoints:
+            split_endpoint(endpoint)
+        return endpoints
 
     @field_validator("read_paths", "write_paths")
     @classmethod
@@ -156,7 +168,8 @@ def plan_jail(policy: JailPolicy, scratch: str) -> dict[str, Any]:
                 "PYTHONDONTWRITEBYTECODE": "1"})
     return {"isolation": policy.isolation, "max_processes": policy.max_processes,
             "read": sorted(set(code_paths()) | set(_SYSTEM_READ) | set(policy.read_paths)),
-            "scratch": scratch, "write": [scratch, *policy.write_paths], "env": env}
+            "scratch": scratch, "write": [scratch, *policy.write_paths], "env": env,
+            "network": list(policy.network)}
 
 
 _CODE_PATHS: dict[tuple[Any, ...], list[str]] = {}

@@ -72,6 +72,7 @@ from ._errors import (
     sandbox_finding,
 )
 from ._jail import LAYERS, JailPolicy, plan_jail
+from ._net import Broker
 from ._warm import _EXIT, _PID, Spawned, Template
 from ._wire import _HEADER, _dumps, _frame, _loads_plain, _pickle_client
 
@@ -114,7 +115,13 @@ class _Child:
     time on the status pipe, so no pid is ever signalled after it was reaped.
     """
 
-    def __init__(self, spawned: Spawned, scratch: str) -> None:
+    def __init__(self, spawned: Spawned, scratch: str, network: tuple[str, ...],
+                 timeout: float) -> None:
+        self.broker: Broker | None = None
+        if network:
+            self.broker = Broker(spawned.broker, network, timeout)
+        else:
+            spawned.broker.close()
         self.read_fd = spawned.read_fd
         self.write_fd = spawned.write_fd
         self.ctl_fd = spawned.ctl_fd
@@ -237,6 +244,9 @@ class _Child:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        broker, self.broker = self.broker, None
+        if broker is not None:
+            broker.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
@@ -300,12 +310,14 @@ class SandboxedClient:
 
     @property
     def isolation(self) -> dict[str, Any]:
-        """How strong the jail is: ``mode`` (the policy's ``isolation``), ``layers`` in force
-        and ``missing`` (every layer of a full jail that is not in force), as JSON."""
+        """How strong the jail is: ``mode`` (the policy's ``isolation``), ``layers`` in force,
+        ``missing`` (every layer of a full jail that is not in force) and ``network`` (the
+        endpoints it may reach), as JSON."""
         layers = sorted(set.intersection(*(set(c.layers) for c in self._children)),
                         key=LAYERS.index)
         return {"mode": self._limits.jail.isolation, "layers": layers,
-                "missing": [layer for layer in LAYERS if layer not in layers]}
+                "missing": [layer for layer in LAYERS if layer not in layers],
+                "network": list(self._limits.jail.network)}
 
     @property
     def alive(self) -> bool:
@@ -703,7 +715,7 @@ class ProcessSandbox:
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        return _Child(spawned, scratch)
+        return _Child(spawned, scratch, self.limits.jail.network, self.limits.wall_time)
 
 
 def _close_template(holder: list[Template | None]) -> None:

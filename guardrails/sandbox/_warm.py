@@ -62,7 +62,7 @@ def template_main(control_fd: int) -> None:
     spare: _Spare | None = None
     while True:
         try:
-            data, fds, _, _ = socket.recv_fds(control, _MESSAGE_LIMIT, 4)
+            data, fds, _, _ = socket.recv_fds(control, _MESSAGE_LIMIT, 5)
         except TimeoutError:
             _reap()
             continue
@@ -75,7 +75,7 @@ def template_main(control_fd: int) -> None:
             _preload(message)
             if spare is not None:  # forked before these imports: replace it
                 spare = _replace(spare, control, spare.key)
-        elif message["op"] == "spawn" and len(fds) == 4:
+        elif message["op"] == "spawn" and len(fds) == 5:
             plan = message["plan"]
             key = (plan["isolation"], plan["max_processes"])
             if spare is None or spare.key != key:
@@ -84,7 +84,7 @@ def template_main(control_fd: int) -> None:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        if message["op"] == "spawn" and len(fds) == 4:
+        if message["op"] == "spawn" and len(fds) == 5:
             # The next candidate's supervisor gets ready while this one's child starts
             # (forked only now that this child's pipes are closed here: it must not hold them).
             spare = _fork_spare(control, key)
@@ -128,12 +128,12 @@ def _spare_main(channel: socket.socket, key: tuple[str, int]) -> None:
         cgroup, cgroup_failed = _jail.join_pids_cgroup(max_processes + 1)
     namespaces_failed = _jail.enter_namespaces(isolation)  # type: ignore[arg-type]
     try:
-        data, fds, _, _ = socket.recv_fds(channel, _MESSAGE_LIMIT, 4)
+        data, fds, _, _ = socket.recv_fds(channel, _MESSAGE_LIMIT, 5)
     except OSError:
         data, fds = b"", []
     channel.close()
     _close_all_but({0, 1, 2, *fds})
-    if not data or len(fds) != 4:
+    if not data or len(fds) != 5:
         _jail.leave_pids_cgroup(cgroup)
         os._exit(0)
     plan = pickle.loads(data)  # from the template, which has it from the trusted parent
@@ -174,16 +174,17 @@ def _close_all_but(keep: set[int]) -> None:
     os.closerange(start, max(limit, start + 1) if limit > 0 else 65536)
 
 
-def _supervise(to_child: int, from_child: int, ctl: int, status: int, *,
+def _supervise(to_child: int, from_child: int, ctl: int, status: int, broker: int, *,
                plan: dict[str, Any], failures: tuple[str | None, str | None]) -> None:
     """Fork the jailed process, report its pid, kill it on request, report how it ended."""
     pid = os.fork()
     if pid == 0:
         os.close(ctl)
         os.close(status)
-        _run_jailed(to_child, from_child, plan, *failures)
+        _run_jailed(to_child, from_child, broker, plan, *failures)
     os.close(to_child)
     os.close(from_child)
+    os.close(broker)
     _write(status, _PID.pack(pid))
     wait_status, cpu = _watch(pid, ctl)
     _write(status, _EXIT.pack(wait_status, cpu))
@@ -208,9 +209,9 @@ def _watch(pid: int, ctl: int) -> tuple[int, float]:
     return wait_status, usage.ru_utime + usage.ru_stime
 
 
-def _run_jailed(to_child: int, from_child: int, plan: dict[str, Any],
+def _run_jailed(to_child: int, from_child: int, broker: int, plan: dict[str, Any],
                 namespaces_failed: str | None, cgroup_failed: str | None) -> None:
-    from . import _jail
+    from . import _jail, _net
     from ._child import _child_main
     from ._wire import _dumps, _frame, _write_all
 
@@ -222,6 +223,10 @@ def _run_jailed(to_child: int, from_child: int, plan: dict[str, Any],
     except BaseException as exc:
         _write_all(from_child, _frame(_dumps(("jail_refused", "setup", repr(exc)[:500]))))
         os._exit(2)
+    if plan["network"]:
+        _net.install(broker, plan["network"])
+    else:
+        os.close(broker)
     _child_main(to_child, from_child, layers)
     os._exit(0)
 
@@ -235,13 +240,16 @@ def _write(fd: int, data: bytes) -> None:
 
 
 class Spawned:
-    """The parent's ends of one child's pipes (data both ways, control, status)."""
+    """The parent's ends of one child's pipes (data both ways, control, status) and of its
+    network broker's socket pair."""
 
-    def __init__(self, read_fd: int, write_fd: int, ctl_fd: int, status_fd: int) -> None:
+    def __init__(self, read_fd: int, write_fd: int, ctl_fd: int, status_fd: int,
+                 broker: socket.socket) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
         self.ctl_fd = ctl_fd
         self.status_fd = status_fd
+        self.broker = broker
 
 
 class Template:
@@ -286,18 +294,20 @@ class Template:
         from_child_r, from_child_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
         status_r, status_w = os.pipe()
+        broker, broker_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours = (from_child_r, to_child_w, ctl_w, status_r)
-        theirs = [to_child_r, from_child_w, ctl_r, status_w]
+        theirs = [to_child_r, from_child_w, ctl_r, status_w, broker_child.detach()]
         try:
             self._send({"op": "spawn", "plan": plan}, theirs)
         except BaseException:
             for fd in ours:
                 os.close(fd)
+            broker.close()
             raise
         finally:
             for fd in theirs:
                 os.close(fd)
-        return Spawned(*ours)
+        return Spawned(*ours, broker)
 
     def _send(self, message: dict[str, Any], fds: list[int]) -> None:
         with self._lock:

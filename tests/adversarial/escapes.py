@@ -119,7 +119,8 @@ def attempts(targets: dict[str, Any]) -> dict[str, Callable[[], Any]]:
 
 
 def benign(targets: dict[str, Any]) -> dict[str, Callable[[], Any]]:
-    """What an honest candidate does: numpy, a temporary file in its scratch."""
+    """What an honest candidate does: numpy, a temporary file in its scratch, a request to the
+    endpoint it is allowed (``targets["http_port"]`` on loopback)."""
 
     def numpy_sum() -> str:
         import numpy
@@ -135,7 +136,18 @@ def benign(targets: dict[str, Any]) -> dict[str, Callable[[], Any]]:
             handle.seek(0)
             return f"{handle.name}: {handle.read()}"
 
-    return {"numpy": numpy_sum, "temp_file": temp_file}
+    def http_get(host: str) -> str:
+        import http.client
+
+        connection = http.client.HTTPConnection(host, targets["http_port"], timeout=10)
+        connection.request("GET", "/")
+        body = connection.getresponse().read().decode()
+        connection.close()
+        return body
+
+    return {"numpy": numpy_sum, "temp_file": temp_file,
+            "http_by_name": lambda: http_get("localhost"),
+            "http_by_address": lambda: http_get("127.0.0.1")}
 
 
 class Escaper(ConfigClient):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import http.server
 import os
 import signal
 import socket
@@ -160,7 +161,8 @@ def test_the_fork_bomb_stops_at_the_process_cap(escape_run: dict[str, Any]) -> N
 
 def test_the_jail_had_every_layer(escape_run: dict[str, Any]) -> None:
     """A strict jail on this kernel has every layer in force."""
-    assert escape_run["isolation"] == {"mode": "strict", "layers": list(LAYERS), "missing": []}
+    assert escape_run["isolation"] == {"mode": "strict", "layers": list(LAYERS), "missing": [],
+                                    "network": []}
 
 
 def test_nothing_reached_the_servers_the_parent_or_the_vault(
@@ -212,7 +214,8 @@ def test_a_hostile_review_ends_in_a_recorded_decision_and_the_parent_is_unharmed
     guard.process_sandbox.close()
     assert decision.verdict is gr.Verdict.REJECTED, decision.reasons
     isolation = next(f for f in decision.findings if f.check == "isolation")
-    assert isolation.evidence == {"mode": "strict", "layers": list(LAYERS), "missing": []}
+    assert isolation.evidence == {"mode": "strict", "layers": list(LAYERS), "missing": [],
+                                    "network": []}
     assert ledger.verify().ok
     recorded = [entry.decision for entry in ledger.entries() if entry.decision is not None]
     assert recorded[-1] is not None and recorded[-1].proposal_id == decision.proposal_id
@@ -220,3 +223,49 @@ def test_a_hostile_review_ends_in_a_recorded_decision_and_the_parent_is_unharmed
                for f in recorded[-1].findings)
     assert servers.received == [] and signals == []
     assert guarded.invoke(gr.Request(input="2+2")).output == "4"
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        body = b"hello from the allowed endpoint"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def endpoint() -> Iterator[int]:
+    """An HTTP server on loopback: the model endpoint a candidate is allowed to reach."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_only_the_allowed_endpoint_is_reachable(vault: dict[str, str], servers: LoopbackServers,
+                                                endpoint: int) -> None:
+    """With ``network = ["localhost:PORT"]`` the candidate's HTTP client reaches that server by
+    name and by address; another loopback port, UDP and a UNIX socket stay unreachable."""
+    policy = gr.JailPolicy(network=(f"localhost:{endpoint}", f"127.0.0.1:{endpoint}"))
+    sandbox = ProcessSandbox(gr.SandboxLimits(wall_time=30.0, memory=1024 * MiB, jail=policy))
+    names = ("http_by_name", "http_by_address", "tcp_to_loopback", "udp_to_loopback",
+             "unix_socket")
+    state = {"answers": {}, "escape": {**targets(vault, servers, names), "http_port": endpoint}}
+    try:
+        with sandbox.start(Escaper({"answers": {}}), state) as proxy:
+            report = proxy.invoke(gr.Request(input="escape"))
+            assert proxy.isolation["network"] == list(policy.network)
+    finally:
+        sandbox.close()
+    assert report["http_by_name"] == "got: hello from the allowed endpoint", report
+    assert report["http_by_address"] == "got: hello from the allowed endpoint", report
+    for name in ("tcp_to_loopback", "udp_to_loopback", "unix_socket"):
+        assert report[name].startswith("blocked: "), (name, report[name])
+    assert servers.received == []
