@@ -226,7 +226,7 @@ def test_a_hostile_review_ends_in_a_recorded_decision_and_the_parent_is_unharmed
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+    def do_GET(self) -> None:
         body = b"hello from the allowed endpoint"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
