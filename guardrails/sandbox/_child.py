@@ -34,7 +34,13 @@ def _child_main(read_fd: int, write_fd: int, layers: tuple[str, ...] = ()) -> No
             os._exit(0)  # the parent is gone or closed the sandbox
         return pickle.loads(body)  # from the trusted parent
 
-    init = receive()
+    client, cpu_soft = _load(receive(), send)
+    send("ready", cpu_soft, layers)
+    _serve(client, receive, write_fd)
+
+
+def _load(init: dict[str, Any], send: Any) -> tuple[Any, int]:
+    """Load the client and set the limits; on failure report why and exit."""
     sys.path[:] = init["sys_path"]
     if init["faulthandler"]:
         import faulthandler
@@ -54,12 +60,14 @@ def _child_main(read_fd: int, write_fd: int, layers: tuple[str, ...] = ()) -> No
         os._exit(2)
     try:
         _limit_memory(init["memory"])
-        cpu_soft = _limit_cpu(init["cpu_time"])
+        return client, _limit_cpu(init["cpu_time"])
     except (ValueError, OSError) as exc:
         send("limits_failed", f"{type(exc).__name__}: {exc}")
         os._exit(2)
-    send("ready", cpu_soft, layers)
 
+
+def _serve(client: Any, receive: Any, write_fd: int) -> None:
+    """Answer the parent's calls, one at a time, until it closes the pipe or says ``close``."""
     candidate: Any = None
     while True:
         op = "?"

@@ -278,6 +278,7 @@ class Template:
             template_end.close()
         self._socket = parent_end
         self._lock = threading.Lock()
+        self._owner = os.getpid()
 
     @property
     def alive(self) -> bool:
@@ -318,9 +319,11 @@ class Template:
                                   "restarted with the next candidate") from None
 
     def close(self) -> None:
-        """Stop the template and reap it. Idempotent."""
+        """Stop the template and reap it. Idempotent; a no-op in a forked copy of the parent."""
         with contextlib.suppress(OSError):
             self._socket.close()
+        if os.getpid() != self._owner:
+            return  # the template belongs to the process that started it
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if self.process.poll() is None:
                 os.killpg(self.process.pid, signal.SIGKILL)
