@@ -201,3 +201,27 @@ def test_guardrails_check_prints_the_jail_this_machine_gives(tmp_path: Path) -> 
     result = CliRunner().invoke(main, ["check", "--config", str(tmp_path / "guardrails.toml")])
     assert result.exit_code == 0, result.output
     assert "jail: strict, 10 layers on this machine; none missing" in result.output
+
+
+def test_the_sandbox_span_records_the_jail() -> None:
+    """The review's sandbox span carries the isolation mode and the layers in force."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    guard = gr.Guard(canaries=[gr.CanaryCase(id="sum", input="2+2", expect="4")],
+                     sandbox="process", tracer_provider=provider,
+                     canary_run=gr.RunSettings(smoke_cases=0), seed=1)
+    guarded = guard.wrap(ScriptedClient(STATE))
+    guarded.propose(gr.UpdateProposal(parent=guarded.version, patch=[
+        {"op": "replace", "path": "/default", "value": "!"}]))
+    assert guard.process_sandbox is not None
+    guard.process_sandbox.close()
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "guardrails.review.sandbox"]
+    assert span.attributes is not None
+    assert span.attributes["guardrails.sandbox.isolation"] == "strict"
+    assert tuple(span.attributes["guardrails.sandbox.layers"]) == LAYERS
+    assert tuple(span.attributes["guardrails.sandbox.missing_layers"]) == ()

@@ -56,6 +56,7 @@ from typing import Any, Literal
 from opentelemetry import trace
 
 from .._errors import ConfigError
+from .._telemetry import ATTR_SANDBOX_ISOLATION, ATTR_SANDBOX_LAYERS, ATTR_SANDBOX_MISSING
 from ._child import _child_main, _text
 from ._errors import (
     _DURING,
@@ -727,6 +728,6 @@ def _record_isolation(isolation: dict[str, Any]) -> None:
     """Put the jail's strength on the current span (the guard's sandbox stage)."""
     span = trace.get_current_span()
     if span.is_recording():
-        span.set_attribute("guardrails.sandbox.isolation", isolation["mode"])
-        span.set_attribute("guardrails.sandbox.layers", isolation["layers"])
-        span.set_attribute("guardrails.sandbox.missing_layers", isolation["missing"])
+        span.set_attribute(ATTR_SANDBOX_ISOLATION, isolation["mode"])
+        span.set_attribute(ATTR_SANDBOX_LAYERS, isolation["layers"])
+        span.set_attribute(ATTR_SANDBOX_MISSING, isolation["missing"])
