@@ -86,7 +86,7 @@ from .plugin import (
     load_plugin,
     merge_parts,
 )
-from .sandbox import ProcessSandbox, SandboxLimits
+from .sandbox import JailPolicy, ProcessSandbox, SandboxLimits, SandboxUnavailable
 
 __version__ = "0.1.0"
 
@@ -121,6 +121,7 @@ __all__ = [
     "IdPrefixError",
     "InclusionProof",
     "Invariant",
+    "JailPolicy",
     "Ledger",
     "LedgerBusyError",
     "LedgerEntry",
@@ -155,6 +156,7 @@ __all__ = [
     "RuntimePolicySettings",
     "SQLiteLedger",
     "SandboxLimits",
+    "SandboxUnavailable",
     "Scorer",
     "SelfUpdatingClient",
     "SequentialRule",

@@ -302,9 +302,10 @@ def check(config_path: Path, as_json: bool) -> None:
                "safety_cases": len(guard.canaries.safety),
                "frozen": list(guard.constraints.frozen), "fingerprint": guard.fingerprint(),
                "client": client, "warnings": guard.suite_warnings}
+    jail_line = _check_jail(guard, summary)
     _emit(summary, as_json, f"ok: {config_path} ({summary['cases']} canary cases, "
                             f"{summary['safety_cases']} safety; fingerprint "
-                            f"{summary['fingerprint'][:12]})\nclient: {client}"
+                            f"{summary['fingerprint'][:12]})\nclient: {client}" + jail_line
                             + "".join(f"\nwarning: {w}" for w in guard.suite_warnings))
 
 
@@ -318,6 +319,29 @@ def _check_client(config: Config, root: Path) -> str:
     except ConfigError as exc:
         return f"{config.client.factory} imports, but was not built here: {exc}"
     return f"{config.client.factory} imported and built"
+
+
+def _check_jail(guard: Any, summary: dict[str, Any]) -> str:
+    """What jail this machine gives a process sandbox; exits EXIT_CONFIG when a strict one
+    cannot be had here (every review would end in an error)."""
+    if guard.process_sandbox is None:
+        return ""
+    from .sandbox import how_to_allow, jail_support
+
+    isolation = guard.process_sandbox.limits.jail.isolation
+    support = jail_support()
+    summary["jail"] = {"isolation": isolation, **support}
+    if isolation == "off":
+        return "\njail: isolation = \"off\" (resource limits only)"
+    if "error" in support:
+        _fail(f"the sandbox's jail cannot start on this machine: {support['error']}", EXIT_CONFIG)
+    missing = support["missing"]
+    if isolation == "strict" and missing:
+        _fail(f"[sandbox] isolation = \"strict\" needs the {', '.join(missing)} layer(s), which "
+              f"this machine refuses; to allow {missing[0]}: {how_to_allow(missing[0])}; or set "
+              "isolation = \"best_effort\"", EXIT_CONFIG)
+    return (f"\njail: {isolation}, {len(support['layers'])} layers on this machine"
+            + (f"; missing: {', '.join(missing)}" if missing else "; none missing"))
 
 
 @main.command()

@@ -58,6 +58,24 @@ class SandboxSettings(_Section):
     """Bytes of address space per sandbox process."""
     startup: float = Field(default=30.0, gt=0)
     """Seconds the sandbox may take to start."""
+    isolation: Literal["strict", "best_effort", "off"] = "strict"
+    """``strict``: refuse to evaluate when a jail layer cannot be set up (the error names it);
+    ``best_effort``: evaluate with the layers this kernel allows, recording the missing ones;
+    ``off``: resource limits only (no namespaces, Landlock or seccomp)."""
+    max_processes: int = Field(default=64, ge=4, le=4096)
+    """Processes and threads a sandbox child may hold at once."""
+    read_paths: list[str] = []
+    """More files or folders the candidate may read (relative paths: from this file's folder)."""
+    write_paths: list[str] = []
+    """Folders the candidate may also write (relative paths: from this file's folder)."""
+    env: list[str] = []
+    """Names of environment variables passed to the candidate; every other one stays out."""
+    network: list[str] = []
+    """``host:port`` endpoints the candidate may reach (its model endpoint); nothing else is.
+    Empty: no network at all."""
+    warm: bool = True
+    """Fork each child from a pre-started template process (``false``: a fresh interpreter
+    per candidate, slower)."""
 
 
 class DecisionSettings(_Section):
@@ -311,7 +329,6 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     from .blobs import FileBlobStore
     from .canary import CanarySuite, RunSettings
     from .gate import ApprovalPolicy, FrozenConstraints
-    from .sandbox import SandboxLimits
 
     parts = build_policies(config.policies, source, root)
     cases: list[Any] = []
@@ -343,11 +360,28 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "approval": approval,
         "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files"})),
         "sandbox": config.sandbox.mode,
-        "sandbox_limits": SandboxLimits(**config.sandbox.model_dump(exclude={"mode"})),
+        "sandbox_limits": _sandbox_limits(config.sandbox, root),
         "decision_rule": _decision_rule(config.decision, suite, source),
         "proposal_limits": config.proposals,
         **config.guard.model_dump(),
     }
+
+
+_JAIL_KEYS = {"isolation", "max_processes", "read_paths", "write_paths", "env", "network",
+              "warm"}
+
+
+def _sandbox_limits(settings: SandboxSettings, root: Path) -> Any:
+    """``[sandbox]`` as ``SandboxLimits``, its jail keys as the nested ``JailPolicy``."""
+    from .sandbox import JailPolicy, SandboxLimits
+
+    jail = settings.model_dump(include=_JAIL_KEYS)
+    for key in ("read_paths", "write_paths"):
+        jail[key] = tuple(str((root / path).resolve()) for path in jail[key])
+    jail["env"] = tuple(jail["env"])
+    jail["network"] = tuple(jail["network"])
+    return SandboxLimits(**settings.model_dump(exclude={"mode", *_JAIL_KEYS}),
+                         jail=JailPolicy(**jail))
 
 
 def _relative_to(root: Path | None, settings: dict[str, Any]) -> dict[str, Any]:

@@ -16,8 +16,6 @@ import copy
 import ctypes
 import os
 import pickle
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -25,7 +23,34 @@ from guardrails import Request
 from guardrails.sandbox._process import _frame
 
 MODES = ("answer", "structured", "hang", "exit", "segfault", "allocate", "burn", "raise",
-         "unplain", "forge", "huge", "fds", "spawn", "pid", "slow")
+         "unplain", "forge", "huge", "fds", "spawn", "pid", "slow", "environ", "leave", "find")
+_LEFT_BEHIND: list[str] = []
+"""What the ``leave`` request put in this process's memory (``find`` looks for it)."""
+
+
+def _touch(request: str) -> str:
+    """``read:PATH`` returns the file's text, ``write:PATH`` writes it; or the error's name."""
+    verb, path = request.split(":", 1)
+    try:
+        if verb == "read":
+            with open(path) as handle:
+                return handle.read()
+        with open(path, "w") as handle:
+            handle.write("written")
+        return "written"
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+_IDENTITY: list[str] = []
+
+
+def _identity() -> str:
+    """A token drawn once per process: tells sandbox children apart (each is PID 1 of its own
+    PID namespace, so their pids all read 1)."""
+    if not _IDENTITY:
+        _IDENTITY.append(os.urandom(8).hex())
+    return _IDENTITY[0]
 
 
 class _Evil:
@@ -57,6 +82,8 @@ class ScriptedClient:
         self._state = copy.deepcopy(state)
 
     def invoke(self, request: Request) -> Any:
+        if isinstance(request.input, str) and request.input.startswith(("read:", "write:")):
+            return _touch(request.input)
         mode = self._state.get("mode")
         if mode is None:
             mode = request.input if request.input in MODES else "answer"
@@ -92,13 +119,26 @@ class ScriptedClient:
         if mode == "fds":
             return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
         if mode == "spawn":
-            grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-            return grandchild.pid
+            # Fork, not exec: the jail executes no program.
+            grandchild = os.fork()
+            if grandchild == 0:
+                time.sleep(60)
+                os._exit(0)
+            return grandchild
         if mode == "pid":
             return os.getpid()
+        if mode == "environ":
+            return dict(os.environ)
+        if mode == "leave":
+            _LEFT_BEHIND.append("candidate one was here")
+            with open("left-behind.txt", "w") as handle:  # in the working directory: the scratch
+                handle.write("candidate one was here")
+            return None
+        if mode == "find":
+            return {"memory": bool(_LEFT_BEHIND), "scratch": os.path.exists("left-behind.txt")}
         if mode == "slow":
             time.sleep(0.6)
-            return os.getpid()
+            return _identity()
         raise AssertionError(f"unknown mode {mode!r}")
 
     def snapshot(self) -> dict[str, Any]:

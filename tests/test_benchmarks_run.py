@@ -18,6 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("review_walltime.py", "200"),
     ("concurrency.py", "200"),  # concurrent calls
     ("import_cost.py", "2"),  # fresh interpreters
+    ("sandbox_startup.py", "3"),  # warm and cold jailed sandboxes
     ("peers/workload_ours.py", "200"),  # our side of the peers comparison (the peers need installs)
     ("soak.py", "40"),  # 40 reviews under random faults, calls in 4 threads; exits 1 on a failure
     # 4 replica processes on PostgreSQL, then on SQLite; starts a server if none is configured

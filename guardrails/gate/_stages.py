@@ -29,7 +29,7 @@ from .._telemetry import (
 )
 from .._threads import CallTimeout, call_with_timeout, run_sync
 from ..canary import CanaryEvidence, run_canaries_async
-from ..sandbox import SandboxError, sandbox_finding
+from ..sandbox import SandboxError, isolation_finding, sandbox_finding
 from ._approval import expire_pending, request_approval
 from ._checks import ReviewContext, run_update_checks
 from ._findings import (
@@ -152,6 +152,7 @@ def sandbox(review: Review) -> Decision | None:
             return review.reject(sandbox_finding(exc))
         review.sandboxed = client
         review.cleanups.append(client.close)
+        review.findings.append(isolation_finding(client.isolation))  # in every later decision
         try:
             built = state_version(client.snapshot())
         except ConfigError as exc:

@@ -1,19 +1,24 @@
-"""A process sandbox for untrusted candidates: a proxy client backed by child processes.
+"""A process sandbox for untrusted candidates: a proxy client backed by jailed child processes.
 
-``ProcessSandbox(limits).start(client, state)`` spawns fresh interpreters
-(``workers`` of them, one by default), hands each the pickled serving client
-and the candidate state, and builds the candidate there with
-``client.with_state(state)``. The returned ``SandboxedClient`` forwards
-``invoke`` and ``snapshot`` over pipes, so the canary runner and the guard's
-"snapshot equals the evaluated state" check use it exactly like an
-in-process client.
+``ProcessSandbox(limits).start(client, state)`` forks fresh children
+(``workers`` of them, one by default) from a warm template process (see
+``_warm``), jails each (see ``_jail``: namespaces, a private ``/proc``, a
+process cap, a clean environment, Landlock, seccomp), hands each the
+pickled serving client and the candidate state, and builds the candidate
+there with ``client.with_state(state)``. The returned ``SandboxedClient``
+forwards ``invoke`` and ``snapshot`` over pipes, so the canary runner and
+the guard's "snapshot equals the evaluated state" check use it exactly
+like an in-process client.
 
 What a caller may rely on:
 
 - A child gets the client, the candidate state and the requests, nothing
-  else: no ledger, no expectations, no file descriptors of the parent
-  (``close_fds``), its own session (terminal signals do not reach it). It
-  inherits the environment and working directory.
+  else: no ledger, no expectations, no file descriptors of the parent, no
+  environment variable the policy does not name, a private scratch
+  directory as its working directory. Under ``isolation="strict"`` (the
+  default) every layer of the jail is in force or the candidate is not
+  evaluated (``SandboxUnavailable`` names the layer); ``isolation`` on the
+  proxy says which layers were.
 - A child returns outputs only, as plain values (``None``, ``bool``,
   ``int``, ``float``, ``complex``, ``str``, ``bytes``, ``bytearray``,
   ``list``, ``tuple``, ``dict``, ``set``, ``frozenset``). The parent decodes
@@ -22,414 +27,67 @@ What a caller may rely on:
 - Every failure is a typed ``SandboxError``: ``SandboxLimitExceeded`` names
   the limit (``memory``, ``cpu_time``, ``wall_time``, ``startup``,
   ``output_size``), ``SandboxCrashed`` carries the exit code or signal.
-  After either, every child and its process group are gone and every
+  After either, every child and everything it forked are gone and every
   further call raises the same error (fail closed). ``SandboxCallError``
   (the candidate raised an ordinary exception) leaves the sandbox usable.
 - ``wall_time`` is per call and counts from when the call is sent to a
   ready child (neither start-up nor waiting for a free child counts);
   start-up has its own ``startup`` limit.
 
-POSIX only (``resource.setrlimit``); the memory limit is enforced on Linux.
+POSIX only (``fork``, ``resource.setrlimit``); the jail and the memory limit need Linux.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
-import pickle
 import select
+import shutil
 import signal
-import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-import types
 import weakref
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from opentelemetry import trace
 
-from .._decision import Finding
-from .._errors import ConfigError, GuardrailsError
+from .._errors import ConfigError
+from .._telemetry import ATTR_SANDBOX_ISOLATION, ATTR_SANDBOX_LAYERS, ATTR_SANDBOX_MISSING
+from ._child import _child_main, _text
+from ._errors import (
+    _DURING,
+    SandboxCallError,
+    SandboxCrashed,
+    SandboxError,
+    SandboxLimit,
+    SandboxLimitExceeded,
+    SandboxLimits,
+    SandboxUnavailable,
+    _describe,
+    _MiB,
+    _signal_name,
+    sandbox_finding,
+)
+from ._jail import LAYERS, JailPolicy, plan_jail
+from ._net import Broker
+from ._warm import _EXIT, _PID, Spawned, Template
+from ._wire import _HEADER, _dumps, _frame, _loads_plain, _pickle_client
 
-SandboxLimit = Literal["memory", "cpu_time", "wall_time", "startup", "output_size"]
-"""The limits a ``SandboxLimitExceeded`` can name."""
+__all__ = ["ChildOutput", "JailPolicy", "ProcessSandbox", "SandboxCallError", "SandboxCrashed",
+           "SandboxError", "SandboxLimit", "SandboxLimitExceeded", "SandboxLimits",
+           "SandboxUnavailable", "SandboxedClient", "_child_main", "_frame", "_loads_plain",
+           "sandbox_finding"]
 
 ChildOutput = Literal["discard", "inherit"]
 
-_MiB = 1024 * 1024
-_HEADER = struct.Struct(">Q")
-_RESERVE = _MiB
-_EMERGENCY: list[bytearray] = []
-"""In the child: memory held back so it can still report a ``MemoryError``."""
 _EXIT_GRACE = 1.0
 """Seconds a child that closed its pipe gets to finish exiting before it is killed."""
-_TEXT_LIMIT = 2000
-_TRANSIENT = frozenset({"TimeoutError", "ConnectionError", "ConnectionResetError",
-                        "ConnectionRefusedError", "ConnectionAbortedError", "BrokenPipeError"})
-
-_DURING = {
-    "start": "during start-up",
-    "build": "while building the candidate",
-    "invoke": "while answering a request",
-    "snapshot": "while taking a snapshot",
-}
-
-
-class SandboxLimits(BaseModel):
-    """The limits a sandboxed candidate runs under. Frozen; part of the guard's policy.
-
-    ``wall_time``: seconds per call (building the candidate, each ``invoke``,
-    each ``snapshot``), counted from when the call is sent to a ready child;
-    the parent kills the sandbox when it runs out.
-    ``cpu_time``: CPU seconds each child may use, in all, once the client is
-    loaded (start-up imports are not counted); ``RLIMIT_CPU`` counts whole
-    seconds, so the candidate gets between ``cpu_time`` and one second more.
-    ``memory``: bytes of address space for each child (``RLIMIT_AS``), in
-    force from when the client is loaded, before the candidate is built; a
-    limit below what the loaded client already maps is a ``ConfigError``.
-    ``startup``: seconds for the child to start, import and unpickle the client
-    (the serving code, trusted: it loads before the limits are set).
-    ``max_output``: bytes of the largest reply the child may send.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    wall_time: float = Field(default=10.0, gt=0)
-    cpu_time: float = Field(default=60.0, gt=0)
-    memory: int = Field(default=2048 * _MiB, gt=0)
-    startup: float = Field(default=30.0, gt=0)
-    max_output: int = Field(default=64 * _MiB, gt=0)
-
-
-# -- errors -----------------------------------------------------------------------
-
-
-class SandboxError(GuardrailsError):
-    """Base class of every error the process sandbox raises.
-
-    ``during`` says what the child was doing (``"during start-up"``,
-    ``"while answering a request"`` ...). ``evidence()`` is a JSON dict for a
-    ``Finding``; neither contains request or output content.
-    """
-
-    def __init__(self, message: str, *, during: str) -> None:
-        super().__init__(message)
-        self.during = during
-
-    def evidence(self) -> dict[str, Any]:
-        return {"error": type(self).__name__, "during": self.during}
-
-
-class SandboxLimitExceeded(SandboxError):
-    """The candidate hit ``limit``; the child has been killed.
-
-    ``configured`` is the limit's value (seconds or bytes, as in ``SandboxLimits``).
-    """
-
-    def __init__(self, limit: SandboxLimit, configured: float, *, during: str,
-                 detail: str = "") -> None:
-        who = "the sandbox" if limit == "startup" else "the sandboxed candidate"
-        super().__init__(
-            f"{who} hit the {limit} limit ({_describe(limit, configured)}) {during}"
-            + (f": {detail}" if detail else "") + "; the sandbox was stopped",
-            during=during)
-        self.limit: SandboxLimit = limit
-        self.configured = configured
-
-    def evidence(self) -> dict[str, Any]:
-        return {**super().evidence(), "limit": self.limit, "configured": self.configured}
-
-
-class SandboxCrashed(SandboxError):
-    """The child died (or broke the protocol) without hitting a known limit.
-
-    ``exitcode`` is set when it exited, ``signal`` (a number) when a signal
-    killed it; both are ``None`` when the parent stopped a child that sent
-    malformed replies or closed its pipe.
-    """
-
-    def __init__(self, message: str, *, during: str, exitcode: int | None = None,
-                 signal: int | None = None) -> None:
-        super().__init__(message, during=during)
-        self.exitcode = exitcode
-        self.signal = signal
-
-    @property
-    def signal_name(self) -> str | None:
-        return _signal_name(self.signal) if self.signal is not None else None
-
-    def evidence(self) -> dict[str, Any]:
-        return {**super().evidence(), "exitcode": self.exitcode, "signal": self.signal_name}
-
-
-class SandboxCallError(SandboxError):
-    """The candidate raised an ordinary exception; the sandbox stays usable.
-
-    ``type_name`` is the exception's class name. ``detail`` is its message as
-    the candidate wrote it: it may quote the request, so it is kept out of
-    ``str(error)`` and ``evidence()``; do not log it for hidden cases.
-    ``transient`` is true for ``TimeoutError`` and the connection errors.
-    """
-
-    def __init__(self, type_name: str, detail: str, *, during: str) -> None:
-        super().__init__(f"the sandboxed candidate raised {type_name} {during}", during=during)
-        self.type_name = type_name
-        self.detail = detail
-        # The canary runner retries errors marked transient: the child's own timeouts and
-        # connection errors keep that meaning across the process boundary.
-        self.transient = type_name in _TRANSIENT
-
-    def evidence(self) -> dict[str, Any]:
-        return {**super().evidence(), "raised": self.type_name}
-
-
-def sandbox_finding(error: SandboxError, *, check: str = "sandbox") -> Finding:
-    """A failed ``Finding`` for ``error``: its message, and evidence naming the limit or signal."""
-    return Finding(check=check, passed=False, message=str(error), evidence=error.evidence())
-
-
-def _describe(limit: SandboxLimit, configured: float) -> str:
-    if limit in ("memory", "output_size"):
-        return (f"{configured / _MiB:g} MiB" if configured >= _MiB and configured % _MiB == 0
-                else f"{configured:g} bytes")
-    if limit == "cpu_time":
-        return f"{configured:g} s of CPU"
-    if limit == "wall_time":
-        return f"{configured:g} s per call"
-    return f"{configured:g} s"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-# -- the wire ---------------------------------------------------------------------
-#
-# Frames are an 8-byte big-endian length and a pickle. Parent to child: an
-# ordinary pickle (the parent is trusted). Child to parent: decoded by
-# ``_PlainUnpickler``, which resolves no globals at all, so a compromised
-# child can send data but never code.
-
-_PLAIN_GLOBALS = frozenset({("builtins", "complex")})
-"""The one global a plain value needs: ``complex`` pickles as a call to it."""
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _PLAIN_GLOBALS:
-            return complex
-        raise pickle.UnpicklingError(f"{module}.{name} is not a plain value")
-
-
-def _loads_plain(data: bytes) -> Any:
-    """Decode a pickle holding only plain values; anything else raises ``UnpicklingError``."""
-    return _PlainUnpickler(io.BytesIO(data)).load()
-
-
-def _dumps(value: Any) -> bytes:
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-class _ClientPickler(pickle.Pickler):
-    """Pickles the client and notes every class or function it needs from ``__main__``.
-
-    The child is a fresh interpreter that does not run the parent's main
-    script, so those would fail to load there; better to say so in the parent.
-    """
-
-    def __init__(self, file: Any) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.from_main: list[str] = []
-
-    def persistent_id(self, obj: Any) -> None:
-        if (isinstance(obj, type | types.FunctionType)
-                and getattr(obj, "__module__", None) == "__main__"):
-            self.from_main.append(getattr(obj, "__qualname__", repr(obj)))
-        return None
-
-
-def _pickle_client(client: Any) -> bytes:
-    name = type(client).__qualname__
-    buffer = io.BytesIO()
-    pickler = _ClientPickler(buffer)
-    try:
-        pickler.dump(client)
-    except Exception as exc:
-        raise ConfigError(
-            f"the {name} client cannot be pickled for the process sandbox "
-            f"({type(exc).__name__}: {exc}); use sandbox=\"inline\" or make the client "
-            "picklable (module-level classes and functions, no lambdas, locks or open "
-            "connections, or a __reduce__ that rebuilds them)") from None
-    if pickler.from_main:
-        raise ConfigError(
-            f"the {name} client needs {', '.join(sorted(set(pickler.from_main)))} from __main__, "
-            "which the sandbox child cannot import; move it to an importable module or use "
-            "sandbox=\"inline\"")
-    return buffer.getvalue()
-
-
-def _read_exact(fd: int, size: int) -> bytes | None:
-    """Blocking read of exactly ``size`` bytes (child side); ``None`` on end of file."""
-    chunks: list[bytes] = []
-    while size:
-        chunk = os.read(fd, min(size, _MiB))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _frame(payload: bytes) -> bytes:
-    return _HEADER.pack(len(payload)) + payload
-
-
-# -- the child --------------------------------------------------------------------
-
-
-def _child_main(read_fd: int, write_fd: int) -> None:
-    """Entry point of the sandbox child (run by ``ProcessSandbox``; not a public API)."""
-    _EMERGENCY.append(bytearray(_RESERVE))
-
-    def send(*reply: Any) -> None:
-        _write_all(write_fd, _frame(_dumps(reply)))
-
-    def receive() -> Any:
-        header = _read_exact(read_fd, _HEADER.size)
-        body = None if header is None else _read_exact(read_fd, _HEADER.unpack(header)[0])
-        if body is None:
-            os._exit(0)  # the parent is gone or closed the sandbox
-        return pickle.loads(body)  # from the trusted parent
-
-    init = receive()
-    sys.path[:] = init["sys_path"]
-    if init["faulthandler"]:
-        import faulthandler
-
-        faulthandler.enable()
-    # The client is the serving code, trusted like this process: it loads before the
-    # limits, so a failure here is a configuration problem, never a limit the
-    # candidate hit. The limits are absolute, so what loading used still counts.
-    try:
-        client = pickle.loads(init["client"])
-    except BaseException as exc:
-        send("load_failed", type(exc).__name__, _text(exc))
-        os._exit(2)
-    in_use = _address_space()
-    if in_use is not None and in_use >= init["memory"]:
-        send("too_small", in_use)
-        os._exit(2)
-    try:
-        _limit_memory(init["memory"])
-        cpu_soft = _limit_cpu(init["cpu_time"])
-    except (ValueError, OSError) as exc:
-        send("limits_failed", f"{type(exc).__name__}: {exc}")
-        os._exit(2)
-    send("ready", cpu_soft)
-
-    candidate: Any = None
-    while True:
-        op = "?"
-        try:
-            op, arg = receive()
-            if op == "close":
-                os._exit(0)  # no atexit handlers: candidate code must not delay the exit
-            if op == "build":
-                candidate, client = client.with_state(arg), None
-                value = None
-            elif op == "invoke":
-                value = candidate.invoke(arg)
-            elif op == "snapshot":
-                value = candidate.snapshot()
-            else:
-                raise ValueError(f"unknown operation {op!r}")
-            reply = _plain_reply(value)
-        except MemoryError:
-            _EMERGENCY.clear()  # room to report it; the parent stops this child next
-            reply = _dumps(("memory", op))
-        except SystemExit as exc:
-            os._exit(exc.code if isinstance(exc.code, int) else 1)
-        except Exception as exc:
-            reply = _dumps(("raised", type(exc).__name__, _text(exc)))
-        except BaseException:
-            os._exit(1)
-        try:
-            _write_all(write_fd, _frame(reply))
-        except OSError:
-            os._exit(0)  # the parent is gone
-
-
-def _plain_reply(value: Any) -> bytes:
-    """``("ok", value)`` pickled, checked with the parent's decoder so the error is the child's."""
-    try:
-        reply = _dumps(("ok", value))
-        _loads_plain(reply)
-    except MemoryError:
-        raise
-    except Exception as exc:
-        return _dumps(("raised", "TypeError",
-                       f"the output (a {type(value).__qualname__}) cannot leave the sandbox: "
-                       f"{exc}; return plain values (None, bool, int, float, str, bytes, list, "
-                       "tuple, dict, set)"))
-    return reply
-
-
-def _text(exc: BaseException) -> str:
-    try:
-        return str(exc)[:_TEXT_LIMIT]
-    except Exception:
-        return "<unprintable>"
-
-
-def _address_space() -> int | None:
-    """Bytes of address space this process maps now (Linux ``/proc``), else ``None``."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _limit_memory(limit: int) -> None:
-    import resource
-
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    # A candidate that crashes should not leave a core file of up to the memory limit.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _limit_cpu(cpu_time: float) -> int:
-    """Set RLIMIT_CPU to ``cpu_time`` beyond what start-up used; return the soft limit."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    soft = math.ceil(usage.ru_utime + usage.ru_stime + cpu_time)
-    # The kernel sends SIGXCPU at the soft limit and SIGKILL at the hard one, so a
-    # candidate that ignores SIGXCPU still dies a second later.
-    hard = soft + 1
-    _, current_hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if current_hard != resource.RLIM_INFINITY:
-        hard = min(hard, current_hard)
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
-    return soft
+_DISPOSE_WAIT = 5.0
+"""Seconds ``dispose`` waits for a killed child's supervisor to report it gone."""
 
 
 # -- the parent -------------------------------------------------------------------
@@ -448,37 +106,46 @@ class _Oversize(Exception):
 
 
 class _Child:
-    """One child process and the parent's ends of its pipes.
+    """One jailed child: the parent's ends of its data pipes and of its supervisor's pipes.
 
     Only the thread that holds a child (see ``SandboxedClient._acquire``)
     reads, writes or closes its pipes; any thread may ``kill`` it. Kept apart
     from the proxy so a ``weakref.finalize`` can stop it without keeping the
-    proxy alive.
+    proxy alive. The child is not this process's own: its supervisor (see
+    ``_warm``) kills it on request and reports its pid, wait status and CPU
+    time on the status pipe, so no pid is ever signalled after it was reaped.
     """
 
-    def __init__(self, process: subprocess.Popen[bytes], read_fd: int, write_fd: int) -> None:
-        self.process = process
-        self.read_fd = read_fd
-        self.write_fd = write_fd
+    def __init__(self, spawned: Spawned, scratch: str, network: tuple[str, ...],
+                 timeout: float) -> None:
+        self.broker: Broker | None = None
+        if network:
+            self.broker = Broker(spawned.broker, network, timeout)
+        else:
+            spawned.broker.close()
+        self.read_fd = spawned.read_fd
+        self.write_fd = spawned.write_fd
+        self.ctl_fd = spawned.ctl_fd
+        self.status_fd = spawned.status_fd
+        self.scratch = scratch
         self.status: int | None = None
         self.cpu_seconds = 0.0
         self.cpu_soft: float = math.inf
         """The RLIMIT_CPU soft limit the child set, from its ``ready`` message."""
+        self.layers: tuple[str, ...] = ()
+        """The jail's layers in force, from its ``ready`` message."""
+        self.pid = 0
+        """The jailed process's pid in this process's PID namespace (0 until known)."""
         self.reaped = False
         self.owner = os.getpid()
-        # Serialises kill and reap: a pid (the process group id) must never be
-        # signalled after it was reaped, when the kernel may give it to another process.
+        self._status_buffer = b""
         self._lock = threading.Lock()
-        for fd in (read_fd, write_fd):
+        for fd in (self.read_fd, self.write_fd, self.ctl_fd, self.status_fd):
             os.set_blocking(fd, False)
         self.reader = select.poll()
-        self.reader.register(read_fd, select.POLLIN)
+        self.reader.register(self.read_fd, select.POLLIN)
         self.writer = select.poll()
-        self.writer.register(write_fd, select.POLLOUT)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+        self.writer.register(self.write_fd, select.POLLOUT)
 
     def send(self, data: bytes, deadline: float) -> None:
         view = memoryview(_frame(data))
@@ -513,68 +180,75 @@ class _Child:
             size -= len(chunk)
         return b"".join(chunks)
 
-    def wait_exit(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for the child to exit by itself, without reaping it.
-
-        Not reaping keeps its pid (the process group id) reserved, so ``dispose``
-        can still kill grandchildren it left behind.
-        """
+    def read_status(self, timeout: float) -> bool:
+        """Read what the supervisor wrote, for up to ``timeout`` s; True once the child is gone."""
         deadline = time.monotonic() + timeout
+        poller = select.poll()
+        with self._lock:
+            if self.reaped or self.status_fd < 0:
+                return True
+            poller.register(self.status_fd, select.POLLIN)
         while True:
             with self._lock:
-                if self.reaped:
+                if self._take_status():
                     return True
-                try:
-                    if hasattr(os, "waitid"):
-                        exited = os.waitid(os.P_PID, self.pid,
-                                           os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-                    else:  # pragma: no cover - platforms without waitid reap here
-                        exited = self._reap(os.WNOHANG)
-                except ChildProcessError:
-                    exited = True
-            if exited:
-                return True
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return False
-            time.sleep(0.01)
+            poller.poll(max(1, math.ceil(min(remaining, 0.05) * 1000)))
+
+    def _take_status(self) -> bool:
+        """Under the lock: consume available status bytes; True when the final record is in."""
+        while True:
+            try:
+                chunk = os.read(self.status_fd, 64)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.reaped = True  # the supervisor is gone: so is the child
+                break
+            self._status_buffer += chunk
+        buffer = self._status_buffer
+        if len(buffer) >= _PID.size and not self.pid:
+            (self.pid,) = _PID.unpack(buffer[:_PID.size])
+        if len(buffer) >= _PID.size + _EXIT.size:
+            self.status, self.cpu_seconds = _EXIT.unpack(buffer[_PID.size:_PID.size + _EXIT.size])
+            self.reaped = True
+        return self.reaped
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the child to exit by itself."""
+        return self.read_status(timeout)
 
     def kill(self) -> None:
-        """SIGKILL the child's process group (it and whatever it forked). Any thread."""
+        """Ask the supervisor to SIGKILL the child (and so its whole PID namespace). Any thread."""
         with self._lock:
-            if not self.reaped and os.getpid() == self.owner:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.pid, signal.SIGKILL)
+            if not self.reaped and self.ctl_fd >= 0 and os.getpid() == self.owner:
+                with contextlib.suppress(OSError):
+                    os.write(self.ctl_fd, b"k")
 
     def dispose(self) -> None:
-        """Kill, reap and close the pipes. Idempotent; only by the thread holding the child."""
+        """Kill, wait for the supervisor's report, close the pipes, remove the scratch.
+
+        Idempotent; only by the thread holding the child.
+        """
         if os.getpid() != self.owner:
             return  # a forked copy of the parent: the child is not ours to stop
         self.kill()
+        self.read_status(_DISPOSE_WAIT)
         with self._lock:
-            if not self.reaped:
-                self._reap(0)
-        for fd in (self.read_fd, self.write_fd):
+            fds = (self.read_fd, self.write_fd, self.ctl_fd, self.status_fd)
+            self.read_fd = self.write_fd = self.ctl_fd = self.status_fd = -1
+        for fd in fds:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self.read_fd = self.write_fd = -1
-
-    def _reap(self, options: int) -> bool:
-        try:
-            pid, status, usage = os.wait4(self.pid, options)
-        except ChildProcessError:
-            # Someone else reaped it (a waitpid(-1) elsewhere): the status is lost.
-            self.reaped = True
-            self.process.returncode = -1
-            return True
-        if pid == 0:
-            return False
-        self.reaped = True
-        self.status = status
-        self.cpu_seconds = usage.ru_utime + usage.ru_stime
-        # Tell Popen the child is reaped, so it never waits for it or warns about it.
-        self.process.returncode = os.waitstatus_to_exitcode(status)
-        return True
+        broker, self.broker = self.broker, None
+        if broker is not None:
+            broker.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _wait(poller: select.poll, deadline: float) -> None:
@@ -631,8 +305,20 @@ class SandboxedClient:
 
     @property
     def pids(self) -> tuple[int, ...]:
-        """The children's process ids (each also its process group id)."""
+        """The jailed processes' ids as this process sees them (each is PID 1 of its own
+        PID namespace when the jail has the ``namespaces`` layer)."""
         return tuple(child.pid for child in self._children)
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        """How strong the jail is: ``mode`` (the policy's ``isolation``), ``layers`` in force,
+        ``missing`` (every layer of a full jail that is not in force) and ``network`` (the
+        endpoints it may reach), as JSON."""
+        layers = sorted(set.intersection(*(set(c.layers) for c in self._children)),
+                        key=LAYERS.index)
+        return {"mode": self._limits.jail.isolation, "layers": layers,
+                "missing": [layer for layer in LAYERS if layer not in layers],
+                "network": list(self._limits.jail.network)}
 
     @property
     def alive(self) -> bool:
@@ -657,7 +343,7 @@ class SandboxedClient:
         return state
 
     def close(self) -> None:
-        """Ask the children to exit and make sure they and their process groups are gone.
+        """Ask the children to exit and make sure they and everything they forked are gone.
 
         Idempotent. A call in flight on another thread is cut short and
         raises ``SandboxError``.
@@ -717,9 +403,17 @@ class SandboxedClient:
 
     def _check_ready(self, child: _Child, reply: tuple[Any, ...]) -> None:
         kind = reply[0]
-        if kind == "ready" and len(reply) == 2 and isinstance(reply[1], int):
+        if (kind == "ready" and len(reply) == 3 and isinstance(reply[1], int)
+                and isinstance(reply[2], tuple)):
             child.cpu_soft = reply[1]
+            child.layers = tuple(str(layer) for layer in reply[2])
+            # The supervisor wrote the pid before the child could answer: it is there to read.
+            deadline = time.monotonic() + _EXIT_GRACE
+            while not child.pid and not child.reaped and time.monotonic() < deadline:
+                child.read_status(0.01)
             return
+        if kind == "jail_refused" and len(reply) == 3:
+            raise SandboxUnavailable(str(reply[1])[:100], str(reply[2]))
         if kind == "load_failed" and len(reply) == 3:
             raise ConfigError(
                 f"the sandbox child could not load the {self._client_type} client "
@@ -872,18 +566,22 @@ class SandboxedClient:
 
 
 class ProcessSandbox:
-    """Runs candidates in child processes under ``limits``.
+    """Runs candidates in jailed child processes under ``limits`` (see ``SandboxLimits``).
 
     ``workers``: children per candidate, each loading the client and building
     the candidate, so that many calls run at once (every limit applies to
-    each child). ``python``: the interpreter for the children (default
-    ``sys.executable``; set it when embedded, e.g. under uWSGI).
+    each child). ``python``: the interpreter for the template process
+    (default ``sys.executable``; set it when embedded, e.g. under uWSGI).
     ``child_output``: ``"discard"`` (the default: a candidate cannot write
     request content to the service's logs) or ``"inherit"`` (the children's
     stdout and stderr go to this process's stderr, with ``faulthandler`` on:
     for debugging crashes).
 
-    Raises ``ConfigError`` on platforms without ``resource`` (Windows).
+    With ``limits.jail.warm`` (the default) one template process is started
+    by ``check_client`` or the first ``start`` and forks every child;
+    ``close()`` (or garbage collection, or interpreter exit) stops it.
+
+    Raises ``ConfigError`` on platforms without ``fork`` and ``resource`` (Windows).
     """
 
     def __init__(self, limits: SandboxLimits | None = None, *, workers: int = 1,
@@ -903,34 +601,64 @@ class ProcessSandbox:
                               "sandbox child runs with)")
         if child_output not in ("discard", "inherit"):
             raise ConfigError(f"child_output must be 'discard' or 'inherit', got {child_output!r}")
+        if limits.jail.isolation != "off" and not sys.platform.startswith("linux"):
+            raise ConfigError(f"isolation {limits.jail.isolation!r} needs Linux (namespaces, "
+                              "Landlock, seccomp); on this system set [sandbox] isolation = "
+                              "\"off\" (resource limits only) or use sandbox=\"inline\"")
         self.limits = limits
         self.workers = workers
         self.python = python
         self.child_output: ChildOutput = child_output
+        self._template: Template | None = None
+        self._modules: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _close_template, [None])
 
     def check_client(self, client: Any) -> None:
-        """Raise ``ConfigError`` now if ``client`` could not be sent to a sandbox child."""
-        _pickle_client(client)
+        """Raise ``ConfigError`` now if ``client`` could not be sent to a sandbox child.
+
+        With a warm jail this also starts the template and has it import the
+        client's modules, so the first review starts warm too.
+        """
+        _, modules = _pickle_client(client)
+        if self.limits.jail.warm:
+            self._warm(modules)
 
     def start(self, client: Any, state: dict[str, Any]) -> SandboxedClient:
         """Start the children, load ``client`` in each and build ``client.with_state(state)``.
 
-        Returns a ready proxy. Raises ``ConfigError`` when the client cannot
-        be pickled or loaded in a child, or the memory limit is below what
-        the loaded client maps; ``SandboxLimitExceeded`` (``startup`` for
-        start-up, ``wall_time``/``memory``/``cpu_time`` for building);
+        Returns a ready proxy (its ``isolation`` says which jail layers are in
+        force). Raises ``SandboxUnavailable`` (a ``ConfigError``) when a
+        strict jail is missing a layer; ``ConfigError`` when the client
+        cannot be pickled or loaded in a child, or the memory limit is below
+        what the loaded client maps; ``SandboxLimitExceeded`` (``startup``
+        for start-up, ``wall_time``/``memory``/``cpu_time`` for building);
         ``SandboxCrashed``; ``SandboxCallError`` when ``with_state`` raised.
         On any error every child is already gone.
         """
-        pickled = _pickle_client(client)
+        pickled, modules = _pickle_client(client)
+        if self.limits.jail.warm:
+            template, cold = self._warm(modules), None
+        else:
+            template = cold = self._new_template(modules)
+        try:
+            proxy = self._start_children(template, pickled, state, type(client).__qualname__)
+        finally:
+            if cold is not None:
+                cold.close()  # the children are up; a cold template serves only them
+        _record_isolation(proxy.isolation)
+        return proxy
+
+    def _start_children(self, template: Template, pickled: bytes, state: dict[str, Any],
+                        client_type: str) -> SandboxedClient:
         children: list[_Child] = []
         try:
             for _ in range(self.workers):
-                children.append(self._spawn())
+                children.append(self._spawn(template))
         except BaseException:
             _dispose_all(tuple(children))
             raise
-        proxy = SandboxedClient(children, self.limits, type(client).__qualname__)
+        proxy = SandboxedClient(children, self.limits, client_type)
         try:
             proxy._start({"sys_path": list(sys.path), "memory": self.limits.memory,
                           "cpu_time": self.limits.cpu_time, "client": pickled,
@@ -943,16 +671,29 @@ class ProcessSandbox:
             raise
         return proxy
 
-    def _spawn(self) -> _Child:
-        to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
-        # The child imports this module from the same place the parent did; the
-        # parent's sys.path follows in the first message.
-        root = str(Path(__file__).resolve().parents[2])
-        bootstrap = (f"import sys; sys.path.insert(0, {root!r}); "
-                     "from guardrails.sandbox._process import _child_main; "
-                     f"_child_main({to_child_r}, {from_child_w})")
-        output = subprocess.DEVNULL
+    def close(self) -> None:
+        """Stop the template process (sandboxes already started keep running). Idempotent."""
+        with self._lock:
+            template, self._template = self._template, None
+        if template is not None:
+            template.close()
+
+    def _warm(self, modules: frozenset[str]) -> Template:
+        with self._lock:
+            if self._template is None or not self._template.alive:
+                if self._template is not None:
+                    self._template.close()
+                self._template = self._new_template(modules)
+                self._modules = modules
+                self._finalizer.detach()
+                self._finalizer = weakref.finalize(self, _close_template, [self._template])
+            elif not modules <= self._modules:
+                self._modules = self._modules | modules
+                self._template.preload(modules)
+            return self._template
+
+    def _new_template(self, modules: frozenset[str]) -> Template:
+        output: Any = subprocess.DEVNULL
         if self.child_output == "inherit":
             # stdout too goes to stderr: a candidate's prints must not mix into the
             # service's own output (a CLI printing JSON, for example).
@@ -960,23 +701,33 @@ class ProcessSandbox:
                 output = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
             except (OSError, ValueError):
                 output = 2
-        env = dict(os.environ)
+        env = {name: os.environ[name] for name in self.limits.jail.env if name in os.environ}
         # glibc reserves up to 128 MiB of address space per thread arena; RLIMIT_AS
         # counts reservations, so cap the arenas and the limit tracks real use.
-        env.setdefault("MALLOC_ARENA_MAX", "2")
+        env["MALLOC_ARENA_MAX"] = "2"
+        template = Template(self.python, env, output)
+        template.preload(modules)
+        return template
+
+    def _spawn(self, template: Template) -> _Child:
+        scratch = tempfile.mkdtemp(prefix="guardrails-jail-")
         try:
-            process = subprocess.Popen(
-                [self.python, "-c", bootstrap], env=env,
-                stdin=subprocess.DEVNULL, stdout=output,
-                stderr=None if self.child_output == "inherit" else subprocess.DEVNULL,
-                pass_fds=(to_child_r, from_child_w), close_fds=True,
-                # Its own session and process group: terminal signals do not reach it,
-                # and killing the group also stops anything the candidate forked.
-                start_new_session=True)
+            spawned = template.spawn(plan_jail(self.limits.jail, scratch))
         except BaseException:
-            for fd in (to_child_r, to_child_w, from_child_r, from_child_w):
-                os.close(fd)
+            shutil.rmtree(scratch, ignore_errors=True)
             raise
-        os.close(to_child_r)
-        os.close(from_child_w)
-        return _Child(process, from_child_r, to_child_w)
+        return _Child(spawned, scratch, self.limits.jail.network, self.limits.wall_time)
+
+
+def _close_template(holder: list[Template | None]) -> None:
+    if holder[0] is not None:
+        holder[0].close()
+
+
+def _record_isolation(isolation: dict[str, Any]) -> None:
+    """Put the jail's strength on the current span (the guard's sandbox stage)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(ATTR_SANDBOX_ISOLATION, isolation["mode"])
+        span.set_attribute(ATTR_SANDBOX_LAYERS, isolation["layers"])
+        span.set_attribute(ATTR_SANDBOX_MISSING, isolation["missing"])
