@@ -139,7 +139,8 @@ class Spool:
     def __init__(self, source: IO[bytes], directory: str | None = None) -> None:
         hasher = hashlib.sha256()
         self.size = 0
-        self.file = tempfile.TemporaryFile(dir=directory)
+        # Closed by __exit__: a Spool is always used as a context manager.
+        self.file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
         try:
             while chunk := source.read(CHUNK_SIZE):
                 hasher.update(chunk)

@@ -22,6 +22,7 @@ boto3 is imported when a store is first used, never by ``import guardrails``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -177,10 +178,8 @@ class S3BlobStore:
                        MultipartUpload={"Parts": parts}, IfNoneMatch="*")
         except BaseException:
             # Parts of an abandoned upload cost storage until aborted; best effort.
-            try:
+            with contextlib.suppress(Exception):
                 self._call(digest, "aborting", "abort_multipart_upload", Key=key, UploadId=upload)
-            except Exception:
-                pass
             raise
 
     # -- reading ------------------------------------------------------------------------------
