@@ -19,7 +19,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("concurrency.py", "200"),  # concurrent calls
     ("import_cost.py", "2"),  # fresh interpreters
     ("peers/workload_ours.py", "200"),  # our side of the peers comparison (the peers need installs)
-    ("soak.py", "40"),  # 40 reviews under random faults, calls in 4 threads; exits 1 on a failure
+    ("soak.py", "40"),
+    # a LocalCluster of 2 workers against the local runner, a CPU-bound model
+    pytest.param("distributed_review.py", "100", marks=pytest.mark.slow),  # 40 reviews under random faults, calls in 4 threads; exits 1 on a failure
     # 4 replica processes on PostgreSQL, then on SQLite; starts a server if none is configured
     pytest.param("replicas.py", "10", marks=pytest.mark.slow),
 ])

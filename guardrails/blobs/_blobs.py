@@ -68,6 +68,15 @@ class BlobError(GuardrailsError):
         self.digest = digest
         self.store = store
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments: the default reduce would lose them (a Dask worker's error).
+        return (_rebuild_error, (type(self), str(self), self.digest, self.store))
+
+
+def _rebuild_error(cls: type[BlobError], message: str, digest: str | None, store: str
+                   ) -> BlobError:
+    return cls(message, digest=digest, store=store)
+
 
 class BlobIntegrityError(BlobError):
     """A store returned bytes that do not match the digest they were asked for."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import json
 import threading
@@ -104,6 +105,9 @@ class DaskSettings(BaseModel):
     """Keyword arguments for the store (``endpoint``, ``schema``, ...)."""
     connect_timeout: float = Field(default=10.0, gt=0)
     """Seconds to reach the scheduler."""
+    chunk: int = Field(default=8, ge=1, le=1024)
+    """Calls of one side grouped into one task, at most (a task costs the scheduler about a
+    millisecond or more; see benchmarks/distributed_review.py)."""
 
     @field_validator("build")
     @classmethod
@@ -152,7 +156,13 @@ class DaskBackend:
 
 
 class _DaskRun:
-    """One canary run's tasks on the cluster: every future it submitted, to cancel at the end."""
+    """One canary run's tasks on the cluster: every future it submitted, to cancel at the end.
+
+    Calls that arrive together (one batch of the runner) are grouped into tasks of at most
+    ``settings.chunk`` calls of one side: a task costs the scheduler milliseconds, a call of
+    a local model may cost less. Each call still has its own result and its own timeout; a
+    call that times out cancels its task, failing the calls grouped with it (fail closed).
+    """
 
     def __init__(self, client: Any, settings: DaskSettings) -> None:
         self.client = client
@@ -167,27 +177,63 @@ class _DaskRun:
         # A list: scattering a dict itself would scatter each of its values.
         [shipped] = self.client.scatter([state], hash=False)
         self.outstanding.add(shipped)
+        waiting: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
+        tasks: dict[asyncio.Future[Any], Any] = {}
+
+        def flush() -> None:
+            batch, waiting[:] = list(waiting), []
+            loop = asyncio.get_running_loop()
+            for start in range(0, len(batch), self.settings.chunk):
+                chunk = batch[start:start + self.settings.chunk]
+                future = self.client.submit(
+                    answer_on_worker, self.settings.build, self.settings.blobs,
+                    self.settings.blob_options, version, shipped, [r for r, _ in chunk],
+                    pure=False)
+                with self._lock:
+                    self.outstanding.add(future)
+                for _, result in chunk:
+                    tasks[result] = future
+                future.add_done_callback(functools.partial(self._wake, loop, chunk))
 
         async def call(request: Request, timeout: float) -> Any:
-            future = self.client.submit(
-                answer_on_worker, self.settings.build, self.settings.blobs,
-                self.settings.blob_options, version, shipped,
-                request.model_dump(mode="json"), pure=False)
-            with self._lock:
-                self.outstanding.add(future)
             loop = asyncio.get_running_loop()
+            result: asyncio.Future[Any] = loop.create_future()
+            if not waiting:
+                # Gather what this batch submits in the next moments into a few tasks.
+                loop.call_later(0.002, flush)
+            waiting.append((request.model_dump(mode="json"), result))
             try:
-                text = await asyncio.wait_for(loop.run_in_executor(_EXECUTOR, future.result),
-                                              timeout)
+                return await asyncio.wait_for(asyncio.shield(result), timeout)
             except TimeoutError:
-                future.cancel()
+                if result in tasks:
+                    tasks[result].cancel()
                 raise CallTimeout(f"no answer within {timeout:g} s") from None
             finally:
-                with self._lock:
-                    self.outstanding.discard(future)
-            return json.loads(text)
+                tasks.pop(result, None)
 
         return call
+
+    def _wake(self, loop: asyncio.AbstractEventLoop,
+              chunk: list[tuple[dict[str, Any], asyncio.Future[Any]]], done: Any) -> None:
+        """Called in the Dask client's thread when a task ends: settle on the run's loop."""
+        with contextlib.suppress(RuntimeError):  # the run ended and its loop closed
+            loop.call_soon_threadsafe(self._settle, done, chunk)
+
+    def _settle(self, done: Any, chunk: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
+        """Hand each call of a finished task its own output or exception (on the run's loop)."""
+        with self._lock:
+            self.outstanding.discard(done)
+        try:
+            answers: list[Any] = done.result()
+        except BaseException as exc:  # the task failed or was cancelled: every call in it fails
+            answers = [exc] * len(chunk)
+        for (_, result), answer in zip(chunk, answers, strict=True):
+            if result.done():
+                continue
+            if isinstance(answer, BaseException):
+                result.set_exception(answer)
+            else:
+                result.set_result(json.loads(answer))
 
     def cancel_outstanding(self) -> None:
         with self._lock:
@@ -228,9 +274,16 @@ def _built(build: str, blobs: str, options: dict[str, Any], version: str,
 
 
 def answer_on_worker(build: str, blobs: str, options: dict[str, Any], version: str,
-                     state: dict[str, Any], request: dict[str, Any]) -> str:
-    """Runs on a Dask worker: the output of the client serving ``state`` for ``request``, as
-    canonical JSON text (an output that is not JSON fails the call)."""
+                     state: dict[str, Any], requests: list[dict[str, Any]]) -> list[Any]:
+    """Runs on a Dask worker: for each request, the output of the client serving ``state`` as
+    canonical JSON text (an output that is not JSON fails its call), or the exception its
+    call raised. A client that cannot be built fails the whole task."""
     client = _built(build, blobs, options, version, state)
-    output = client.invoke(Request.model_validate(request))
-    return canonical_json(output).decode("utf-8")
+    answers: list[Any] = []
+    for request in requests:
+        try:
+            output = client.invoke(Request.model_validate(request))
+            answers.append(canonical_json(output).decode("utf-8"))
+        except Exception as exc:
+            answers.append(exc)
+    return answers
