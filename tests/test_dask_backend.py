@@ -184,3 +184,41 @@ def test_dask_settings_refuse_a_malformed_build() -> None:
     """build must be 'package.module:callable'."""
     with pytest.raises(ValueError, match=r"package\.module:callable"):
         DaskSettings(scheduler="tcp://127.0.0.1:8786", build="nocolon", blobs="x")
+
+
+def test_a_guard_reviews_on_the_cluster_with_the_local_decision(dask_client: Any,
+                                                                tmp_path: Path) -> None:
+    """Through the whole update path, a guard whose RunSettings name a cluster decides as the
+    local guard does for the same seed: same verdict, same findings."""
+    store = FileBlobStore(tmp_path / "blobs")
+    state = {"answers": {f"q{i}": f"a{i}" for i in range(40)}, "default": "?"}
+    cases = [gr.CanaryCase(id=f"c{i}", input=f"q{i}", expect=f"a{i}") for i in range(40)]
+    cases.append(gr.CanaryCase(id="s", input="q0", expect="a0", tags=("safety",)))
+    patch = {"op": "replace", "path": "/answers/q3", "value": "wrong"}
+    settings = RunSettings(dask=DaskSettings(scheduler=dask_client.scheduler.address,
+                                             build="dask_clients:build_dict", blobs=store.url))
+
+    def decide(run: RunSettings | None) -> gr.Decision:
+        client = DictClient(state)
+        guard = gr.Guard(canaries=cases, seed=5, blob_store=store, canary_run=run,
+                         decision_rule=gr.SequentialRule(margin=0.1, safety_cases=1))
+        guarded = guard.wrap(client)
+        client.queue(patch)
+        decision = guarded.self_improve()
+        assert decision is not None
+        return decision
+
+    local, remote = decide(None), decide(settings)
+    assert remote.verdict == local.verdict
+
+    def comparable(decision: gr.Decision) -> list[Any]:
+        return [(f.check, f.passed, f.message) for f in decision.findings]
+
+    assert comparable(remote) == comparable(local)
+
+    def built() -> list[str]:
+        from guardrails.canary import _backends
+
+        return [version for _, _, version in _backends._BUILT]
+
+    assert remote.candidate in {v for vs in dask_client.run(built).values() for v in vs}

@@ -83,7 +83,7 @@ def verify_blobs(store: BlobStore, required: Mapping[str, Any],
         if found is None or (found[0] == "missing" and digest not in needed):
             continue
         states = tuple(sorted(set(needed.get(digest, []) + extra.get(digest, []))))
-        problems.append(BlobProblem(digest=digest, states=states, problem=found[0],  # type: ignore[arg-type]
+        problems.append(BlobProblem(digest=digest, states=states, problem=found[0],
                                     message=found[1]))
     return BlobAudit(ok=not problems, checked=checked, problems=tuple(problems))
 

@@ -123,7 +123,7 @@ class PostgresBlobStore:
             conn.execute(f"SET statement_timeout = {statement_ms}")
             conn.execute(f"SET lock_timeout = {max(lock_ms, statement_ms)}")
 
-        pool = psycopg_pool.ConnectionPool(
+        pool: ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             conninfo, kwargs={"autocommit": True}, min_size=0, max_size=self.pool_size,
             open=False, configure=configure, timeout=self.timeout, name="guardrails-blobs")
         pool.open(wait=False)

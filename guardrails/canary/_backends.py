@@ -135,8 +135,9 @@ class DaskBackend:
             raise ConfigError(f"the Dask backend needs distributed ({exc}); install it with: "
                               "pip install 'guardrails-middleware[dask]'") from None
         try:
-            client = distributed.Client(self.settings.scheduler, set_as_default=False,
-                                        timeout=self.settings.connect_timeout)
+            client = distributed.Client(  # type: ignore[no-untyped-call]
+                self.settings.scheduler, set_as_default=False,
+                timeout=self.settings.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"the Dask scheduler {self.settings.scheduler} could not be "
                               f"reached ({exc}); check [canaries.dask] scheduler and that the "
