@@ -328,7 +328,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "blob_store": open_blobs(config, root, source),
         "approval": approval,
         "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files", "dask"}),
-                                  dask=_dask(config, root)),
+                                  dask=_dask(config, root, source)),
         "sandbox": config.sandbox.mode,
         "sandbox_limits": SandboxLimits(**config.sandbox.model_dump(exclude={"mode"})),
         "decision_rule": _decision_rule(config.decision, suite, source),
@@ -363,7 +363,7 @@ def open_blobs(config: Config, root: Path, source: str) -> Any:
         raise ConfigError(f"{source} [blobs]: {exc}") from None
 
 
-def _dask(config: Config, root: Path) -> Any:
+def _dask(config: Config, root: Path, source: str) -> Any:
     if config.canaries.dask is None:
         return None
     from .canary import DaskSettings
@@ -371,6 +371,11 @@ def _dask(config: Config, root: Path) -> Any:
     # The workers open the same store as the guard: on another host, a file:// store must be
     # a shared mount at the same path.
     url, options = blob_url(config, root)
+    if config.sandbox.mode == "process":
+        raise ConfigError(f"{source}: [canaries.dask] runs candidates on the cluster's "
+                          "workers, outside the process sandbox; use [sandbox] mode = "
+                          "\"inline\" with a cluster of trusted candidates, or remove "
+                          "[canaries.dask]")
     cluster = config.canaries.dask
     return DaskSettings(scheduler=cluster.scheduler, build=cluster.build, blobs=url,
                         blob_options=options, connect_timeout=cluster.connect_timeout)

@@ -57,6 +57,8 @@ def test_canaries_dask_reaches_the_run_settings(tmp_path: Path) -> None:
     ('[blobs]\nurl = "blobs"\nendpoint = "http://x"\n', "s3:// blob store only"),
     ('[canaries.dask]\nscheduler = "tcp://x:1"\nbuild = "nocolon"\n', "package.module:callable"),
     ('[blobs]\nurll = "x"\n', "did you mean 'url'"),
+    ('[sandbox]\nmode = "process"\n[canaries.dask]\nscheduler = "tcp://x:1"\nbuild = "a:b"\n',
+     "outside the process sandbox"),
 ])
 def test_mistakes_are_config_errors_naming_the_fix(tmp_path: Path, extra: str, match: str) -> None:
     """A wrong scheme, an option of another store, a bad build or a typo: a ConfigError."""

@@ -52,7 +52,9 @@ def iter_blob_refs(state: Any) -> Iterator[str]:
 def digest_hex(digest: str) -> str:
     """The 64 hex digits of a ``"sha256:<hex>"`` digest; ``KeyError`` for anything else (no
     store holds a blob under a malformed name, and none may be tricked into a path by one)."""
-    hex_part = digest[len(_PREFIX):] if isinstance(digest, str) else ""
+    if not isinstance(digest, str):
+        raise KeyError(f"not a blob digest: {digest!r}")
+    hex_part = digest[len(_PREFIX):]
     if (not digest.startswith(_PREFIX) or len(hex_part) != 64
             or any(c not in "0123456789abcdef" for c in hex_part)):
         raise KeyError(f"not a blob digest: {digest!r} (expected 'sha256:' and 64 lower-case "

@@ -226,8 +226,10 @@ class _DaskRun:
             self.outstanding.discard(done)
         try:
             answers: list[Any] = done.result()
-        except BaseException as exc:  # the task failed or was cancelled: every call in it fails
+        except Exception as exc:  # the task failed: every call in it fails
             answers = [exc] * len(chunk)
+        except BaseException:  # cancelled (a timeout of a call grouped with these)
+            answers = [RuntimeError("the task was cancelled on the cluster")] * len(chunk)
         for (_, result), answer in zip(chunk, answers, strict=True):
             if result.done():
                 continue
