@@ -239,10 +239,12 @@ def test_s3_down_is_named() -> None:
 
 
 def test_a_missing_bucket_is_unavailable_not_absent(s3_endpoint: str) -> None:
-    """A bucket that does not exist is a store problem, never 'the blob is absent'."""
-    store = S3BlobStore("s3://no-such-bucket-here/x", endpoint=s3_endpoint)
-    with pytest.raises(BlobStoreUnavailable, match="no-such-bucket-here"):
-        store.put(b"x")
+    """Reading from a bucket that does not exist is a store problem, never 'the blob is absent'
+    (a store that lost its bucket must not look like one that lost a blob)."""
+    bucket = "missing-" + s3_server.new_prefix().strip("/")
+    store = S3BlobStore(f"s3://{bucket}/x", endpoint=s3_endpoint)
+    with pytest.raises(BlobStoreUnavailable, match=bucket):
+        store.get(gr.blob_digest(b"x"))
 
 
 @pytest.mark.parametrize(("url", "expected"), [
