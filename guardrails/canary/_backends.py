@@ -175,8 +175,9 @@ class _DaskRun:
         # The state is read here, at home, with a time limit: the worker builds from exactly it.
         state = call_with_timeout(side.snapshot, self.settings.connect_timeout)
         version = state_version(state)
-        # A list: scattering a dict itself would scatter each of its values.
-        [shipped] = self.client.scatter([state], hash=False)
+        # A list: scattering a dict itself would scatter each of its values. Broadcast: a task
+        # goes where its data is, so a state held by one worker would draw every task there.
+        [shipped] = self.client.scatter([state], hash=False, broadcast=True)
         self.outstanding.add(shipped)
         waiting: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
         tasks: dict[asyncio.Future[Any], Any] = {}
