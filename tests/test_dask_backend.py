@@ -102,7 +102,23 @@ def test_a_dask_decision_equals_the_local_one(dask_client: Any, shared: S3BlobSt
     (verdict_l, findings_l), (verdict_r, findings_r) = rule(local), rule(remote)
     assert verdict_r == verdict_l
     assert [f.model_dump() for f in findings_r] == [f.model_dump() for f in findings_l]
-    assert len(remote.outcomes) < len(cases) or not remote.stopped_early
+    assert remote.stopped_early and len(remote.outcomes) < len(cases)  # the rule stopped it
+
+
+def test_nothing_is_left_on_the_cluster_after_an_early_stop(dask_client: Any,
+                                                            shared: S3BlobStore) -> None:
+    """Once the sequential rule stops a run, no task or scattered state stays on the scheduler."""
+    cases, truth = _cases(200)
+    suite = gr.CanarySuite(cases)
+    candidate, incumbent = _pair(shared, truth, noise=0.2)
+    rule = gr.SequentialRule.for_suite(suite, margin=0.1)
+    backend = DaskBackend(_settings(shared, dask_client), client=dask_client)
+    evidence = run_sync(_run(candidate, incumbent, suite, backend, rule.interim))
+    assert evidence.stopped_early
+    deadline = time.monotonic() + 10
+    while _scheduler_tasks(dask_client) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _scheduler_tasks(dask_client) == 0
 
 
 def test_the_workers_build_the_clients(dask_client: Any, shared: S3BlobStore) -> None:
