@@ -100,9 +100,15 @@ def main() -> None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".guardrails"), show_default=True,
               help="Where the demo leaves its SQLite ledger and blobs.")
-def demo(name: str, workdir: Path) -> None:
-    """Run a demo scenario (default: a self-training digits classifier)."""
+@click.option("--list", "list_", is_flag=True, help="Name the installed demos and exit.")
+def demo(name: str, workdir: Path, list_: bool) -> None:
+    """Run a demo scenario (default: a self-training digits classifier); see docs/scenarios.md."""
     demos = {ep.name: ep for ep in entry_points(group=DEMO_GROUP)}
+    if list_:
+        # Names and entry points only: loading a demo imports its data science stack.
+        for ep_name in sorted(demos):
+            click.echo(f"{ep_name:<16} {demos[ep_name].value}")
+        return
     if name not in demos:
         raise click.UsageError(f"no demo named {name!r}; installed demos: "
                                f"{', '.join(sorted(demos)) or 'none'}")
