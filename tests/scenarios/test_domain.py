@@ -3,8 +3,6 @@ other slices; every assertion reads the scenario's own computation."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("sklearn")
