@@ -5,7 +5,6 @@ scenario's own computation."""
 from __future__ import annotations
 
 import pytest
-
 from guardrails_plugins.demos import reasoning
 from guardrails_plugins.demos._report import ScenarioResult
 

@@ -78,16 +78,20 @@ class ScenarioResult:
                 if not d.accepted and d.deciding_finding is not None]
 
 
-def fresh_store(workdir: str | Path, name: str) -> tuple[gr.SQLiteLedger, gr.FileBlobStore, Path]:
-    """A new SQLite ledger and file blob store for scenario ``name`` in ``workdir``; the ones
-    a previous run left (``NAME-ledger.db``, ``NAME-blobs``) are removed first."""
+def fresh_store(workdir: str | Path, name: str, signing_key: gr.SigningKey | None = None
+                ) -> tuple[gr.SQLiteLedger, gr.FileBlobStore, Path]:
+    """A new SQLite ledger (signing checkpoints with ``signing_key`` when given) and file blob
+    store for scenario ``name`` in ``workdir``; the ones a previous run left
+    (``NAME-ledger.db``, ``NAME-blobs``, ``NAME-log``) are removed first."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ledger_path, blobs_path = workdir / f"{name}-ledger.db", workdir / f"{name}-blobs"
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{ledger_path}{suffix}").unlink(missing_ok=True)
     shutil.rmtree(blobs_path, ignore_errors=True)
-    return gr.SQLiteLedger(ledger_path), gr.FileBlobStore(blobs_path), ledger_path
+    shutil.rmtree(workdir / f"{name}-log", ignore_errors=True)
+    return (gr.SQLiteLedger(ledger_path, signing_key=signing_key), gr.FileBlobStore(blobs_path),
+            ledger_path)
 
 
 def deciding_text(decision: gr.Decision | None, width: int = 110) -> str:
