@@ -28,6 +28,7 @@ Harm: the error rate of the served model on held-out digits.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -134,8 +135,11 @@ def contribution(client: SharedClassifier, blobs: gr.BlobStore, X: np.ndarray, y
                  source: str, note: str, kind: str = "weights") -> gr.UpdateProposal:
     """A contributor's proposal: the served weights fine-tuned on the contributor's own data."""
     W = lin.train(client.weights, X, y, lr=0.5, epochs=60)
+    parent = gr.state_version(client.snapshot())
     return gr.UpdateProposal(
-        parent=gr.state_version(client.snapshot()), kind=kind, source=source, rationale=note,
+        parent=parent, kind=kind, source=source, rationale=note,
+        # Deterministic ids keep the printed table identical across runs.
+        id=hashlib.sha256(f"{source}:{parent}:{note}".encode()).hexdigest()[:32],
         patch=[{"op": "replace", "path": "/weights", "value": lin.put_weights(blobs, W)}])
 
 
@@ -213,7 +217,7 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
     guard = gr.Guard(gr.FrozenConstraints(frozen=["/model"], mutable=["/weights"]),
                      lin.label_cases("digit", X[canary], y[canary]), ledger=ledger,
                      blob_store=blobs, margin=0.02, checks=[Ed25519Provenance(keyring)],
-                     approval=gr.ApprovalPolicy(kinds=(OUTSIDE_KIND,)))
+                     approval=gr.ApprovalPolicy(kinds=(OUTSIDE_KIND,)), seed=seed)
     guarded = guard.wrap(model)
     unguarded = model.with_state(model.snapshot())
 

@@ -240,7 +240,7 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
     model = ConstitutionalResponder(state, reader, preference)
     ledger, _, ledger_path = fresh_store(workdir, NAME)
     guard = gr.Guard(gr.FrozenConstraints(frozen=["/constitution"]),
-                     canaries(np.random.default_rng([seed, 3])), ledger=ledger, margin=0.05)
+                     canaries(np.random.default_rng([seed, 3])), ledger=ledger, margin=0.05, seed=seed)
     guarded = guard.wrap(model)
     unguarded = model.with_state(model.snapshot())
     held_out = prompts(np.random.default_rng([seed, 4]), 300, 0.3)

@@ -216,7 +216,7 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
     guard = gr.Guard(
         gr.FrozenConstraints(frozen=["/model"], mutable=["/domains/high", "/rounds"]),
         cases, ledger=ledger, blob_store=blobs,
-        decision_rule=gr.SequentialRule(margin=SLICE_MARGIN, design="fixed"),
+        decision_rule=gr.SequentialRule(margin=SLICE_MARGIN, design="fixed"), seed=seed,
         checks=[SliceParity(predict_with, X[parity_high], y[parity_high], median_ink, PARITY_TOLERANCE)])
     guarded = guard.wrap(model)
     unguarded = model.with_state(model.snapshot())

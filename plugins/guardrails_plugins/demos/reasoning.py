@@ -241,7 +241,7 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
     ledger, _, ledger_path = fresh_store(workdir, NAME)
     provider, exporter = _tracer()
     guard = gr.Guard(gr.FrozenConstraints(frozen=["/seed"]), canaries(np.random.default_rng([seed, 1])),
-                     ledger=ledger, margin=0.05, tracer_provider=provider)
+                     ledger=ledger, margin=0.05, tracer_provider=provider, seed=seed)
     guarded = guard.wrap(model)
     unguarded = model.with_state(model.snapshot())
     held_out = [puzzle(rng) for rng in [np.random.default_rng([seed, 2])] for _ in range(200)]

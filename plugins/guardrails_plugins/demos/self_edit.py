@@ -209,12 +209,12 @@ def make_tasks(pool: tuple[np.ndarray, np.ndarray], seed: int) -> list[Task]:
 
 
 def build_guard(canary: tuple[np.ndarray, np.ndarray], ledger: gr.Ledger,
-                blobs: gr.BlobStore) -> gr.Guard:
+                blobs: gr.BlobStore, seed: int) -> gr.Guard:
     """Retention canaries on the original task, the weight drift budget, frozen description."""
     return gr.Guard(
         gr.FrozenConstraints(frozen=["/model", "/seed"], mutable=["/weights", "/edits"]),
         lin.label_cases("retain", *canary), ledger=ledger, blob_store=blobs, margin=MARGIN,
-        checks=[WeightDrift(DRIFT_BUDGET)])
+        checks=[WeightDrift(DRIFT_BUDGET)], seed=seed)
 
 
 def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = print) -> ScenarioResult:
@@ -224,7 +224,7 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
     initial, canary, test, rest = np.split(order, [400, 600, 1000])
     ledger, blobs, ledger_path = fresh_store(workdir, NAME)
     model = SelfEditingClassifier.initial(X[initial], y[initial], blobs, seed)
-    guard = build_guard((X[canary], y[canary]), ledger, blobs)
+    guard = build_guard((X[canary], y[canary]), ledger, blobs, seed)
     guarded = guard.wrap(model)
     unguarded = model.with_state(model.snapshot())
 
