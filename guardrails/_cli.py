@@ -95,6 +95,21 @@ def main() -> None:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
+def _demo_summary(module: str) -> str:
+    """The first paragraph of a demo module's docstring, read without importing it (a demo
+    imports its data science stack); the module name when there is none."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+        source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
+        doc = ast.get_docstring(ast.parse(source)) or ""
+    except (ImportError, OSError, SyntaxError, ValueError):
+        doc = ""
+    return " ".join(doc.strip().split("\n\n")[0].split()) or module
+
+
 @main.command()
 @click.argument("name", default="digits")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
@@ -105,9 +120,8 @@ def demo(name: str, workdir: Path, list_: bool) -> None:
     """Run a demo scenario (default: a self-training digits classifier); see docs/scenarios.md."""
     demos = {ep.name: ep for ep in entry_points(group=DEMO_GROUP)}
     if list_:
-        # Names and entry points only: loading a demo imports its data science stack.
         for ep_name in sorted(demos):
-            click.echo(f"{ep_name:<16} {demos[ep_name].value}")
+            click.echo(f"{ep_name:<16} {_demo_summary(demos[ep_name].module)}")
         return
     if name not in demos:
         raise click.UsageError(f"no demo named {name!r}; installed demos: "
