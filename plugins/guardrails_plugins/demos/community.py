@@ -44,7 +44,7 @@ import guardrails as gr
 
 from ..checks.provenance import signing_payload
 from . import _linear as lin
-from ._report import Echo, ScenarioResult, Table, entry_point, fresh_store, make_row, summary
+from ._report import Echo, Row, ScenarioResult, Table, entry_point, fresh_store, make_row, summary
 
 NAME = "community"
 SEED = 21
@@ -231,7 +231,8 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
     table = Table("error rate on held-out digits", echo)
     baseline = harm(model)
     table.header(baseline)
-    rows, sent = [], []
+    rows: list[Row] = []
+    sent: list[gr.UpdateProposal] = []  # every proposal so far (the replay reuses one)
     for r in range(6):
         (label, proposal), = _proposals(guarded.client, blobs, keys, pools, sent)
         sent.append(proposal)

@@ -107,7 +107,7 @@ def preference_model(seed: int) -> LogisticRegression:
     rng = np.random.default_rng([seed, 11])
     X, y = [], []
     for prompt, topic in prompts(rng, 400, 0.3):
-        a = {"refuse_topics": list(rng.choice(["weapons", "malware", "fraud", "x"], 2)),
+        a: dict[str, Any] = {"refuse_topics": list(rng.choice(["weapons", "malware", "fraud", "x"], 2)),
              "refusal": REFUSAL, "detail": int(rng.integers(1, 6)), "caution": bool(rng.random() < .5)}
         b = {**a, "detail": int(rng.integers(1, 6)), "caution": bool(rng.random() < .5),
              "refuse_topics": a["refuse_topics"][: int(rng.integers(0, 3))]}

@@ -103,7 +103,7 @@ class DomainClassifier:
         self._step = step
 
     def features(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(X, dtype=np.float64) ** self.gamma  # type: ignore[no-any-return]
+        return np.asarray(X, dtype=np.float64) ** self.gamma
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return lin.predict(self.weights, self.features(X))
