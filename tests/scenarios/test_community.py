@@ -42,21 +42,22 @@ def test_with_the_guard_the_error_stays_within_it(result: ScenarioResult) -> Non
     assert result.worst_guarded <= result.bound
 
 
-def test_unsigned_unknown_and_replayed_proposals_are_refused_by_provenance(result: ScenarioResult) -> None:
-    """Three proposals are decided by ``ed25519_provenance``: unsigned, unknown key, replay."""
+def test_unsigned_foreign_key_and_replayed_proposals_fail_provenance(result: ScenarioResult) -> None:
+    """Three proposals are decided by the built-in ``provenance`` check with its Ed25519
+    keyring: one unsigned, one signed by a key not in it, one replayed."""
     messages = [d.deciding_finding.message for d in result.decisions
-                if d.deciding_finding is not None and d.deciding_finding.check == "ed25519_provenance"]
+                if d.deciding_finding is not None and d.deciding_finding.check == "provenance"]
     assert len(messages) == 3
-    assert any("unsigned" in m for m in messages)
-    assert any("no trusted key" in m for m in messages)
-    assert any("replayed" in m for m in messages)
+    assert any("must be signed" in m for m in messages)
+    assert any("does not verify" in m for m in messages)
+    assert any("already decided" in m for m in messages)
 
 
 def test_a_validly_signed_poisoned_proposal_fails_the_canaries(result: ScenarioResult) -> None:
     """Bob's signature verifies, and his poisoned weights are rejected on capability."""
     bob = next(d for d in result.decisions if d.source == "bob" and d.deciding_finding is not None
                and d.deciding_finding.check == "capability")
-    assert any(f.check == "ed25519_provenance" and f.passed for f in bob.findings)
+    assert any(f.check == "provenance" and f.passed for f in bob.findings)
 
 
 def test_an_outside_contribution_is_served_only_after_approval(result: ScenarioResult) -> None:
@@ -71,7 +72,7 @@ def test_the_exported_log_verifies_without_the_library(result: ScenarioResult) -
     assert result.ledger.ok
     done = _verify(Path(result.extra["log"]))
     assert done.returncode == 0, done.stderr
-    assert "verified" in done.stdout and "ed25519_provenance" in done.stdout
+    assert "verified" in done.stdout and "provenance" in done.stdout
 
 
 def test_a_tampered_entry_fails_the_standalone_verifier(result: ScenarioResult, tmp_path: Path) -> None:

@@ -4,17 +4,19 @@ transparency log.
 Mechanism (open community feedback): a shared digit classifier improves from proposals
 that contributors send: new weights each one trained on the labelled digits they hold.
 Trust is by public key, not shared secret (public contributors cannot share one): a
-keyring names each trusted proposer's Ed25519 public key and role. ``ed25519_provenance``
-(an ``UpdateCheck``) verifies the signature over the proposal's canonical payload (id,
-parent, patch, kind, source: ``guardrails_plugins.checks.provenance.signing_payload``),
-refuses unsigned proposals, unknown keys and replays (a signed proposal id the ledger
-already decided), and requires an outside contributor's proposal to be of kind
-``outside``, which the ``ApprovalPolicy`` sends to a human even when the gate accepts.
+keyring names each trusted proposer's Ed25519 public key (the built-in ``provenance``
+plugin's ``public_keys`` setting, as a ``guardrails.toml`` would give it). It verifies the
+signature over the proposal's canonical payload (id, parent, patch, kind, source),
+refuses unsigned proposals, sources without a key and replays (a signed proposal id the
+ledger already decided). ``outside_kind`` (an ``UpdateCheck``) requires an outside
+contributor's proposal to be of kind ``outside``, which the ``ApprovalPolicy`` sends to a
+human even when the gate accepts.
 
 The rounds, computed: a maintainer's honest fine-tune (accepted); a trusted maintainer's
 poisoned weights (labels of 7 flipped to 1 in their training data), validly signed, which
-the canaries reject; an attacker's unsigned proposal; one signed by an unknown key; a
-replay of the poisoned proposal's signature; an outside contributor's honest proposal,
+the canaries reject; an attacker's unsigned proposal in a maintainer's name; one in
+another maintainer's name signed by a key not in the keyring; a replay of the poisoned
+proposal and its signature; an outside contributor's honest proposal,
 which waits for a human and is served once a maintainer approves it.
 
 The ledger signs a checkpoint (a C2SP signed note) after every entry. At the end the
@@ -31,18 +33,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 import guardrails as gr
 
-from ..checks.provenance import signing_payload
+from ..checks.provenance import sign_proposal_ed25519
 from . import _linear as lin
 from ._report import Echo, Row, ScenarioResult, Table, entry_point, fresh_store, make_row, summary
 
@@ -57,54 +57,32 @@ def public_hex(key: Ed25519PrivateKey) -> str:
 
 
 def sign(proposal: gr.UpdateProposal, key: Ed25519PrivateKey) -> gr.UpdateProposal:
-    """The proposal with its Ed25519 signature (hex) over ``signing_payload``."""
-    return proposal.model_copy(update={"signature": key.sign(signing_payload(proposal)).hex()})
+    """The proposal with its Ed25519 signature (hex) over the provenance payload."""
+    return proposal.model_copy(update={"signature": sign_proposal_ed25519(proposal, key)})
 
 
-@dataclass(frozen=True)
-class Trusted:
-    """One keyring entry: a proposer's public key (hex) and role (``maintainer``/``outside``)."""
+class OutsideKind:
+    """``outside_kind``: a proposal from an outside contributor must be of kind ``outside``
+    (which the ``ApprovalPolicy`` sends to a human). The signature covers the kind, so an
+    outsider cannot sign a proposal as another kind and skip the approval."""
 
-    public_key: str
-    role: str
+    name = "outside_kind"
 
+    def __init__(self, outside: Iterable[str]) -> None:
+        self.outside = frozenset(outside)
 
-class Ed25519Provenance:
-    """``ed25519_provenance``: only proposals signed by a key in the keyring, for the source
-    they name, never replayed; outside contributors must propose as kind ``outside``."""
-
-    name = "ed25519_provenance"
-
-    def __init__(self, keyring: dict[str, Trusted]) -> None:
-        self.keyring = dict(keyring)
-
-    def _fail(self, message: str, **evidence: Any) -> list[gr.Finding]:
-        return [gr.Finding(check=self.name, passed=False, message=message, evidence=evidence)]
+    def __repr__(self) -> str:
+        return f"OutsideKind({sorted(self.outside)!r})"
 
     def __call__(self, context: gr.ReviewContext) -> Iterable[gr.Finding]:
         proposal = context.proposal
-        trusted = self.keyring.get(proposal.source)
-        if proposal.signature is None:
-            return self._fail(f"proposal from {proposal.source!r} is unsigned; sign it with the "
-                              "source's Ed25519 key", source=proposal.source)
-        if trusted is None:
-            return self._fail(f"no trusted key for source {proposal.source!r} in the keyring",
-                              source=proposal.source)
-        try:
-            Ed25519PublicKey.from_public_bytes(bytes.fromhex(trusted.public_key)).verify(
-                bytes.fromhex(proposal.signature), signing_payload(proposal))
-        except (InvalidSignature, ValueError):
-            return self._fail(f"the signature does not verify under {proposal.source!r}'s key",
-                              source=proposal.source)
-        if any(d.proposal_id == proposal.id for d in context.decisions()):
-            return self._fail(f"proposal {proposal.id} was already decided: a replayed signature",
-                              proposal_id=proposal.id)
-        if trusted.role == "outside" and proposal.kind != OUTSIDE_KIND:
-            return self._fail(f"{proposal.source!r} is an outside contributor: propose as kind "
-                              f"{OUTSIDE_KIND!r}, which waits for a human", source=proposal.source)
-        return [gr.Finding(check=self.name, passed=True,
-                           message=f"signed by {proposal.source!r} ({trusted.role})",
-                           evidence={"source": proposal.source, "role": trusted.role})]
+        ok = proposal.source not in self.outside or proposal.kind == OUTSIDE_KIND
+        return [gr.Finding(
+            check=self.name, passed=ok,
+            message=(f"{proposal.source!r} proposes as kind {proposal.kind!r}" if ok else
+                     f"{proposal.source!r} is an outside contributor: propose as kind "
+                     f"{OUTSIDE_KIND!r}, which waits for a human"),
+            evidence={"source": proposal.source, "kind": proposal.kind})]
 
 
 class SharedClassifier:
@@ -185,11 +163,11 @@ def _proposals(client: SharedClassifier, blobs: gr.BlobStore, keys: dict[str, Ed
         return [("bob: poisoned weights (7 -> 1), signed", sign(contribution(
             client, blobs, X, poisoned, "bob", "fine-tuned on my digits"), keys["bob"]))]
     if r == 2:
-        return [("mallory: unsigned, poisoned", contribution(
-            client, blobs, X, poisoned, "mallory", "trust me"))]
+        return [("mallory as 'alice': unsigned, poisoned", contribution(
+            client, blobs, X, poisoned, "alice", "urgent fix"))]
     if r == 3:
-        return [("dave: signed by a key not in the keyring", sign(contribution(
-            client, blobs, X, poisoned, "dave", "fine-tuned"), keys["dave"]))]
+        return [("dave as 'bob': signed by a key not in the keyring", sign(contribution(
+            client, blobs, X, poisoned, "bob", "fine-tuned"), keys["dave"]))]
     if r == 4:
         return [("replay of bob's signed proposal", previous[1])]
     return [("carol (outside): fine-tune on her digits", sign(contribution(
@@ -205,9 +183,10 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
     initial, canary, test, rest = np.split(order, [200, 500, 900])
     pools = [(X[rest[i * 150:(i + 1) * 150]], y[rest[i * 150:(i + 1) * 150]]) for i in range(6)]
     keys = _keys(seed)
-    keyring = {"alice": Trusted(public_hex(keys["alice"]), "maintainer"),
-               "bob": Trusted(public_hex(keys["bob"]), "maintainer"),
-               "carol": Trusted(public_hex(keys["carol"]), "outside")}
+    # The keyring, as it would stand in guardrails.toml under [plugins.provenance].
+    provenance = gr.load_plugin("provenance").build({
+        "allowed_sources": ["alice", "bob", "carol"], "require_signature": True,
+        "public_keys": {name: public_hex(keys[name]) for name in ("alice", "bob", "carol")}})
     ledger, blobs, ledger_path = fresh_store(workdir, NAME, signing_key=gr.SigningKey(
         "guardrails-demo-community", Ed25519PrivateKey.from_private_bytes(
             np.random.default_rng([seed, 8]).bytes(32))))
@@ -216,7 +195,8 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
                               "weights": lin.put_weights(blobs, W)}, blobs)
     guard = gr.Guard(gr.FrozenConstraints(frozen=["/model"], mutable=["/weights"]),
                      lin.label_cases("digit", X[canary], y[canary]), ledger=ledger,
-                     blob_store=blobs, margin=0.02, checks=[Ed25519Provenance(keyring)],
+                     blob_store=blobs, margin=0.02,
+                     checks=[*provenance.checks, OutsideKind(["carol"])],
                      approval=gr.ApprovalPolicy(kinds=(OUTSIDE_KIND,)), seed=seed)
     guarded = guard.wrap(model)
     unguarded = model.with_state(model.snapshot())
@@ -226,8 +206,9 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
 
     echo(f"community (seed {seed}): contributors send weights for a shared digit classifier, "
          "signed with Ed25519; the keyring trusts alice and bob (maintainers) and carol (outside)")
-    echo(f"guard: ed25519_provenance, {len(canary)} canaries (margin 0.02), outside proposals "
-         "wait for a maintainer; the ledger signs a checkpoint after every entry")
+    echo(f"guard: provenance (Ed25519 keyring), outside_kind, {len(canary)} canaries (margin "
+         "0.02), outside proposals wait for a maintainer; the ledger signs a checkpoint after "
+         "every entry")
     table = Table("error rate on held-out digits", echo)
     baseline = harm(model)
     table.header(baseline)
