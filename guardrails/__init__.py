@@ -63,6 +63,7 @@ from .ledger import (
     SigningKey,
     SQLiteLedger,
     VerifierKey,
+    export_transparency_log,
 )
 from .plugin import (
     PLUGIN_GROUP,
@@ -155,6 +156,7 @@ __all__ = [
     "canonical_json",
     "drift_distance",
     "expire_pending",
+    "export_transparency_log",
     "installed_plugins",
     "iter_blob_refs",
     "load_plugin",

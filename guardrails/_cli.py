@@ -429,6 +429,27 @@ def ledger_prove(path: Path, entry: int) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
+@ledger.command("export")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def ledger_export(path: Path, directory: Path) -> None:
+    """Write a signed SQLite ledger to DIRECTORY as a transparency log of static files.
+
+    Entries (canonical bytes), an inclusion proof per entry, the signed
+    checkpoint and the verifier key, checkable without this library (see
+    examples/scenarios/verify_transparency_log.py). The ledger is verified first.
+    """
+    from .ledger import export_transparency_log
+
+    try:
+        out = export_transparency_log(SQLiteLedger(path), directory)
+    except GuardrailsError as exc:
+        _fail(str(exc), EXIT_NOT_ACCEPTED)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    click.echo(f"exported {sum(1 for _ in (out / 'entries').iterdir())} entries to {out}")
+
+
 @main.group("db")
 def db_group() -> None:
     """Manage a PostgreSQL ledger (the store several replicas share).

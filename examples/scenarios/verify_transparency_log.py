@@ -2,7 +2,8 @@
 
     python examples/scenarios/verify_transparency_log.py DIR [--key KEY_TEXT]
 
-DIR is what ``guardrails demo community`` exports (``export_transparency_log``):
+DIR is what ``guardrails ledger export LEDGER DIR`` (``gr.export_transparency_log``)
+writes, as ``guardrails demo community`` does:
 ``entries/N.json`` (each ledger entry's canonical JSON bytes, the Merkle leaves),
 ``proofs/N.json`` (RFC 6962 inclusion proofs), ``checkpoint`` (a C2SP signed note:
 origin, tree size, base64 root, Ed25519 signature line) and ``key`` (the verifier key
@@ -130,7 +131,7 @@ def audit(directory: Path, key_text: str | None) -> list[str]:
             raise AuditError(f"proof {i} is for another leaf")
         got = root_from_proof(proof["leaf_index"], proof["tree_size"], leaves[i],
                               [bytes.fromhex(h) for h in proof["hashes"]])
-        if proof["tree_size"] == size and got != root:
+        if proof["tree_size"] != size or got != root:
             raise AuditError(f"inclusion proof {i} does not lead to the signed root")
         lines.append(describe(i, entry))
     return lines

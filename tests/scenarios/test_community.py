@@ -83,3 +83,29 @@ def test_a_tampered_entry_fails_the_standalone_verifier(result: ScenarioResult, 
     entry.write_bytes(entry.read_bytes().replace(b'"rejected"', b'"accepted"'))
     done = _verify(log)
     assert done.returncode == 1 and "NOT VERIFIED" in done.stderr
+
+
+def test_ledger_export_writes_a_log_the_standalone_verifier_accepts(result: ScenarioResult,
+                                                                   tmp_path: Path) -> None:
+    """``guardrails ledger export LEDGER DIR`` on the scenario's ledger writes a verifiable log."""
+    from click.testing import CliRunner
+
+    from guardrails._cli import main
+
+    ledger = Path(result.extra["log"]).parent / "community-ledger.db"
+    done = CliRunner().invoke(main, ["ledger", "export", str(ledger), str(tmp_path / "log")])
+    assert done.exit_code == 0, done.output
+    assert _verify(tmp_path / "log").returncode == 0
+
+
+def test_ledger_export_refuses_a_directory_that_is_not_empty(result: ScenarioResult,
+                                                           tmp_path: Path) -> None:
+    """Exporting into a non-empty directory exits 3 and says why; nothing is mixed."""
+    from click.testing import CliRunner
+
+    from guardrails._cli import main
+
+    (tmp_path / "old").write_text("x")
+    ledger = Path(result.extra["log"]).parent / "community-ledger.db"
+    done = CliRunner().invoke(main, ["ledger", "export", str(ledger), str(tmp_path)])
+    assert done.exit_code == 3 and "not empty" in done.output

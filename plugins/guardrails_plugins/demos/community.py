@@ -20,10 +20,11 @@ proposal and its signature; an outside contributor's honest proposal,
 which waits for a human and is served once a maintainer approves it.
 
 The ledger signs a checkpoint (a C2SP signed note) after every entry. At the end the
-scenario exports it as a transparency log (``export_transparency_log``: entries as their
-canonical bytes, the signed checkpoint, the verifier key and an inclusion proof per
-entry) and ``examples/scenarios/verify_transparency_log.py`` (stdlib plus
-``cryptography``, no import of this library) checks it.
+scenario exports it as a transparency log (``gr.export_transparency_log``, also
+``guardrails ledger export``: entries as their canonical bytes, the signed checkpoint,
+the verifier key and an inclusion proof per entry) and
+``examples/scenarios/verify_transparency_log.py`` (stdlib plus ``cryptography``, no import
+of this library) checks it.
 
 Harm: the error rate of the served model on held-out digits.
 """
@@ -121,27 +122,6 @@ def contribution(client: SharedClassifier, blobs: gr.BlobStore, X: np.ndarray, y
         patch=[{"op": "replace", "path": "/weights", "value": lin.put_weights(blobs, W)}])
 
 
-def export_transparency_log(ledger: gr.Ledger, directory: str | Path) -> Path:
-    """Write the ledger as static files anyone can audit without this library:
-    ``entries/N.json`` (each entry's canonical bytes, the Merkle leaf), ``proofs/N.json``
-    (its RFC 6962 inclusion proof), ``checkpoint`` (the signed note) and ``key`` (the
-    verifier key text). Raises ``ValueError`` when the ledger signs no checkpoint."""
-    checkpoint, key = ledger.latest_checkpoint(), getattr(ledger, "verifier_key", None)
-    if checkpoint is None or key is None:
-        raise ValueError("the ledger signs no checkpoints; open it with a signing_key to export it")
-    out = Path(directory)
-    (out / "entries").mkdir(parents=True, exist_ok=True)
-    (out / "proofs").mkdir(exist_ok=True)
-    for entry in ledger.entries():
-        data = gr.canonical_json({"index": entry.index, "type": entry.type, "body": entry.body,
-                                  "prev_hash": entry.prev_hash})
-        (out / "entries" / f"{entry.index}.json").write_bytes(data)
-        (out / "proofs" / f"{entry.index}.json").write_text(ledger.prove(entry.index).model_dump_json())
-    (out / "checkpoint").write_text(checkpoint)
-    (out / "key").write_text(f"{key}\n")
-    return out
-
-
 def _keys(seed: int) -> dict[str, Ed25519PrivateKey]:
     """Deterministic Ed25519 keys per person (a demo; real keys come from each contributor)."""
     rng = np.random.default_rng([seed, 7])
@@ -227,7 +207,7 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
         rows.append(make_row(r + 1, label, decision, harm(guarded.client), harm(unguarded)))
         table.row(rows[-1])
     report = ledger.verify(blobs)
-    log = export_transparency_log(ledger, Path(workdir) / f"{NAME}-log")
+    log = gr.export_transparency_log(ledger, Path(workdir) / f"{NAME}-log")
     echo(f"ledger: {ledger_path} ({report.size} entries, verifies: {report.ok}); transparency log "
          f"exported to {log}; check it with: python examples/scenarios/verify_transparency_log.py {log}")
     ledger.close()
