@@ -45,6 +45,20 @@ def test_an_in_scope_step_that_regresses_nothing_is_accepted(result: ScenarioRes
     assert any(d.accepted for d in result.decisions)
 
 
+def test_a_step_that_widens_the_gap_between_groups_is_rejected_naming_the_group(
+        result: ScenarioResult) -> None:
+    """The specialising step is decided by ``slice_parity``, which names the group behind,
+    and its evidence shows the gap widened by more than the tolerance."""
+    parity = [d.deciding_finding for d in result.decisions
+              if d.deciding_finding is not None and d.deciding_finding.check == "slice_parity"]
+    assert parity
+    for finding in parity:
+        before, after = finding.evidence["before"], finding.evidence["after"]
+        widened = abs(after["right"] - after["left"]) - abs(before["right"] - before["left"])
+        assert widened > domain.PARITY_TOLERANCE
+        assert "falls behind" in finding.message
+
+
 def test_every_decision_ran_the_parity_check(result: ScenarioResult) -> None:
     """Each decision that reached the static checks carries a ``slice_parity`` finding."""
     for decision in result.decisions:

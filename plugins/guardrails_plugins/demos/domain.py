@@ -16,12 +16,13 @@ this power) apart, so the scope is a set of JSON pointers:
 * capability canaries tagged ``slice:low`` and ``slice:high`` are judged per slice by the
   ``SequentialRule`` (each slice non-inferior on its own): an in-scope step that improves
   the domain but steals answers from the other digits is rejected with the slice named;
-* ``slice_parity`` (an ``UpdateCheck``) measures the accuracy of thin- and thick-stroke
-  digits of the domain on the guard's own data: a step that widens the gap between the
-  two groups beyond a tolerance is rejected with the group that fell behind.
+* ``slice_parity`` (an ``UpdateCheck``) measures the accuracy of two groups of the
+  domain's digits on the guard's own data, those written left of the box's centre and
+  those written right of it (the horizontal centre of the ink): a step that widens the
+  gap between the groups beyond a tolerance is rejected with the group that fell behind.
 
-Harm: the worst-group error on a held-out test set (groups: low digits, thin-stroke high
-digits, thick-stroke high digits), of the served model with and without the guard.
+Harm: the worst-group error on a held-out test set (groups: low digits, left-placed high
+digits, right-placed high digits), of the served model with and without the guard.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ NAME = "domain"
 SEED = 3
 LOW, HIGH = np.arange(5), np.arange(5, 10)
 SLICE_MARGIN = 0.05
-PARITY_TOLERANCE = 0.01
-"""How much wider than the incumbent's the thin/thick accuracy gap may become."""
+PARITY_TOLERANCE = 0.03
+"""How much wider than the incumbent's the left/right accuracy gap may become."""
 HARM_BOUND = 0.12
 MODEL = {"kind": "softmax regression", "classes": 10, "domains": {"low": [0, 1, 2, 3, 4],
                                                                    "high": [5, 6, 7, 8, 9]}}
@@ -59,7 +60,7 @@ class Step:
     epochs: int
     tune_gamma: bool = False
     style: str | None = None
-    """Train only on this stroke style (``thick``/``thin``) when set."""
+    """Train only on digits placed this way in the box (``left``/``right``) when set."""
     within_domain: bool = True
     """Normalise over the domain's own classes only (it never sees the other digits' scores);
     ``False`` trains against all ten classes, on domain images only."""
@@ -68,15 +69,19 @@ class Step:
 PLAN = (
     Step("fine-tune high weights (lr 0.2 x 40)", 0.2, 40),
     Step("fine-tune high weights and the shared gamma", 0.2, 40, tune_gamma=True),
-    Step("fine-tune against all ten classes (lr 0.2 x 40)", 0.2, 40, within_domain=False),
-    Step("specialise on thick strokes (lr 1.0 x 200)", 1.0, 200, style="thick"),
+    Step("fine-tune against all ten classes (lr 0.1 x 40)", 0.1, 40, within_domain=False),
+    Step("specialise on left-placed digits (lr 1.0 x 200)", 1.0, 200, style="left"),
     Step("train against all ten classes harder (lr 1.0 x 200)", 1.0, 200, within_domain=False),
 )
 
 
-def thickness(X: np.ndarray) -> np.ndarray:
-    """Ink per image: the sum of its grey levels."""
-    return np.asarray(X).reshape(-1, lin.N_PIXELS).sum(axis=1)  # type: ignore[no-any-return]
+_COLUMNS = np.tile(np.arange(8), 8)
+
+
+def centre_x(X: np.ndarray) -> np.ndarray:
+    """The horizontal centre of each image's ink, in pixels from the left edge."""
+    X = np.asarray(X, dtype=np.float64).reshape(-1, lin.N_PIXELS)
+    return (X * _COLUMNS).sum(axis=1) / np.maximum(X.sum(axis=1), 1e-9)  # type: ignore[no-any-return]
 
 
 class DomainClassifier:
@@ -125,9 +130,9 @@ class DomainClassifier:
         return float((lin.predict(W, np.asarray(X_val) ** gamma) == y_val).mean())
 
     def _train(self, step: Step, gamma: float) -> np.ndarray:
-        X, y, _, _, median_ink = self._data
+        X, y, _, _, middle = self._data
         if step.style is not None:
-            keep = (thickness(X) > median_ink) if step.style == "thick" else (thickness(X) <= median_ink)
+            keep = (centre_x(X) > middle) if step.style == "right" else (centre_x(X) <= middle)
             X, y = X[keep], y[keep]
         if step.within_domain:
             W = self.weights.copy()
@@ -160,31 +165,31 @@ class DomainClassifier:
 
 
 class SliceParity:
-    """``slice_parity``: the accuracy gap between thin- and thick-stroke digits of the domain,
+    """``slice_parity``: the accuracy gap between left- and right-placed digits of the domain,
     measured by the guard on its own labelled data, may widen by at most ``tolerance``."""
 
     name = "slice_parity"
 
     def __init__(self, predict_with: Callable[[dict[str, Any], np.ndarray], np.ndarray],
-                 X: np.ndarray, y: np.ndarray, median_ink: float, tolerance: float) -> None:
+                 X: np.ndarray, y: np.ndarray, middle: float, tolerance: float) -> None:
         self._predict_with = predict_with
         self._X, self._y = X, y
-        self._thick = thickness(X) > median_ink
+        self._right = centre_x(X) > middle
         self.tolerance = tolerance
 
     def _groups(self, state: dict[str, Any]) -> dict[str, float]:
         right = self._predict_with(state, self._X) == self._y
-        return {"thin": float(right[~self._thick].mean()), "thick": float(right[self._thick].mean())}
+        return {"left": float(right[~self._right].mean()), "right": float(right[self._right].mean())}
 
     def __call__(self, context: gr.ReviewContext) -> Iterable[gr.Finding]:
         before, after = self._groups(context.parent_state), self._groups(context.candidate_state)
-        gap_before = abs(before["thick"] - before["thin"])
-        gap_after = abs(after["thick"] - after["thin"])
+        gap_before = abs(before["right"] - before["left"])
+        gap_after = abs(after["right"] - after["left"])
         behind = min(after, key=lambda g: after[g])
         ok = gap_after <= gap_before + self.tolerance
         return [gr.Finding(
             check=self.name, passed=ok,
-            message=(f"thin/thick accuracy gap {gap_before:.3f} -> {gap_after:.3f} "
+            message=(f"left/right accuracy gap {gap_before:.3f} -> {gap_after:.3f} "
                      f"(tolerance +{self.tolerance:.2f})"
                      + ("" if ok else f": slice {behind!r} falls behind "
                                       f"({before[behind]:.3f} -> {after[behind]:.3f})")),
@@ -198,9 +203,9 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
     initial, canary, parity, test, rest = np.split(order, [300, 600, 850, 1200])
     high_rest = rest[np.isin(y[rest], HIGH)]
     parity_high = parity[np.isin(y[parity], HIGH)]
-    median_ink = float(np.median(thickness(X[np.isin(y, HIGH)])))
+    middle = float(np.median(centre_x(X[np.isin(y, HIGH)])))
     domain_data = (X[high_rest[:-100]], y[high_rest[:-100]], X[high_rest[-100:]],
-                   y[high_rest[-100:]], median_ink)
+                   y[high_rest[-100:]], middle)
     ledger, blobs, ledger_path = fresh_store(workdir, NAME)
     W = lin.train(np.zeros((lin.N_PIXELS + 1, 10)), X[initial], y[initial], lr=1.0, epochs=300)
     state = {"model": dict(MODEL), "shared": {"gamma": 1.0}, "rounds": 0,
@@ -217,12 +222,12 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
         gr.FrozenConstraints(frozen=["/model"], mutable=["/domains/high", "/rounds"]),
         cases, ledger=ledger, blob_store=blobs,
         decision_rule=gr.SequentialRule(margin=SLICE_MARGIN, design="fixed"), seed=seed,
-        checks=[SliceParity(predict_with, X[parity_high], y[parity_high], median_ink, PARITY_TOLERANCE)])
+        checks=[SliceParity(predict_with, X[parity_high], y[parity_high], middle, PARITY_TOLERANCE)])
     guarded = guard.wrap(model)
     unguarded = model.with_state(model.snapshot())
     groups = {"low digits": np.isin(y[test], LOW),
-              "thin high": np.isin(y[test], HIGH) & (thickness(X[test]) <= median_ink),
-              "thick high": np.isin(y[test], HIGH) & (thickness(X[test]) > median_ink)}
+              "left high": np.isin(y[test], HIGH) & (centre_x(X[test]) <= middle),
+              "right high": np.isin(y[test], HIGH) & (centre_x(X[test]) > middle)}
 
     def harm(client: DomainClassifier) -> float:
         wrong = client.predict(X[test]) != y[test]
@@ -232,8 +237,8 @@ def run(workdir: str | Path = ".guardrails", seed: int = SEED, echo: Echo = prin
          f"the high digits 5-9 on {len(domain_data[1])} labelled domain images")
     echo(f"guard: mutable {list(guard.constraints.mutable or ())}; {len(cases)} canaries in "
          f"slice:low and slice:high (each non-inferior, margin {SLICE_MARGIN}); slice_parity "
-         f"thin/thick (tolerance {PARITY_TOLERANCE})")
-    table = Table("worst-group error on held-out digits (low / thin high / thick high)", echo)
+         f"left/right (tolerance {PARITY_TOLERANCE})")
+    table = Table("worst-group error on held-out digits (low / left high / right high)", echo)
     baseline = harm(model)
     table.header(baseline)
     rows = []
