@@ -86,6 +86,7 @@ from .ledger import (
     SigningKey,
     SQLiteLedger,
     VerifierKey,
+    export_transparency_log,
     resolve_proposal,
     resolve_version,
 )
@@ -197,6 +198,7 @@ __all__ = [
     "canonical_json",
     "drift_distance",
     "expire_pending",
+    "export_transparency_log",
     "installed_plugins",
     "iter_blob_refs",
     "load_plugin",

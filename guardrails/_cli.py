@@ -262,14 +262,34 @@ def main(verbose: int, debug: bool) -> None:
     _configure_output(verbose)
 
 
+def _demo_summary(module: str) -> str:
+    """The first paragraph of a demo module's docstring, read without importing it (a demo
+    imports its data science stack); the module name when there is none."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+        source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
+        doc = ast.get_docstring(ast.parse(source)) or ""
+    except (ImportError, OSError, SyntaxError, ValueError):
+        doc = ""
+    return " ".join(doc.strip().split("\n\n")[0].split()) or module
+
+
 @main.command()
 @click.argument("name", default="digits")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".guardrails"), show_default=True,
               help="Where the demo leaves its SQLite ledger and blobs.")
-def demo(name: str, workdir: Path) -> None:
-    """Run a demo scenario (default: a self-training digits classifier)."""
+@click.option("--list", "list_", is_flag=True, help="Name the installed demos and exit.")
+def demo(name: str, workdir: Path, list_: bool) -> None:
+    """Run a demo scenario (default: a self-training digits classifier); see docs/scenarios.md."""
     demos = {ep.name: ep for ep in entry_points(group=DEMO_GROUP)}
+    if list_:
+        for ep_name in sorted(demos):
+            click.echo(f"{ep_name:<16} {_demo_summary(demos[ep_name].module)}")
+        return
     if name not in demos:
         raise click.UsageError(f"no demo named {name!r}; installed demos: "
                                f"{', '.join(sorted(demos)) or 'none'}")
@@ -737,6 +757,27 @@ def ledger_prove(path: Path, entry: int) -> None:
     data = json.loads(proof.model_dump_json())
     data["checkpoint"] = ledger.latest_checkpoint()
     click.echo(json.dumps(data, indent=2))
+
+
+@ledger.command("export")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def ledger_export(path: Path, directory: Path) -> None:
+    """Write a signed SQLite ledger to DIRECTORY as a transparency log of static files.
+
+    Entries (canonical bytes), an inclusion proof per entry, the signed
+    checkpoint and the verifier key, checkable without this library (see
+    examples/scenarios/verify_transparency_log.py). The ledger is verified first.
+    """
+    from .ledger import export_transparency_log
+
+    try:
+        out = export_transparency_log(SQLiteLedger(path), directory)
+    except GuardrailsError as exc:
+        _fail(str(exc), EXIT_NOT_ACCEPTED)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    click.echo(f"exported {sum(1 for _ in (out / 'entries').iterdir())} entries to {out}")
 
 
 @main.group("db")

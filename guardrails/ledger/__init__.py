@@ -1,11 +1,12 @@
 """The ledger: the append-only, hash-chained record of every proposal and decision.
 
 The protocol and its verification, the memory, SQLite and PostgreSQL stores on
-one storage seam, the Merkle tree, inclusion and consistency proofs, and signed
-checkpoints. Imports ``blobs`` and the shared modules.
+one storage seam, the Merkle tree, inclusion and consistency proofs, signed
+checkpoints, and the export as a transparency log of static files. Imports ``blobs`` and the shared modules.
 """
 
 from ._checkpoint import Checkpoint, SigningKey, VerifierKey
+from ._export import export_transparency_log
 from ._ids import IdPrefixError, resolve_proposal, resolve_version
 from ._ledger import (
     Ledger,
@@ -34,6 +35,7 @@ __all__ = [
     "SQLiteLedger",
     "SigningKey",
     "VerifierKey",
+    "export_transparency_log",
     "is_postgres_url",
     "redact",
     "resolve_proposal",

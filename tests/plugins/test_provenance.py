@@ -6,7 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from guardrails_plugins.checks.provenance import Provenance, ProvenanceSettings, sign_proposal
+from guardrails_plugins.checks.provenance import (
+    Provenance,
+    ProvenanceSettings,
+    sign_proposal,
+    sign_proposal_ed25519,
+)
 from plugin_helpers import check, review_context
 
 import guardrails as gr
@@ -170,3 +175,70 @@ def test_a_replayed_signed_proposal_is_refused() -> None:
     context = gr.ReviewContext(item, PARENT, {"seed": 1}, "0" * 64, ledger, None)
     (finding,) = Provenance(ProvenanceSettings.model_validate(SIGNED))(context)
     assert not finding.passed and "replayed" in finding.message
+
+
+# -- Ed25519 public keys: a keyring of trusted proposers, no shared secret ----------------------
+
+def _ed25519_keys() -> tuple[Any, str]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def _keyring() -> tuple[Any, Any]:
+    private, public = _ed25519_keys()
+    return private, check("provenance", {"allowed_sources": ["optimiser", "operator"],
+                                         "public_keys": {"optimiser": public}})
+
+
+def test_an_ed25519_signature_by_the_keyring_key_verifies() -> None:
+    """A proposal signed with the private half of the source's public key passes."""
+    private, provenance = _keyring()
+    item = proposal()
+    item = item.model_copy(update={"signature": sign_proposal_ed25519(item, private)})
+    assert verdict(provenance, item).passed
+
+
+def test_a_proposal_from_a_public_key_source_without_signature_is_rejected() -> None:
+    """A source with a public key must sign; an unsigned proposal is rejected."""
+    _, provenance = _keyring()
+    finding = verdict(provenance, proposal())
+    assert not finding.passed and "must be signed" in finding.message
+
+
+def test_an_ed25519_signature_by_another_key_is_rejected() -> None:
+    """A signature made with a key other than the keyring's does not verify."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    _, provenance = _keyring()
+    item = proposal()
+    other = Ed25519PrivateKey.from_private_bytes(bytes(32))
+    item = item.model_copy(update={"signature": sign_proposal_ed25519(item, other)})
+    assert not verdict(provenance, item).passed
+
+
+def test_an_altered_ed25519_signed_proposal_is_rejected() -> None:
+    """Changing the patch after signing breaks the Ed25519 signature."""
+    private, provenance = _keyring()
+    item = proposal()
+    signature = sign_proposal_ed25519(item, private)
+    altered = proposal(value=0.9, id=item.id, signature=signature)
+    assert not verdict(provenance, altered).passed
+
+
+def test_a_malformed_public_key_is_a_configuration_error() -> None:
+    """A public key that is not 32 bytes of hex stops the plugin from building, naming it."""
+    with pytest.raises(gr.ConfigError, match="public_keys"):
+        gr.load_plugin("provenance").build({"allowed_sources": ["optimiser"],
+                                             "public_keys": {"optimiser": "abcd"}})
+
+
+def test_a_source_with_a_shared_and_a_public_key_is_a_configuration_error() -> None:
+    """A source may have one kind of key only."""
+    _, public = _ed25519_keys()
+    with pytest.raises(gr.ConfigError, match="more than one key"):
+        gr.load_plugin("provenance").build({"allowed_sources": ["optimiser"],
+                                             "keys": {"optimiser": KEY},
+                                             "public_keys": {"optimiser": public}})

@@ -1,4 +1,4 @@
-"""``provenance``: only allow-listed sources may propose, optionally with HMAC-SHA256 signatures.
+"""``provenance``: only allow-listed sources may propose, optionally signed (HMAC-SHA256 or Ed25519).
 
 ``UpdateProposal.source`` is declared by whoever builds the proposal, so an
 allow-list alone only stops mistakes; a model that can write its own
@@ -19,6 +19,13 @@ cannot change how proposals are built may instead fill the check's
     parts = load_plugin("provenance").build(settings)
     parts.checks[0].signatures[proposal.id] = signature
 
+Public contributors cannot share a secret: give such a source an Ed25519
+*public* key instead (``public_keys``, a keyring: source to the 32-byte raw
+public key as 64 hex digits). Its proposals must then carry the hex Ed25519
+signature of the same payload, made with the contributor's private key
+(``sign_proposal_ed25519``); the guard holds nothing secret for it. A source
+has either a shared key or a public key, never both.
+
 A signature is consumed when checked, and a signed proposal whose id the
 ledger has already decided is refused as a replay. Keys are read from the settings
 (``keys``, secret) or from environment variables (``key_env``) when the
@@ -33,11 +40,15 @@ import hmac
 import os
 import threading
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, model_validator
 
 import guardrails as gr
+
+if TYPE_CHECKING:
+    # Imported where used: cryptography is large and most guards never verify a public key.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 
 def signing_payload(proposal: gr.UpdateProposal) -> bytes:
@@ -53,6 +64,21 @@ def sign_proposal(proposal: gr.UpdateProposal, key: str | bytes) -> str:
     return hmac.new(secret, signing_payload(proposal), hashlib.sha256).hexdigest()
 
 
+def sign_proposal_ed25519(proposal: gr.UpdateProposal, private_key: Ed25519PrivateKey) -> str:
+    """The hex Ed25519 signature of ``signing_payload(proposal)`` under ``private_key``."""
+    return private_key.sign(signing_payload(proposal)).hex()
+
+
+def _public_key(source: str, text: str) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text.strip()))
+    except ValueError:
+        raise ValueError(f"public_keys[{source!r}] is not an Ed25519 public key: give the 32 raw "
+                         "bytes as 64 hex digits") from None
+
+
 class ProvenanceSettings(gr.PluginSettings):
     """Settings of the ``provenance`` plugin."""
 
@@ -62,23 +88,29 @@ class ProvenanceSettings(gr.PluginSettings):
     """HMAC keys by source, inline. Prefer ``key_env`` outside tests."""
     key_env: dict[str, str] = Field(default_factory=dict)
     """Names of environment variables holding the HMAC key, by source."""
+    public_keys: dict[str, str] = Field(default_factory=dict)
+    """Ed25519 public keys by source (64 hex digits each): the keyring of trusted proposers
+    who sign with their own private key. Public, so safe in the configuration."""
     require_signature: bool = False
     """Every allowed source must have a key, so every proposal must be signed."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ProvenanceSettings:
         allowed = set(self.allowed_sources)
-        for field in ("keys", "key_env"):
+        for source, text in self.public_keys.items():
+            _public_key(source, text)
+        for field in ("keys", "key_env", "public_keys"):
             stray = sorted(set(getattr(self, field)) - allowed)
             if stray:
                 raise ValueError(f"{field} names {', '.join(map(repr, stray))}, not in "
                                  "allowed_sources; add them there or remove the key")
-        both = sorted(set(self.keys) & set(self.key_env))
+        keyed = [set(self.keys), set(self.key_env), set(self.public_keys)]
+        both = sorted((keyed[0] & keyed[1]) | (keyed[2] & (keyed[0] | keyed[1])))
         if both:
-            raise ValueError(f"{', '.join(map(repr, both))} has a key in both keys and key_env; "
-                             "keep one")
+            raise ValueError(f"{', '.join(map(repr, both))} has more than one key (keys, key_env, "
+                             "public_keys); keep one")
         if self.require_signature:
-            unkeyed = sorted(allowed - set(self.keys) - set(self.key_env))
+            unkeyed = sorted(allowed - set(self.keys) - set(self.key_env) - set(self.public_keys))
             if unkeyed:
                 raise ValueError(f"require_signature is set but {', '.join(map(repr, unkeyed))} "
                                  "has no key; give every allowed source a key")
@@ -138,6 +170,8 @@ class Provenance:
                  signatures: MutableMapping[str, str] | None = None) -> None:
         self.settings = settings
         self._keys = _resolve_keys(settings, os.environ if environ is None else environ)
+        self._public = {source: _public_key(source, text)
+                        for source, text in settings.public_keys.items()}
         self.signatures: MutableMapping[str, str] = (
             signatures if signatures is not None else Signatures())
 
@@ -147,7 +181,7 @@ class Provenance:
         ids = {source: hmac.new(key, b"guardrails.provenance.key-id", hashlib.sha256)
                .hexdigest()[:16] for source, key in sorted(self._keys.items())}
         return (f"Provenance(allowed_sources={sorted(self.settings.allowed_sources)!r}, "
-                f"key_ids={ids!r})")
+                f"key_ids={ids!r}, public_keys={dict(sorted(self.settings.public_keys.items()))!r})")
 
     def _signature(self, proposal: gr.UpdateProposal) -> str | None:
         signatures = self.signatures
@@ -167,7 +201,7 @@ class Provenance:
                                        f"{', '.join(self.settings.allowed_sources)})",
                                evidence=evidence)]
         key = self._keys.get(source)
-        if key is None:
+        if key is None and source not in self._public:
             return [gr.Finding(check=self.name, passed=True,
                                message=f"source {source!r} is allowed (no signature required)",
                                evidence={**evidence, "signed": False})]
@@ -179,9 +213,7 @@ class Provenance:
             return [gr.Finding(check=self.name, passed=False,
                                message=f"proposal {proposal.id!r} was already decided; a signed "
                                        "proposal cannot be replayed", evidence=evidence)]
-        expected = hmac.new(key, signing_payload(proposal), hashlib.sha256).hexdigest()
-        given = signature.strip().lower()
-        if not (given.isascii() and hmac.compare_digest(expected, given)):
+        if not self._verifies(source, key, signature.strip().lower(), proposal):
             return [gr.Finding(check=self.name, passed=False,
                                message=f"the signature of this proposal from {source!r} does not "
                                        "verify: it was altered or signed with another key",
@@ -191,10 +223,24 @@ class Provenance:
                            evidence={**evidence, "signed": True})]
 
 
+    def _verifies(self, source: str, key: bytes | None, given: str,
+                  proposal: gr.UpdateProposal) -> bool:
+        if key is not None:
+            expected = hmac.new(key, signing_payload(proposal), hashlib.sha256).hexdigest()
+            return given.isascii() and hmac.compare_digest(expected, given)
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            self._public[source].verify(bytes.fromhex(given), signing_payload(proposal))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
 def build(settings: ProvenanceSettings) -> gr.PluginParts:
     return gr.PluginParts(checks=[Provenance(settings)])
 
 
 plugin = gr.Plugin(
     name="provenance", settings=ProvenanceSettings, factory=build, provides={"checks"},
-    description="Allow-list of proposal sources with optional HMAC-SHA256 signatures.")
+    description="Allow-list of proposal sources with optional HMAC-SHA256 or Ed25519 signatures.")
