@@ -1,0 +1,172 @@
+"""The bodies of ``guardrails report``, ``guardrails transparency`` and ``guardrails serve``.
+
+``_cli`` only registers these commands; everything they do is here. Exit
+codes as ``guardrails --help`` documents: 1 when the ledger does not verify
+(the report is still written, marked unverified), 3 for a configuration or
+source problem, never a traceback for anything a user can cause.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .._config import Config, load_config
+from .._errors import GuardrailsError
+from ..blobs import BlobStore, FileBlobStore
+from ..ledger import Ledger, SQLiteLedger, VerifierKey, is_postgres_url
+from ._view import ReportData
+
+EXIT_NOT_VERIFIED = 1
+EXIT_CONFIG = 3
+DEMO_LEDGER = Path(".guardrails/demo-ledger.db")
+DEMO_BLOBS = Path(".guardrails/demo-blobs")
+_CONTENT_OFF = (None, "false", "NO_CONTENT")
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@dataclass
+class Source:
+    """Where a report reads from: the ledger, its blobs and (if any) the configuration."""
+
+    ledger: Ledger
+    name: str
+    blobs: BlobStore | None
+    config: Config | None
+    config_path: Path | None
+
+
+def _open_sqlite(path: Path, verifier: VerifierKey | None = None) -> Ledger:
+    if not path.is_file():
+        fail(f"{path}: no ledger there (nothing is created by a report); run the application "
+             "or 'guardrails demo' first, or point --ledger at an existing file", EXIT_CONFIG)
+    try:
+        return SQLiteLedger(path, verifier_key=verifier)
+    except GuardrailsError as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def _from_config(config_path: Path) -> Source:
+    from .._config import open_ledger
+
+    try:
+        config, root = load_config(config_path)
+        if is_postgres_url(config.ledger.path):
+            ledger: Ledger = open_ledger(config.ledger, root, str(config_path))
+            name = "the PostgreSQL ledger of " + str(config_path)
+        else:
+            verifier = None if config.ledger.verifier_key is None else VerifierKey.load(
+                root / config.ledger.verifier_key)
+            ledger = _open_sqlite(root / config.ledger.path, verifier)
+            name = str(root / config.ledger.path)
+    except GuardrailsError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    blobs_dir = root / config.ledger.blobs
+    blobs = FileBlobStore(blobs_dir) if blobs_dir.is_dir() else None
+    return Source(ledger, name, blobs, config, config_path)
+
+
+def open_source(config_path: Path, ledger_path: Path | None, blobs_path: Path | None) -> Source:
+    """The ledger ``guardrails status`` reads; without a configuration here, the demo's."""
+    if ledger_path is not None:
+        blobs = FileBlobStore(blobs_path) if blobs_path is not None else None
+        return Source(_open_sqlite(ledger_path), str(ledger_path), blobs, None, None)
+    if config_path.is_file():
+        source = _from_config(config_path)
+        if blobs_path is not None:
+            source.blobs = FileBlobStore(blobs_path)
+        return source
+    if DEMO_LEDGER.is_file():
+        click.echo(f"no {config_path} here: reading the demo's ledger {DEMO_LEDGER}", err=True)
+        blobs = FileBlobStore(blobs_path or DEMO_BLOBS) if (blobs_path or DEMO_BLOBS).is_dir() \
+            else None
+        return Source(_open_sqlite(DEMO_LEDGER), str(DEMO_LEDGER), blobs, None, None)
+    fail(f"no {config_path} and no demo ledger ({DEMO_LEDGER}) here: pass -c CONFIG, "
+         "--ledger PATH, or run 'guardrails demo' first", EXIT_CONFIG)
+
+
+def public_inputs(source: Source) -> dict[str, str]:
+    """Inputs of the public canary cases, when the configuration opts in to content capture."""
+    config = source.config
+    if config is None or source.config_path is None:
+        fail("--public-inputs needs the configuration that names the canary files (-c)",
+             EXIT_CONFIG)
+    if config.guard.capture_content in _CONTENT_OFF:
+        fail(f"{source.config_path}: case inputs are content; set [guard] capture_content = "
+             "\"true\" to allow them in a report, or leave out --public-inputs", EXIT_CONFIG)
+    from ..guard import Guard
+
+    try:
+        suite = Guard.from_config(source.config_path).canaries
+    except GuardrailsError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    return {case.id: json.dumps(case.input, ensure_ascii=False, default=str)
+            for case in suite if not case.hidden}
+
+
+def read(source: Source, inputs: dict[str, str] | None = None) -> tuple[ReportData, Any]:
+    """The report's data and transparency statement for ``source``."""
+    from ._transparency import transparency
+    from ._view import read_report
+
+    config = source.config
+    data = read_report(source.ledger, source=source.name, blob_store=source.blobs,
+                       drift_budget=None if config is None else config.constraints.drift_budget,
+                       inputs=inputs)
+    statement = transparency(
+        data, frozen=None if config is None else list(config.constraints.frozen),
+        mutable=None if config is None or config.constraints.mutable is None
+        else list(config.constraints.mutable))
+    return data, statement
+
+
+def run_report(config_path: Path, ledger_path: Path | None, blobs_path: Path | None,
+               out: Path, with_inputs: bool) -> None:
+    """Write the HTML report to ``out``; exit 1 (after writing it) if the ledger does not verify."""
+    try:
+        from ._render import render_report
+    except ImportError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    started = time.perf_counter()
+    source = open_source(config_path, ledger_path, blobs_path)
+    inputs = public_inputs(source) if with_inputs else None
+    data, statement = read(source, inputs)
+    try:
+        html = render_report(data, statement)
+    except ImportError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        fail(f"{out}: cannot write the report ({exc.strerror})", EXIT_CONFIG)
+    size = len(html.encode("utf-8"))
+    click.echo(f"wrote {out} ({size / 1024:.0f} KB, {data.size} entries, "
+               f"{len(data.details)} decisions in full) in {time.perf_counter() - started:.1f} s")
+    if not data.verified:
+        fail(f"the ledger does not verify ({data.problem}); the report says so and marks "
+             "everything in it unverified", EXIT_NOT_VERIFIED)
+
+
+def run_transparency(config_path: Path, ledger_path: Path | None, as_json: bool) -> None:
+    """Print the transparency statement; exit 1 if the ledger does not verify."""
+    source = open_source(config_path, ledger_path, None)
+    _, statement = read(source)
+    if as_json:
+        click.echo(json.dumps(statement.model_dump(mode="json"), indent=2))
+    else:
+        click.echo("\n".join(statement.sentences()))
+    if not statement.verified:
+        sys.exit(EXIT_NOT_VERIFIED)
