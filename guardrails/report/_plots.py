@@ -18,10 +18,17 @@ from ._view import DriftPoint, TestView
 
 COLOURS = {"accepted": "#1a7f37", "rejected": "#cf222e", "inconclusive": "#bf8700",
            "error": "#6e40c9"}
-_RC: dict[str, Any] = {"svg.fonttype": "none", "font.size": 8, "axes.spines.top": False,
+# Text stays text in the font the page chooses (its CSS sets ``svg text``): a short family
+# name instead of matplotlib's list keeps every label small.
+_RC: dict[str, Any] = {"svg.fonttype": "none", "font.size": 8, "font.family": "sans-serif",
+       "font.sans-serif": ["DejaVu Sans"], "axes.spines.top": False,
        "axes.spines.right": False, "svg.hashsalt": "guardrails-report", "path.simplify": True}
 _PROLOGUE = re.compile(r"\A.*?(?=<svg)", re.S)
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
+_GROUP_ID = re.compile(r'<g id="[^"]*"')  # matplotlib's group names collide between plots
+_NO_ROTATION = re.compile(r' transform="rotate\(-?0 [\d.]+ [\d.]+\)"')
+_BETWEEN_TAGS = re.compile(r">\s+<")
+_FONT = re.compile(r"font-family: [^;\"]*;? ?")
 
 
 def _figure(width: float, height: float) -> tuple[Any, Any]:
@@ -42,7 +49,9 @@ def _svg(fig: Any) -> str:
     fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(fig)
     text = _METADATA.sub("", _PROLOGUE.sub("", buffer.getvalue()))
-    return text.replace("\n", "")
+    text = _NO_ROTATION.sub("", _GROUP_ID.sub("<g", text))
+    text = _FONT.sub("", text)
+    return _BETWEEN_TAGS.sub("><", text.replace("\n", " "))
 
 
 def _styled(draw: Any) -> str:
@@ -94,48 +103,30 @@ def drift_svg(points: Sequence[DriftPoint], budget: float | None) -> str:
     return _styled(draw)
 
 
-def sequential_svg(test: TestView) -> str:
-    """The two e-values after each case (log scale) against the boundaries they must cross."""
+def sequential_svg(tests: Sequence[TestView]) -> str:
+    """Each test's e-value for acceptance after each case (log scale), and the boundary it
+    must cross; the rejection e-value too when it moved. One figure per decision."""
 
     def draw() -> str:
-        fig, ax = _figure(5.0, 2.0)
-        xs = [n for n, _, _ in test.path]
-        ax.plot(xs, [math.exp(min(a, 700.0)) for _, a, _ in test.path], color="#1a7f37",
-                label="e-value: candidate not worse")
-        ax.plot(xs, [math.exp(min(r, 700.0)) for _, _, r in test.path], color="#cf222e",
-                label="e-value: candidate worse")
-        if test.accept_at:
-            ax.axhline(test.accept_at, color="#1a7f37", linestyle="--", linewidth=0.8)
-        if test.reject_at:
-            ax.axhline(test.reject_at, color="#cf222e", linestyle=":", linewidth=0.8)
+        fig, ax = _figure(5.5, 2.0)
+        boundary = None
+        for number, test in enumerate(tests, start=1):
+            if not test.path:
+                continue  # numbered as in the decision's table, which lists every test
+            xs = [n for n, _, _ in test.path]
+            line, = ax.plot(xs, [math.exp(min(a, 700.0)) for _, a, _ in test.path],
+                            label=f"test {number}: not worse")
+            if any(r != 0 for _, _, r in test.path):
+                ax.plot(xs, [math.exp(min(r, 700.0)) for _, _, r in test.path], linestyle=":",
+                        color=line.get_color(), label=f"test {number}: worse")
+            boundary = test.accept_at or boundary
+        if boundary:
+            ax.axhline(boundary, color="#57606a", linestyle="--", linewidth=0.8,
+                       label=f"boundary {boundary:g}")
         ax.set_yscale("log")
         ax.set_xlabel("cases seen")
-        ax.legend(loc="upper left", frameon=False, fontsize=7)
-        return _svg(fig)
-
-    return _styled(draw)
-
-
-def intervals_svg(tests: Sequence[TestView]) -> str:
-    """Pass rates with their 95% intervals, incumbent and candidate, one row per test."""
-
-    def draw() -> str:
-        shown = [t for t in tests if t.candidate is not None]
-        fig, ax = _figure(5.0, 1.0 + 0.4 * len(shown))
-        for row, test in enumerate(shown):
-            for side, offset, colour in (("incumbent", -0.15, "#57606a"),
-                                         ("candidate", 0.15, "#0969da")):
-                interval = getattr(test, side)
-                if interval is None:
-                    continue
-                ax.errorbar([interval.rate], [row + offset],
-                            xerr=[[interval.rate - interval.low], [interval.high - interval.rate]],
-                            fmt="o", markersize=3, capsize=2, color=colour,
-                            label=side if row == 0 else None)
-        ax.set_yticks(range(len(shown)), [f"test {i + 1}" for i in range(len(shown))])
-        ax.set_ylim(len(shown) - 0.5, -0.5)
-        ax.set_xlabel("pass rate (95% interval)")
-        ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncol=2, frameon=False, fontsize=7)
+        ax.set_ylabel("e-value")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=7)
         return _svg(fig)
 
     return _styled(draw)

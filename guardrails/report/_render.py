@@ -8,12 +8,16 @@ as is, and they are SVG that ``_plots`` drew from numbers.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from ._transparency import Transparency
 from ._view import ReportData
+
+PLOT_LIMIT = 25
+"""Decisions (the newest) whose sequential path is drawn; older ones show the numbers only."""
 
 
 @lru_cache(maxsize=1)
@@ -26,6 +30,7 @@ def _environment() -> Any:
             "pip install 'guardrails-middleware[report]'") from None
     env = jinja2.Environment(loader=jinja2.PackageLoader("guardrails.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["exp"] = lambda log_value: math.exp(min(float(log_value), 700.0))
     env.filters["timestamp"] = lambda t: datetime.fromtimestamp(t, UTC).strftime(
         "%Y-%m-%d %H:%M UTC")
     return env
@@ -34,16 +39,15 @@ def _environment() -> Any:
 def _plots(data: ReportData) -> dict[str, Any]:
     from markupsafe import Markup
 
-    from ._plots import drift_svg, intervals_svg, sequential_svg, timeline_svg
+    from ._plots import drift_svg, sequential_svg, timeline_svg
 
     # Markup: these are our own SVG, drawn from numbers, with no model-authored text.
-    intervals = {d.index: Markup(intervals_svg(d.tests))
-                 for d in data.details if any(t.candidate for t in d.tests)}
-    sequential = {(d.index, t.name): Markup(sequential_svg(t))
-                  for d in data.details for t in d.tests if t.path}
+    with_path = [d for d in data.details if any(t.path for t in d.tests)][:PLOT_LIMIT]
+    sequential = {d.index: Markup(sequential_svg(d.tests))
+                  for d in with_path}
     return {"timeline": Markup(timeline_svg(data.points)) if data.points else "",
             "drift": Markup(drift_svg(data.drift, data.drift_budget)) if data.drift else "",
-            "intervals": intervals, "sequential": sequential}
+            "sequential": sequential, "limit": PLOT_LIMIT}
 
 
 def render_report(data: ReportData, statement: Transparency, *,
