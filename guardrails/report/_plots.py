@@ -29,28 +29,39 @@ _GROUP_ID = re.compile(r'<g id="[^"]*"')  # matplotlib's group names collide bet
 _NO_ROTATION = re.compile(r' transform="rotate\(-?0 [\d.]+ [\d.]+\)"')
 _BETWEEN_TAGS = re.compile(r">\s+<")
 _FONT = re.compile(r"font-family: [^;\"]*;? ?")
+_DIGITS = re.compile(r"(\d\.\d)\d+")  # a tenth of a point is finer than any screen shows
 
 
-def _figure(width: float, height: float) -> tuple[Any, Any]:
+def _figure(width: float, height: float, right: float = 0.98) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(width, height), dpi=72)
+    # Fixed margins instead of tight_layout, which draws every figure twice.
+    fig.subplots_adjust(left=0.6 / width + 0.02, right=right, bottom=0.3, top=0.95)
     return fig, ax
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Log-axis labels as plain numbers: matplotlib's default typesets each one as math (slow)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _svg(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.StringIO()
-    fig.tight_layout(pad=0.4)
     fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(fig)
     text = _METADATA.sub("", _PROLOGUE.sub("", buffer.getvalue()))
     text = _NO_ROTATION.sub("", _GROUP_ID.sub("<g", text))
-    text = _FONT.sub("", text)
+    text = _DIGITS.sub(r"\1", _FONT.sub("", text))
     return _BETWEEN_TAGS.sub("><", text.replace("\n", " "))
 
 
@@ -108,7 +119,7 @@ def sequential_svg(tests: Sequence[TestView]) -> str:
     must cross; the rejection e-value too when it moved. One figure per decision."""
 
     def draw() -> str:
-        fig, ax = _figure(5.5, 2.0)
+        fig, ax = _figure(6.0, 2.0, right=0.7)
         boundary = None
         for number, test in enumerate(tests, start=1):
             if not test.path:
@@ -124,6 +135,7 @@ def sequential_svg(tests: Sequence[TestView]) -> str:
             ax.axhline(boundary, color="#57606a", linestyle="--", linewidth=0.8,
                        label=f"boundary {boundary:g}")
         ax.set_yscale("log")
+        _plain_log_ticks(ax)
         ax.set_xlabel("cases seen")
         ax.set_ylabel("e-value")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=7)

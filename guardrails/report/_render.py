@@ -16,7 +16,7 @@ from typing import Any
 from ._transparency import Transparency
 from ._view import ReportData
 
-PLOT_LIMIT = 25
+PLOT_LIMIT = 10
 """Decisions (the newest) whose sequential path is drawn; older ones show the numbers only."""
 
 
@@ -29,7 +29,8 @@ def _environment() -> Any:
             f"the report needs Jinja2 and matplotlib ({exc}); install them with: "
             "pip install 'guardrails-middleware[report]'") from None
     env = jinja2.Environment(loader=jinja2.PackageLoader("guardrails.report", "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
     env.filters["exp"] = lambda log_value: math.exp(min(float(log_value), 700.0))
     env.filters["timestamp"] = lambda t: datetime.fromtimestamp(t, UTC).strftime(
         "%Y-%m-%d %H:%M UTC")

@@ -28,7 +28,8 @@ log = structlog.get_logger(__name__)
 
 HOST = "127.0.0.1"
 COOKIE = "guardrails_token"
-_HEADERS = {"X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+# same-origin, not no-referrer: with no-referrer a browser posts forms with "Origin: null".
+_HEADERS = {"X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -53,6 +54,12 @@ def _user() -> str:
         return "reviewer"
 
 
+def _cookie(state: ReviewState) -> str:
+    # Cookies are shared by every port of a host: one name per server, so an old page's
+    # cookie never stands for this one's.
+    return f"{COOKIE}_{state.port}"
+
+
 def _same(given: str | None, expected: str) -> bool:
     return given is not None and secrets.compare_digest(given.encode(), expected.encode())
 
@@ -61,7 +68,7 @@ def _refusal(state: ReviewState, request: Any) -> str | None:
     """Why ``request`` is refused, or ``None``: wrong host, no token, foreign origin."""
     if request.headers.get("host") != f"{HOST}:{state.port}":
         return f"this page answers only at its own address, http://{HOST}:{state.port}/"
-    token = request.cookies.get(COOKIE) or request.query_params.get("token")
+    token = request.query_params.get("token") or request.cookies.get(_cookie(state))
     if not _same(token, state.token):
         return ("the access token is missing or wrong: open the URL that 'guardrails serve' "
                 "printed when it started")
@@ -131,7 +138,7 @@ def build_app(state: ReviewState) -> Any:
             return refused(why)
         if "token" in request.query_params:  # keep the token out of the address bar
             response = RedirectResponse("/", status_code=303, headers=_HEADERS)
-            response.set_cookie(COOKIE, state.token, httponly=True, samesite="strict")
+            response.set_cookie(_cookie(state), state.token, httponly=True, samesite="strict")
             return response
         return HTMLResponse(await run_in_threadpool(_page, state), headers=_HEADERS)
 
@@ -173,6 +180,8 @@ def run_serve(source: Source, port: int) -> None:
         sock.bind((HOST, port))
     except OSError as exc:
         fail(f"cannot listen on {HOST}:{port} ({exc.strerror}); pick another --port", EXIT_CONFIG)
+    # Listening before the address is printed: a browser opened on it at once is queued, not refused.
+    sock.listen(128)
     state = ReviewState(source=source, port=sock.getsockname()[1])
     click.echo(f"review page for {source.name}: http://{HOST}:{state.port}/?token={state.token}",
                nl=True)

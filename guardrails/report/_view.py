@@ -33,6 +33,8 @@ DETAIL_LIMIT = 200
 """Decisions shown in full (the newest); older ones are summarised, so a report stays small."""
 TIMELINE_LIMIT = 1000
 """Rows of the timeline table (the newest); the timeline plot covers every decision."""
+DIFF_ROWS = 12
+"""Changes listed per decision; the rest are counted (the full states are in the ledger)."""
 VALUE_CHARS = 240
 """A value in a diff is cut to this many characters (the full state is in the ledger)."""
 CONFIDENCE = 0.95
@@ -315,7 +317,8 @@ def _diff(ledger: Ledger, decision: Decision, blob_store: BlobStore | None
         return (), "the ledger does not hold both states"
     old, new = ledger.get_state(parent), ledger.get_state(candidate)
     rows = []
-    for op in jsonpatch.make_patch(old, new).patch:
+    ops = jsonpatch.make_patch(old, new).patch
+    for op in ops[:DIFF_ROWS]:
         pointer = str(op["path"])
         before = None
         if op["op"] in ("replace", "remove", "move"):
@@ -327,7 +330,8 @@ def _diff(ledger: Ledger, decision: Decision, blob_store: BlobStore | None
             before = _short(jsonpointer.resolve_pointer(old, pointer, None), blob_store)
             after = _short(jsonpointer.resolve_pointer(new, pointer, None), blob_store)
         rows.append(DiffRow(op=str(op["op"]), pointer=pointer, old=before, new=after))
-    return tuple(rows), "" if rows else "no change of state"
+    more = f"and {len(ops) - DIFF_ROWS} more changes" if len(ops) > DIFF_ROWS else ""
+    return tuple(rows), more if rows else "no change of state"
 
 
 def _approver(decision: Decision) -> str | None:
