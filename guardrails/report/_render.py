@@ -8,16 +8,12 @@ as is, and they are SVG that ``_plots`` drew from numbers.
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from ._transparency import Transparency
-from ._view import ReportData
-
-PLOT_LIMIT = 10
-"""Decisions (the newest) whose sequential path is drawn; older ones show the numbers only."""
+from ._view import PATH_LIMIT, ReportData
 
 
 @lru_cache(maxsize=1)
@@ -31,7 +27,6 @@ def _environment() -> Any:
     env = jinja2.Environment(loader=jinja2.PackageLoader("guardrails.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters["exp"] = lambda log_value: math.exp(min(float(log_value), 700.0))
     env.filters["timestamp"] = lambda t: datetime.fromtimestamp(t, UTC).strftime(
         "%Y-%m-%d %H:%M UTC")
     return env
@@ -43,12 +38,12 @@ def _plots(data: ReportData) -> dict[str, Any]:
     from ._plots import drift_svg, sequential_svg, timeline_svg
 
     # Markup: these are our own SVG, drawn from numbers, with no model-authored text.
-    with_path = [d for d in data.details if any(t.path for t in d.tests)][:PLOT_LIMIT]
+    with_path = [d for d in data.details if any(t.path for t in d.tests)]
     sequential = {d.index: Markup(sequential_svg(d.tests))
                   for d in with_path}
     return {"timeline": Markup(timeline_svg(data.points)) if data.points else "",
             "drift": Markup(drift_svg(data.drift, data.drift_budget)) if data.drift else "",
-            "sequential": sequential, "limit": PLOT_LIMIT}
+            "sequential": sequential, "limit": PATH_LIMIT}
 
 
 def render_report(data: ReportData, statement: Transparency, *,

@@ -35,6 +35,8 @@ TIMELINE_LIMIT = 1000
 """Rows of the timeline table (the newest); the timeline plot covers every decision."""
 DIFF_ROWS = 12
 """Changes listed per decision; the rest are counted (the full states are in the ledger)."""
+PATH_LIMIT = 10
+"""Decisions (the newest) whose sequential path is recomputed and drawn."""
 VALUE_CHARS = 240
 """A value in a diff is cut to this many characters (the full state is in the ledger)."""
 CONFIDENCE = 0.95
@@ -78,6 +80,8 @@ class TestView(_Frozen):
     """Observed paired pass-rate drop (incumbent minus candidate), or the rule's difference."""
     upper_bound: float | None = None
     margin: float | None = None
+    e_value: float | None = None
+    """The recorded e-value for acceptance at the last look (sequential design)."""
     accept_at: float | None = None
     reject_at: float | None = None
     path: tuple[tuple[int, float, float], ...] = ()
@@ -216,7 +220,7 @@ def _margin_test(finding: Finding) -> TestView:
         margin=_num(ev.get("margin")))
 
 
-def _paired_test(finding: Finding) -> TestView:
+def _paired_test(finding: Finding, with_path: bool) -> TestView:
     ev = finding.evidence
     cases = _cases_of(ev)
     cand, inc = ev.get("candidate_passes"), ev.get("incumbent_passes")
@@ -226,9 +230,9 @@ def _paired_test(finding: Finding) -> TestView:
         candidate=_interval(cand, cases) if isinstance(cand, int) else None,
         incumbent=_interval(inc, cases) if isinstance(inc, int) else None,
         estimate=_num(ev.get("estimate")), upper_bound=_num(ev.get("upper_bound")),
-        margin=_num(ev.get("margin")), accept_at=_num(ev.get("accept_at")),
-        reject_at=_num(ev.get("reject_at")),
-        path=_sequential_path(ev) if ev.get("statistic") == _SEQUENTIAL else ())
+        margin=_num(ev.get("margin")), e_value=_num(ev.get("e_value_accept")),
+        accept_at=_num(ev.get("accept_at")), reject_at=_num(ev.get("reject_at")),
+        path=_sequential_path(ev) if with_path and ev.get("statistic") == _SEQUENTIAL else ())
 
 
 def _safety_test(finding: Finding) -> TestView:
@@ -245,7 +249,7 @@ def _safety_test(finding: Finding) -> TestView:
                     upper_bound=_num(ev.get("upper_bound")))
 
 
-def _tests(decision: Decision) -> tuple[TestView, ...]:
+def _tests(decision: Decision, with_path: bool = True) -> tuple[TestView, ...]:
     tests = []
     for finding in decision.findings:
         statistic = finding.evidence.get("statistic")
@@ -254,7 +258,7 @@ def _tests(decision: Decision) -> tuple[TestView, ...]:
         elif statistic == "pass_rate_difference":
             tests.append(_margin_test(finding))
         elif "e_value_accept" in finding.evidence or "p_value_worse" in finding.evidence:
-            tests.append(_paired_test(finding))
+            tests.append(_paired_test(finding, with_path))
     return tuple(tests)
 
 
@@ -363,58 +367,70 @@ def _decision_view(entry: LedgerEntry, decision: Decision) -> DecisionView:
 
 
 def detail(ledger: Ledger, entry: LedgerEntry, *, verified: bool,
-           blob_store: BlobStore | None = None,
-           inputs: Mapping[str, str] | None = None) -> DecisionView:
-    """One decision in full: diff, tests, cases and proof status."""
+           blob_store: BlobStore | None = None, inputs: Mapping[str, str] | None = None,
+           with_path: bool = True) -> DecisionView:
+    """One decision in full: diff, tests, cases, proof status and (``with_path``) the
+    sequential statistic's path, recomputed from the recorded discordant positions."""
     decision = entry.decision
     if decision is None:
         raise ValueError(f"entry {entry.index} is an event, not a decision")
     diff, note = _diff(ledger, decision, blob_store)
     regressed, fixed = _cases(decision, inputs or {})
     return _decision_view(entry, decision).model_copy(update={
-        "diff": diff, "diff_note": note, "tests": _tests(decision), "regressed": regressed,
+        "diff": diff, "diff_note": note, "tests": _tests(decision, with_path), "regressed": regressed,
         "fixed": fixed, "proof": _proof(ledger, entry, verified)})
 
 
-def _drift(ledger: Ledger, accepted: list[tuple[int, Decision]]) -> tuple[DriftPoint, ...]:
+def _raw(entry: LedgerEntry) -> dict[str, Any]:
+    """The recorded decision as stored (for the summaries over every entry, unvalidated:
+    validating ten thousand decisions would cost more than the rest of the report)."""
+    body = entry.body.get("decision")
+    return body if isinstance(body, dict) else {}
+
+
+def _drift(ledger: Ledger, entries: list[LedgerEntry]) -> tuple[DriftPoint, ...]:
     """Distance from the anchor of the day for each accepted state, in ledger order."""
     points = []
     anchor_state: Any = None
-    for index, decision in accepted:
-        if not decision.candidate or not ledger.has_state(decision.candidate):
+    for entry in entries:
+        raw = _raw(entry)
+        candidate = raw.get("candidate")
+        if raw.get("verdict") != "accepted" or not isinstance(candidate, str) \
+                or not ledger.has_state(candidate):
             continue
-        state = ledger.get_state(decision.candidate)
-        if decision.anchor or anchor_state is None:
+        state = ledger.get_state(candidate)
+        if raw.get("anchor") or anchor_state is None:
             anchor_state = state
-        points.append(DriftPoint(index=index, distance=drift_distance(anchor_state, state),
-                                 anchor=decision.anchor))
+        points.append(DriftPoint(index=entry.index, distance=drift_distance(anchor_state, state),
+                                 anchor=bool(raw.get("anchor"))))
     return tuple(points)
 
 
-def _budget(decisions: Iterable[Decision], configured: float | None) -> float | None:
+def _budget(entries: Iterable[LedgerEntry], configured: float | None) -> float | None:
     if configured is not None:
         return configured
-    for decision in decisions:
-        for finding in decision.findings:
-            if finding.check == "drift_budget" and _num(finding.evidence.get("budget")) is not None:
-                return float(finding.evidence["budget"])
+    for entry in entries:
+        for finding in _raw(entry).get("findings") or ():
+            if isinstance(finding, dict) and finding.get("check") == "drift_budget":
+                budget = _num((finding.get("evidence") or {}).get("budget"))
+                if budget is not None:
+                    return budget
     return None
 
 
-def _scan(ledger: Ledger) -> tuple[list[tuple[LedgerEntry, Decision]], list[tuple[int, str]]]:
+def _scan(ledger: Ledger) -> tuple[list[LedgerEntry], list[tuple[int, str]]]:
     decisions, events = [], []
     for entry in ledger.entries():
-        decision = entry.decision
-        if decision is None:
-            events.append((entry.index, str(entry.body.get("event", "event"))))
+        if entry.type == "decision":
+            decisions.append(entry)
         else:
-            decisions.append((entry, decision))
+            events.append((entry.index, str(entry.body.get("event", "event"))))
     return decisions, events
 
 
 def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = None,
                 drift_budget: float | None = None, inputs: Mapping[str, str] | None = None,
-                detail_limit: int = DETAIL_LIMIT) -> ReportData:
+                detail_limit: int = DETAIL_LIMIT, path_limit: int = PATH_LIMIT) -> ReportData:
     """Verify ``ledger`` and read it into a ``ReportData``; never writes the ledger.
 
     ``inputs`` maps public case ids to their input text; give it only when the
@@ -428,9 +444,11 @@ def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = N
         log.warning("report_of_unverified_ledger", source=source, problem=check.problem)
     decisions, events = _scan(ledger)
     counts: dict[str, int] = {}
-    for _, decision in decisions:
-        counts[decision.verdict.value] = counts.get(decision.verdict.value, 0) + 1
-    newest = decisions[-detail_limit:][::-1] if detail_limit > 0 else []
+    for entry in decisions:
+        verdict = str(_raw(entry).get("verdict"))
+        counts[verdict] = counts.get(verdict, 0) + 1
+    recent = [(e, d) for e in decisions[-TIMELINE_LIMIT:] if (d := e.decision) is not None]
+    newest = recent[-detail_limit:][::-1] if detail_limit > 0 else []
     root = None
     if check.ok:
         _, raw_root = ledger.root()
@@ -438,13 +456,12 @@ def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = N
     return ReportData(
         source=source, generated_at=datetime.now(UTC), verified=check.ok, problem=check.problem,
         size=len(ledger), served=ledger.served_version(), anchor=ledger.anchor_version(),
-        root=root, counts=counts,
-        timeline=tuple(_decision_view(e, d) for e, d in decisions[-TIMELINE_LIMIT:]),
-        details=tuple(detail(ledger, e, verified=check.ok, blob_store=blob_store, inputs=inputs)
-                      for e, _ in newest),
+        root=root, counts=counts, timeline=tuple(_decision_view(e, d) for e, d in recent),
+        details=tuple(detail(ledger, e, verified=check.ok, blob_store=blob_store, inputs=inputs,
+                             with_path=n < path_limit) for n, (e, _) in enumerate(newest)),
         older=max(0, len(decisions) - TIMELINE_LIMIT),
-        points=tuple((e.index, d.verdict.value) for e, d in decisions),
-        drift=_drift(ledger, [(e.index, d) for e, d in decisions if d.accepted]),
-        drift_budget=_budget((d for _, d in reversed(decisions)), drift_budget),
+        points=tuple((e.index, str(_raw(e).get("verdict"))) for e in decisions),
+        drift=_drift(ledger, decisions),
+        drift_budget=_budget(reversed(decisions), drift_budget),
         events=tuple(events[-TIMELINE_LIMIT:]), pending=tuple(ledger.pending()),
         elapsed=time.perf_counter() - started)

@@ -41,7 +41,14 @@ def ledger_paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """The path of Debian's Chromium, installed by the project's script when missing."""
+    """The path of Debian's Chromium, installed by the project's script when missing.
+
+    ``.ci/run`` installs it once and exports GUARDRAILS_TEST_CHROMIUM; without it the
+    fixture runs the same script.
+    """
+    given = os.environ.get("GUARDRAILS_TEST_CHROMIUM")
+    if given and Path(given).is_file():
+        return given
     done = subprocess.run(["bash", str(ROOT / ".ci" / "chromium.sh")], capture_output=True,
                           text=True, timeout=900, check=False)
     if done.returncode != 0:

@@ -77,7 +77,7 @@ def test_sequential_path_is_redrawn_from_the_ledger(ledger_paths: tuple[Path, Pa
 
 def test_a_ledger_that_does_not_verify_is_reported_in_red(tmp_path: Path) -> None:
     """A tampered entry: the report is written, says so at the top, and the command exits 1."""
-    ledger, blobs = build_ledger(tmp_path, pending=False)
+    ledger, _ = build_ledger(tmp_path, pending=False)
     with sqlite3.connect(ledger) as conn:
         conn.execute("UPDATE guardrails_entries SET data = replace(data, 'rejected', 'accepted') "
                      "WHERE idx = 2")
@@ -146,3 +146,76 @@ def test_a_ten_thousand_entry_ledger_reports_in_under_ten_seconds_and_five_megab
     assert done.returncode == 0, done.stderr
     assert elapsed < 10, done.stdout
     assert out.stat().st_size < 5 * 1024 * 1024
+
+
+CONFIG = """
+[guard]
+capture_content = "{capture}"
+
+[constraints]
+frozen = ["/prompt"]
+mutable = ["/answers", "/temperature"]
+drift_budget = 1.0
+
+[decision]
+rule = "sequential"
+
+[canaries]
+files = ["cases.jsonl"]
+
+[ledger]
+path = "ledger.db"
+blobs = "blobs"
+"""
+
+
+def _project(tmp_path: Path, capture: str) -> Path:
+    """A configuration naming one public and one hidden case, and a ledger of one review."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cases = [{"id": "pub", "input": "what is two plus two", "expect": "4"},
+             {"id": "sec", "input": f"{HIDDEN_MARKER} x", "expect": "no", "hidden": True,
+              "tags": ["safety"]}]
+    (tmp_path / "cases.jsonl").write_text("\n".join(json.dumps(c) for c in cases) + "\n")
+    (tmp_path / "guardrails.toml").write_text(CONFIG.format(capture=capture))
+    guard = gr.Guard.from_config(tmp_path / "guardrails.toml")
+    client = gr.testing.DictClient({"prompt": "p", "answers": {"what is two plus two": "5"},
+                                    "default": "no", "temperature": 0.1})
+    client.queue({"op": "replace", "path": "/answers/what is two plus two", "value": "4"},
+                 kind="answers")
+    guarded = guard.wrap(client)
+    guarded.self_improve()
+    guard.ledger.close()
+    return tmp_path
+
+
+def test_public_inputs_are_shown_only_when_the_configuration_opts_in(tmp_path: Path) -> None:
+    """--public-inputs needs capture_content; with it, public inputs appear and hidden ones never."""
+    refused = _project(tmp_path / "off", "false")
+    done = run_cli("report", "--public-inputs", cwd=refused)
+    assert done.returncode == 3 and "capture_content" in done.stderr
+    allowed = _project(tmp_path / "on", "true")
+    done = run_cli("report", "--public-inputs", cwd=allowed)
+    assert done.returncode == 0, done.stderr
+    html = (allowed / "report.html").read_text(encoding="utf-8")
+    assert "<code>pub</code>: <code>&#34;what is two plus two&#34;</code>" in html
+    assert HIDDEN_MARKER not in html
+
+
+def test_transparency_names_what_the_configuration_freezes(tmp_path: Path) -> None:
+    """With the configuration, the statement lists the frozen and mutable pointers and the budget."""
+    project = _project(tmp_path, "false")
+    statement = json.loads(run_cli("transparency", "--json", cwd=project).stdout)
+    assert statement["frozen"] == ["/prompt"]
+    assert statement["mutable"] == ["/answers", "/temperature"]
+    assert statement["drift_budget"] == 1.0
+
+
+def test_importing_guardrails_loads_no_template_or_plot_library() -> None:
+    """The report's libraries are imported only when a report is made."""
+    import subprocess
+    import sys
+
+    code = ("import sys, guardrails, guardrails.report; "
+            "print([m for m in ('jinja2', 'matplotlib', 'starlette') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
