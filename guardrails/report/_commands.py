@@ -96,26 +96,43 @@ def open_source(config_path: Path, ledger_path: Path | None, blobs_path: Path | 
          "--ledger PATH, or run 'guardrails demo' first", EXIT_CONFIG)
 
 
-def public_inputs(source: Source) -> dict[str, str]:
-    """Inputs of the public canary cases, when the configuration opts in to content capture."""
-    config = source.config
-    if config is None or source.config_path is None:
-        fail("--public-inputs needs the configuration that names the canary files (-c)",
-             EXIT_CONFIG)
-    if config.guard.capture_content in _CONTENT_OFF:
-        fail(f"{source.config_path}: case inputs are content; set [guard] capture_content = "
-             "\"true\" to allow them in a report, or leave out --public-inputs", EXIT_CONFIG)
+def _suite(source: Source) -> Any:
     from ..guard import Guard
 
+    assert source.config_path is not None
     try:
-        suite = Guard.from_config(source.config_path).canaries
+        return Guard.from_config(source.config_path).canaries
     except GuardrailsError as exc:
         fail(str(exc), EXIT_CONFIG)
-    return {case.id: json.dumps(case.input, ensure_ascii=False, default=str)
-            for case in suite if not case.hidden}
 
 
-def read(source: Source, inputs: dict[str, str] | None = None) -> tuple[ReportData, Any]:
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def case_texts(source: Source, with_inputs: bool) -> tuple[dict[str, str], list[str]]:
+    """Public cases' inputs (only ``with_inputs``, and only when the configuration opts in to
+    content capture) and the hidden cases' inputs, to withhold wherever they appear."""
+    config = source.config
+    if config is None or source.config_path is None:
+        if with_inputs:
+            fail("--public-inputs needs the configuration that names the canary files (-c)",
+                 EXIT_CONFIG)
+        return {}, []
+    if with_inputs and config.guard.capture_content in _CONTENT_OFF:
+        fail(f"{source.config_path}: case inputs are content; set [guard] capture_content = "
+             "\"true\" to allow them in a report, or leave out --public-inputs", EXIT_CONFIG)
+    suite = _suite(source)
+    public = {c.id: json.dumps(c.input, ensure_ascii=False, default=str)
+              for c in suite if not c.hidden} if with_inputs else {}
+    # A hidden input as text and as the JSON a state would hold it in.
+    hidden = [t for c in suite if c.hidden
+              for t in {_text(c.input), json.dumps(c.input, ensure_ascii=False)[1:-1]} if t]
+    return public, hidden
+
+
+def read(source: Source, inputs: dict[str, str] | None = None,
+         hidden: list[str] | None = None) -> tuple[ReportData, Any]:
     """The report's data and transparency statement for ``source``."""
     from ._transparency import transparency
     from ._view import read_report
@@ -123,7 +140,7 @@ def read(source: Source, inputs: dict[str, str] | None = None) -> tuple[ReportDa
     config = source.config
     data = read_report(source.ledger, source=source.name, blob_store=source.blobs,
                        drift_budget=None if config is None else config.constraints.drift_budget,
-                       inputs=inputs)
+                       inputs=inputs, hidden=hidden or ())
     statement = transparency(
         data, frozen=None if config is None else list(config.constraints.frozen),
         mutable=None if config is None or config.constraints.mutable is None
@@ -140,8 +157,8 @@ def run_report(config_path: Path, ledger_path: Path | None, blobs_path: Path | N
         fail(str(exc), EXIT_CONFIG)
     started = time.perf_counter()
     source = open_source(config_path, ledger_path, blobs_path)
-    inputs = public_inputs(source) if with_inputs else None
-    data, statement = read(source, inputs)
+    inputs, hidden = case_texts(source, with_inputs)
+    data, statement = read(source, inputs, hidden)
     try:
         html = render_report(data, statement)
     except ImportError as exc:

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from ._transparency import Transparency
-from ._view import PATH_LIMIT, ReportData
+from ._view import PATH_LIMIT, ReportData, withhold
 
 
 @lru_cache(maxsize=1)
@@ -27,6 +27,7 @@ def _environment() -> Any:
     env = jinja2.Environment(loader=jinja2.PackageLoader("guardrails.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
+    env.filters["withhold"] = lambda text, hidden: withhold(str(text), hidden)
     env.filters["timestamp"] = lambda t: datetime.fromtimestamp(t, UTC).strftime(
         "%Y-%m-%d %H:%M UTC")
     return env

@@ -22,7 +22,7 @@ from typing import Any
 import click
 import structlog
 
-from ._commands import EXIT_CONFIG, Source, fail, read
+from ._commands import EXIT_CONFIG, Source, case_texts, fail, read
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +42,8 @@ class ReviewState:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     reviewer: str = field(default_factory=lambda: _user())
+    hidden: list[str] = field(default_factory=list)
+    """Hidden cases' inputs, withheld wherever they would appear."""
     message: str = ""
     ok: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -81,9 +83,9 @@ def _refusal(state: ReviewState, request: Any) -> str | None:
 def _page(state: ReviewState) -> str:
     from ._render import render_report
 
-    data, statement = read(state.source)
+    data, statement = read(state.source, hidden=state.hidden)
     review = {"csrf": state.csrf, "reviewer": state.reviewer, "message": state.message,
-              "ok": state.ok}
+              "ok": state.ok, "hidden": frozenset(state.hidden)}
     state.message = ""
     return render_report(data, statement, review=review)
 
@@ -182,7 +184,8 @@ def run_serve(source: Source, port: int) -> None:
         fail(f"cannot listen on {HOST}:{port} ({exc.strerror}); pick another --port", EXIT_CONFIG)
     # Listening before the address is printed: a browser opened on it at once is queued, not refused.
     sock.listen(128)
-    state = ReviewState(source=source, port=sock.getsockname()[1])
+    state = ReviewState(source=source, port=sock.getsockname()[1],
+                        hidden=case_texts(source, False)[1])
     click.echo(f"review page for {source.name}: http://{HOST}:{state.port}/?token={state.token}",
                nl=True)
     click.echo("(only this machine can reach it; the token is the key: keep it private; "

@@ -4,7 +4,8 @@ Built from the ledger alone (plus the blob store, for blob sizes in diffs and
 for verification). The ledger is verified first; ``ReportData.verified`` is
 False, with the problem, when it does not verify, and every view says so.
 Case content never comes from the ledger (it records ids only); a public
-case's input is shown only when the caller passes it in ``public_inputs``.
+case's input is shown only when the caller passes it in ``inputs``, and a state value or
+rationale that quotes a hidden case's input (given in ``hidden``) is withheld.
 """
 
 from __future__ import annotations
@@ -312,6 +313,22 @@ def _short(value: Any, blob_store: BlobStore | None) -> str:
     return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS] + f"… ({len(text)} chars)"
 
 
+WITHHELD = "[withheld: contains a hidden canary case's content]"
+
+
+def withhold(text: str | None, hidden: frozenset[str]) -> str | None:
+    """``text``, or ``WITHHELD`` if it contains any of the ``hidden`` texts (a model answers
+    hidden cases as ordinary traffic, so its state or rationale may quote one)."""
+    if text is None or not hidden:
+        return text
+    return WITHHELD if any(h in text for h in hidden) else text
+
+
+def _withheld_row(row: DiffRow, hidden: frozenset[str]) -> DiffRow:
+    return DiffRow(op=row.op, pointer=withhold(row.pointer, hidden) or "",
+                   old=withhold(row.old, hidden), new=withhold(row.new, hidden))
+
+
 def _diff(ledger: Ledger, decision: Decision, blob_store: BlobStore | None
           ) -> tuple[tuple[DiffRow, ...], str]:
     parent, candidate = decision.parent, decision.candidate
@@ -368,7 +385,7 @@ def _decision_view(entry: LedgerEntry, decision: Decision) -> DecisionView:
 
 def detail(ledger: Ledger, entry: LedgerEntry, *, verified: bool,
            blob_store: BlobStore | None = None, inputs: Mapping[str, str] | None = None,
-           with_path: bool = True) -> DecisionView:
+           with_path: bool = True, hidden: frozenset[str] = frozenset()) -> DecisionView:
     """One decision in full: diff, tests, cases, proof status and (``with_path``) the
     sequential statistic's path, recomputed from the recorded discordant positions."""
     decision = entry.decision
@@ -377,8 +394,10 @@ def detail(ledger: Ledger, entry: LedgerEntry, *, verified: bool,
     diff, note = _diff(ledger, decision, blob_store)
     regressed, fixed = _cases(decision, inputs or {})
     return _decision_view(entry, decision).model_copy(update={
-        "diff": diff, "diff_note": note, "tests": _tests(decision, with_path), "regressed": regressed,
-        "fixed": fixed, "proof": _proof(ledger, entry, verified)})
+        "rationale": withhold(decision.rationale, hidden) or "",
+        "diff": tuple(_withheld_row(row, hidden) for row in diff), "diff_note": note,
+        "tests": _tests(decision, with_path), "regressed": regressed, "fixed": fixed,
+        "proof": _proof(ledger, entry, verified)})
 
 
 def _raw(entry: LedgerEntry) -> dict[str, Any]:
@@ -430,12 +449,14 @@ def _scan(ledger: Ledger) -> tuple[list[LedgerEntry], list[tuple[int, str]]]:
 
 def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = None,
                 drift_budget: float | None = None, inputs: Mapping[str, str] | None = None,
-                detail_limit: int = DETAIL_LIMIT, path_limit: int = PATH_LIMIT) -> ReportData:
+                detail_limit: int = DETAIL_LIMIT, path_limit: int = PATH_LIMIT,
+                hidden: Iterable[str] = ()) -> ReportData:
     """Verify ``ledger`` and read it into a ``ReportData``; never writes the ledger.
 
     ``inputs`` maps public case ids to their input text; give it only when the
     configuration allows showing case content (ids not shown public by the
-    ledger never get an input). ``drift_budget`` is the configured budget;
+    ledger never get an input). ``hidden`` are the hidden cases' texts: a state diff value
+    or rationale containing one is withheld. ``drift_budget`` is the configured budget;
     without it, the budget recorded in the latest drift finding is shown.
     """
     started = time.perf_counter()
@@ -443,6 +464,7 @@ def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = N
     if not check.ok:
         log.warning("report_of_unverified_ledger", source=source, problem=check.problem)
     decisions, events = _scan(ledger)
+    withheld = frozenset(h for h in hidden if h)
     counts: dict[str, int] = {}
     for entry in decisions:
         verdict = str(_raw(entry).get("verdict"))
@@ -458,7 +480,8 @@ def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = N
         size=len(ledger), served=ledger.served_version(), anchor=ledger.anchor_version(),
         root=root, counts=counts, timeline=tuple(_decision_view(e, d) for e, d in recent),
         details=tuple(detail(ledger, e, verified=check.ok, blob_store=blob_store, inputs=inputs,
-                             with_path=n < path_limit) for n, (e, _) in enumerate(newest)),
+                             with_path=n < path_limit, hidden=withheld)
+                      for n, (e, _) in enumerate(newest)),
         older=max(0, len(decisions) - TIMELINE_LIMIT),
         points=tuple((e.index, str(_raw(e).get("verdict"))) for e in decisions),
         drift=_drift(ledger, decisions),

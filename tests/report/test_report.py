@@ -219,3 +219,22 @@ def test_importing_guardrails_loads_no_template_or_plot_library() -> None:
             "print([m for m in ('jinja2', 'matplotlib', 'starlette') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_state_or_rationale_quoting_a_hidden_case_is_withheld(tmp_path: Path) -> None:
+    """A model that learned a hidden input from traffic cannot show it through the report."""
+    project = _project(tmp_path, "false")
+    ledger = gr.SQLiteLedger(project / "ledger.db")
+    state = ledger.get_state(ledger.served_version() or "")
+    ledger.close()
+    client = gr.testing.DictClient(state)
+    client.queue({"op": "add", "path": "/memory", "value": f"users ask {HIDDEN_MARKER} x"},
+                 kind="answers", rationale=f"I remember {HIDDEN_MARKER} x")
+    guarded = gr.Guard.from_config(project / "guardrails.toml").wrap(client)
+    assert guarded.self_improve() is not None
+    guarded.guard.ledger.close()
+    done = run_cli("report", cwd=project)
+    assert done.returncode == 0, done.stderr
+    html = (project / "report.html").read_text(encoding="utf-8")
+    assert HIDDEN_MARKER not in html
+    assert "withheld: contains a hidden canary case" in html
