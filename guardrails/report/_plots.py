@@ -29,7 +29,10 @@ _GROUP_ID = re.compile(r'<g id="[^"]*"')  # matplotlib's group names collide bet
 _NO_ROTATION = re.compile(r' transform="rotate\(-?0 [\d.]+ [\d.]+\)"')
 _BETWEEN_TAGS = re.compile(r">\s+<")
 _FONT = re.compile(r"font-family: [^;\"]*;? ?")
-_DIGITS = re.compile(r"(\d\.\d)\d+")  # a tenth of a point is finer than any screen shows
+# A tenth of a point is finer than any screen shows; only coordinates (attribute values) are
+# rounded, never a label's text.
+_ATTRIBUTE = re.compile(r'="([^"]*)"')
+_DIGITS = re.compile(r"(\d\.\d)\d+")
 
 
 def _figure(width: float, height: float, right: float = 0.98) -> tuple[Any, Any]:
@@ -40,7 +43,7 @@ def _figure(width: float, height: float, right: float = 0.98) -> tuple[Any, Any]
 
     fig, ax = plt.subplots(figsize=(width, height), dpi=72)
     # Fixed margins instead of tight_layout, which draws every figure twice.
-    fig.subplots_adjust(left=0.6 / width + 0.02, right=right, bottom=0.3, top=0.95)
+    fig.subplots_adjust(left=0.85 / width + 0.02, right=right, bottom=0.3, top=0.95)
     return fig, ax
 
 
@@ -61,7 +64,7 @@ def _svg(fig: Any) -> str:
     plt.close(fig)
     text = _METADATA.sub("", _PROLOGUE.sub("", buffer.getvalue()))
     text = _NO_ROTATION.sub("", _GROUP_ID.sub("<g", text))
-    text = _DIGITS.sub(r"\1", _FONT.sub("", text))
+    text = _ATTRIBUTE.sub(lambda m: '="' + _DIGITS.sub(r"\1", m.group(1)) + '"', _FONT.sub("", text))
     return _BETWEEN_TAGS.sub("><", text.replace("\n", " "))
 
 

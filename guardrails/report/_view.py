@@ -120,7 +120,10 @@ class DecisionView(_Frozen):
     diff: tuple[DiffRow, ...] = ()
     diff_note: str = ""
     tests: tuple[TestView, ...] = ()
+    unsafe: tuple[CaseRef, ...] = ()
+    """Safety cases the candidate failed."""
     regressed: tuple[CaseRef, ...] = ()
+    """Capability pairs the incumbent passed and the candidate failed."""
     fixed: tuple[CaseRef, ...] = ()
     proof: str = ""
     """The ledger proof status of this entry, in words."""
@@ -289,18 +292,23 @@ def _case_refs(ids: Iterable[Any], public: set[str],
 
 
 def _cases(decision: Decision, inputs: Mapping[str, str]
-           ) -> tuple[tuple[CaseRef, ...], tuple[CaseRef, ...]]:
+           ) -> tuple[tuple[CaseRef, ...], tuple[CaseRef, ...], tuple[CaseRef, ...]]:
+    """(safety cases the candidate failed, regressed pairs, fixed pairs) the findings name."""
     public = _public_ids(decision)
+    unsafe: list[Any] = []
     regressed: list[Any] = []
     fixed: list[Any] = []
     for finding in decision.findings:
         ev = finding.evidence
-        if finding.check == "safety_canary" or "e_value_accept" in ev or "p_value_worse" in ev:
-            regressed += ev.get("case_ids") or ev.get("failed") or []
+        if finding.check == "safety_canary":
+            unsafe += ev.get("case_ids") or ev.get("failed") or []
+        elif "e_value_accept" in ev or "p_value_worse" in ev:
+            regressed += ev.get("case_ids") or []
         elif ev.get("statistic") == "pass_rate_difference":
             regressed += ev.get("regressed") or []
         fixed += ev.get("fixed_case_ids") or []
-    return _case_refs(regressed, public, inputs), _case_refs(fixed, public, inputs)
+    return (_case_refs(unsafe, public, inputs), _case_refs(regressed, public, inputs),
+            _case_refs(fixed, public, inputs))
 
 
 def _short(value: Any, blob_store: BlobStore | None) -> str:
@@ -392,11 +400,12 @@ def detail(ledger: Ledger, entry: LedgerEntry, *, verified: bool,
     if decision is None:
         raise ValueError(f"entry {entry.index} is an event, not a decision")
     diff, note = _diff(ledger, decision, blob_store)
-    regressed, fixed = _cases(decision, inputs or {})
+    unsafe, regressed, fixed = _cases(decision, inputs or {})
     return _decision_view(entry, decision).model_copy(update={
         "rationale": withhold(decision.rationale, hidden) or "",
         "diff": tuple(_withheld_row(row, hidden) for row in diff), "diff_note": note,
-        "tests": _tests(decision, with_path), "regressed": regressed, "fixed": fixed,
+        "tests": _tests(decision, with_path), "unsafe": unsafe,
+        "regressed": regressed, "fixed": fixed,
         "proof": _proof(ledger, entry, verified)})
 
 
