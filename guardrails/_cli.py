@@ -561,7 +561,6 @@ def transparency(config_path: Path, ledger_path: Path | None, as_json: bool) -> 
 def serve(port: int, config_path: Path, ledger_path: Path | None,
           blobs_path: Path | None) -> None:
     """A local review page on 127.0.0.1: the report, live, with approve and reject."""
-    from .report._commands import open_source
-    from .report._serve import run_serve
+    from .report._serve import serve_command
 
-    run_serve(open_source(config_path, ledger_path, blobs_path), port)
+    serve_command(config_path, ledger_path, blobs_path, port)

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from .._config import Config, load_config
-from .._errors import GuardrailsError
+from .._errors import GuardrailsError, LedgerIntegrityError
 from ..blobs import BlobStore, FileBlobStore
 from ..ledger import Ledger, SQLiteLedger, VerifierKey, is_postgres_url
 from ._view import ReportData
@@ -47,12 +47,22 @@ class Source:
     config_path: Path | None
 
 
+class UnreadableLedger(Exception):
+    """The ledger refused to open (damaged, rewritten before its signed checkpoint, foreign)."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(problem)
+        self.name, self.problem = name, problem
+
+
 def _open_sqlite(path: Path, verifier: VerifierKey | None = None) -> Ledger:
     if not path.is_file():
         fail(f"{path}: no ledger there (nothing is created by a report); run the application "
              "or 'guardrails demo' first, or point --ledger at an existing file", EXIT_CONFIG)
     try:
         return SQLiteLedger(path, verifier_key=verifier)
+    except LedgerIntegrityError as exc:
+        raise UnreadableLedger(str(path), str(exc)) from None
     except GuardrailsError as exc:
         fail(str(exc), EXIT_CONFIG)
 
@@ -156,9 +166,13 @@ def run_report(config_path: Path, ledger_path: Path | None, blobs_path: Path | N
     except ImportError as exc:
         fail(str(exc), EXIT_CONFIG)
     started = time.perf_counter()
-    source = open_source(config_path, ledger_path, blobs_path)
-    inputs, hidden = case_texts(source, with_inputs)
-    data, statement = read(source, inputs, hidden)
+    try:
+        source = open_source(config_path, ledger_path, blobs_path)
+    except UnreadableLedger as exc:
+        data, statement = _unreadable(exc)
+    else:
+        inputs, hidden = case_texts(source, with_inputs)
+        data, statement = read(source, inputs, hidden)
     try:
         html = render_report(data, statement)
     except ImportError as exc:
@@ -177,10 +191,25 @@ def run_report(config_path: Path, ledger_path: Path | None, blobs_path: Path | N
              "everything in it unverified", EXIT_NOT_VERIFIED)
 
 
+def _unreadable(exc: UnreadableLedger) -> tuple[ReportData, Any]:
+    """A report of a ledger that would not open: the problem, in red, and nothing else."""
+    from datetime import UTC, datetime
+
+    from ._transparency import transparency
+
+    data = ReportData(source=exc.name, generated_at=datetime.now(UTC), verified=False,
+                      problem=exc.problem, size=0, served=None, anchor=None, root=None, counts={},
+                      timeline=(), details=(), older=0, points=(), drift=(), drift_budget=None,
+                      events=(), pending=())
+    return data, transparency(data)
+
+
 def run_transparency(config_path: Path, ledger_path: Path | None, as_json: bool) -> None:
     """Print the transparency statement; exit 1 if the ledger does not verify."""
-    source = open_source(config_path, ledger_path, None)
-    _, statement = read(source)
+    try:
+        _, statement = read(open_source(config_path, ledger_path, None))
+    except UnreadableLedger as exc:
+        _, statement = _unreadable(exc)
     if as_json:
         click.echo(json.dumps(statement.model_dump(mode="json"), indent=2))
     else:

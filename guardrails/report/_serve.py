@@ -22,7 +22,16 @@ from typing import Any
 import click
 import structlog
 
-from ._commands import EXIT_CONFIG, Source, case_texts, fail, read
+from ._commands import (
+    EXIT_CONFIG,
+    EXIT_NOT_VERIFIED,
+    Source,
+    UnreadableLedger,
+    case_texts,
+    fail,
+    open_source,
+    read,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -194,3 +203,12 @@ def run_serve(source: Source, port: int) -> None:
     config = uvicorn.Config(build_app(state), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 
+
+
+def serve_command(config_path: Any, ledger_path: Any, blobs_path: Any, port: int) -> None:
+    """The body of ``guardrails serve``: refuses a ledger that will not open (exit 1)."""
+    try:
+        source = open_source(config_path, ledger_path, blobs_path)
+    except UnreadableLedger as exc:
+        fail(f"{exc.problem}; the review page shows only a ledger that opens", EXIT_NOT_VERIFIED)
+    run_serve(source, port)

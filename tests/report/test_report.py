@@ -238,3 +238,17 @@ def test_a_state_or_rationale_quoting_a_hidden_case_is_withheld(tmp_path: Path) 
     html = (project / "report.html").read_text(encoding="utf-8")
     assert HIDDEN_MARKER not in html
     assert "withheld: contains a hidden canary case" in html
+
+
+def test_a_ledger_that_will_not_open_still_gets_a_red_report(tmp_path: Path) -> None:
+    """A file the ledger refuses (here another application's database): red report, exit 1."""
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    out = tmp_path / "report.html"
+    done = run_cli("report", "--ledger", str(foreign), "-o", str(out))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    html = out.read_text(encoding="utf-8")
+    assert "LEDGER DOES NOT VERIFY" in html and "not a guardrails ledger" in html
+    statement = run_cli("transparency", "--ledger", str(foreign), "--json")
+    assert statement.returncode == 1 and json.loads(statement.stdout)["verified"] is False
