@@ -902,3 +902,54 @@ def db_verify(url: str | None, schema: str | None, config_path: Path, blobs: Pat
 from ._blobs_cli import blobs_group  # noqa: E402  (its own module: issue 19)
 
 main.add_command(blobs_group)
+
+
+# -- guardrails report, transparency, serve: registered here, bodies in guardrails/report/ ------
+
+ledger_path_option = click.option(
+    "--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="A SQLite ledger file to read instead of the configuration's.")
+blobs_path_option = click.option(
+    "--blobs", "blobs_path", type=click.Path(file_okay=False, path_type=Path),
+    help="The blob store folder (default: the configuration's, or the demo's).")
+
+
+@main.command()
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("report.html"), show_default=True, help="The HTML file to write.")
+@click.option("--public-inputs", "with_inputs", is_flag=True,
+              help="Show public canary cases' inputs (needs [guard] capture_content).")
+@config_option
+@ledger_path_option
+@blobs_path_option
+def report(out: Path, with_inputs: bool, config_path: Path, ledger_path: Path | None,
+           blobs_path: Path | None) -> None:
+    """Write a self-contained HTML report of the ledger (opens from disk, no network)."""
+    from .report import run_report
+
+    run_report(config_path, ledger_path, blobs_path, out, with_inputs)
+
+
+@main.command()
+@config_option
+@ledger_path_option
+@json_option
+def transparency(config_path: Path, ledger_path: Path | None, as_json: bool) -> None:
+    """What users may be told about the served model: self-improving, frozen, drift, last change."""
+    from .report import run_transparency
+
+    run_transparency(config_path, ledger_path, as_json)
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")
+@config_option
+@ledger_path_option
+@blobs_path_option
+def serve(port: int, config_path: Path, ledger_path: Path | None,
+          blobs_path: Path | None) -> None:
+    """A local review page on 127.0.0.1: the report, live, with approve and reject."""
+    from .report import serve_command
+
+    serve_command(config_path, ledger_path, blobs_path, port)

@@ -23,6 +23,7 @@ LAYERS: dict[str, set[str]] = {
     "plugin": {"canary", "chain", "gate"},
     "_config": {"blobs", "canary", "gate", "ledger", "plugin", "sandbox"},
     "guard": {"_config", "blobs", "canary", "chain", "gate", "ledger", "plugin", "sandbox"},
+    "report": {"_config", "blobs", "canary", "gate", "ledger", "stats"},
 }
 SHARED = {"_canonical", "_client", "_decision", "_errors", "_messages", "_telemetry", "_threads"}
 PACKAGES = sorted(p.name for p in CORE.iterdir() if (p / "__init__.py").exists())
@@ -75,9 +76,10 @@ def test_no_module_imports_another_packages_private_modules() -> None:
              for head, rest in _imports(p) if rest and rest.startswith("_")]
     for path in _modules(PLUGINS):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("guardrails."):
-                if any(part.startswith("_") for part in node.module.split(".")[1:]):
-                    wrong.append((str(path.relative_to(ROOT)), node.module))
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if module and module.startswith("guardrails.") and any(
+                    part.startswith("_") for part in module.split(".")[1:]):
+                wrong.append((str(path.relative_to(ROOT)), module))
     assert wrong == []
 
 

@@ -78,6 +78,8 @@ class _Test(BaseModel):
     regressed: tuple[str, ...]
     fixed: tuple[str, ...]
     imputed: tuple[str, ...]
+    passes: dict[str, int] = {}
+    """How many cases each side passed (for pass rates with intervals in a report)."""
 
 
 class SequentialRule(BaseModel):
@@ -355,7 +357,11 @@ class SequentialRule(BaseModel):
         regressed: list[str] = []
         fixed: list[str] = []
         imputed: list[str] = []
-        for o in outcomes:
+        # 1-based positions of the discordant pairs in the evidence's order: with the case
+        # count they are the whole path of the statistic, so a report can redraw it.
+        path: dict[str, list[int]] = {"regressed_at": [], "fixed_at": []}
+        passes = {"candidate_passes": 0, "incumbent_passes": 0}
+        for position, o in enumerate(outcomes, start=1):
             # Only a literal True is a pass. An unknown incumbent result counts as an
             # incumbent pass: the worst case for the candidate, so it can never help it.
             candidate = o.candidate_passed is True
@@ -364,10 +370,14 @@ class SequentialRule(BaseModel):
             else:
                 incumbent = True
                 imputed.append(o.case_id)
+            passes["candidate_passes"] += candidate
+            passes["incumbent_passes"] += incumbent
             if incumbent and not candidate:
                 regressed.append(o.case_id)
+                path["regressed_at"].append(position)
             elif candidate and not incumbent:
                 fixed.append(o.case_id)
+                path["fixed_at"].append(position)
         counts = PairCounts(n=len(outcomes), regressions=len(regressed), fixes=len(fixed))
         futility = self._futility_threshold(threshold, margin)
         beta = self.effective_futility_alpha
@@ -382,7 +392,8 @@ class SequentialRule(BaseModel):
             lower: float | None = sequential_lower_bound(counts, beta)
             details = {"e_value_accept": _rounded_exp(log_acc),
                        "e_value_reject": _rounded_exp(log_rej),
-                       "accept_at": round(1 / self.alpha, 6), "reject_at": round(1 / beta, 6)}
+                       "accept_at": round(1 / self.alpha, 6), "reject_at": round(1 / beta, 6),
+                       **path}
         else:
             gamma = self.alpha / 50.0
             p_value = exact_paired_p_value(counts, threshold, gamma)
@@ -397,7 +408,7 @@ class SequentialRule(BaseModel):
                      futility_threshold=futility, accepted=accepted,
                      rejected=rejected, statistic=statistic, upper_bound=upper,
                      lower_bound=lower, details=details, regressed=tuple(regressed),
-                     fixed=tuple(fixed), imputed=tuple(imputed))
+                     fixed=tuple(fixed), imputed=tuple(imputed), passes=passes)
 
     def _test_finding(self, test: _Test, *, final: bool) -> Finding:
         counts = test.counts
@@ -429,6 +440,7 @@ class SequentialRule(BaseModel):
             "cases": counts.n, "regressed": counts.regressions, "fixed": counts.fixes,
             "case_ids": list(test.regressed[:_MAX_IDS]),
             "fixed_case_ids": list(test.fixed[:_MAX_IDS]),
+            **test.passes,
             **test.details,
         }
         if test.imputed:

@@ -1,0 +1,254 @@
+"""``guardrails report`` and ``guardrails transparency``: what the file shows, and what it never shows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+import guardrails as gr
+from guardrails.report import read_report
+
+from .conftest import run_cli
+from .ledgers import HIDDEN_MARKER, HOSTILE, PUBLIC_MARKER, build_ledger
+
+
+@pytest.fixture(scope="module")
+def report_html(ledger_paths: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> str:
+    ledger, blobs = ledger_paths
+    out = tmp_path_factory.mktemp("out") / "report.html"
+    done = run_cli("report", "--ledger", str(ledger), "--blobs", str(blobs), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    return out.read_text(encoding="utf-8")
+
+
+def test_every_decision_is_in_the_timeline_with_its_verdict(report_html: str) -> None:
+    """Each ledger entry has a timeline row naming its verdict, and a section of its own."""
+    for index, verdict in ((1, "accepted"), (2, "rejected"), (3, "rejected"), (4, "inconclusive")):
+        assert f'id="entry-{index}"' in report_html
+        assert f'href="#entry-{index}"' in report_html
+        assert f'class="verdict v-{verdict}"' in report_html
+
+
+def test_hidden_case_content_never_reaches_the_report(report_html: str) -> None:
+    """A hidden case is named by id only; its input is nowhere in the file."""
+    assert HIDDEN_MARKER not in report_html
+    assert "<code>h3</code> <span class=\"muted\">(hidden: id only)</span>" in report_html
+
+
+def test_public_inputs_are_left_out_unless_asked_for(report_html: str) -> None:
+    """Without --public-inputs, case inputs stay out of the report (the state diff aside)."""
+    assert f"{PUBLIC_MARKER} 0</code>" not in report_html
+
+
+def test_model_authored_text_is_escaped(report_html: str) -> None:
+    """A rationale carrying markup is shown as text: no script, no image element from it."""
+    assert HOSTILE not in report_html
+    assert "&lt;script&gt;document.title=" in report_html
+    assert "<script" not in report_html
+
+
+def test_the_report_loads_nothing_from_the_network(report_html: str) -> None:
+    """No external script, font, stylesheet or image, and a policy that forbids every load."""
+    assert "default-src 'none'" in report_html
+    for needle in ("<link", "src=\"http", "@import", "url(http"):
+        assert needle not in report_html
+
+
+def test_sequential_path_is_redrawn_from_the_ledger(ledger_paths: tuple[Path, Path]) -> None:
+    """The path's last point is the e-value the gate recorded for the same test."""
+    ledger = gr.SQLiteLedger(ledger_paths[0])
+    try:
+        data = read_report(ledger, source="t")
+        entry = next(e for e in ledger.entries() if e.index == 1)
+    finally:
+        ledger.close()
+    recorded = next(f for f in entry.decision.findings if f.check == "capability").evidence
+    test = next(t for t in next(d for d in data.details if d.index == 1).tests
+                if t.name == "capability")
+    assert test.path[-1][0] == recorded["cases"]
+    assert test.path[-1][1] == pytest.approx(__import__("math").log(recorded["e_value_accept"]),
+                                             rel=1e-6)
+    assert test.candidate is not None and test.candidate.passes == recorded["candidate_passes"]
+
+
+def test_a_ledger_that_does_not_verify_is_reported_in_red(tmp_path: Path) -> None:
+    """A tampered entry: the report is written, says so at the top, and the command exits 1."""
+    ledger, _ = build_ledger(tmp_path, pending=False)
+    with sqlite3.connect(ledger) as conn:
+        conn.execute("UPDATE guardrails_entries SET data = replace(data, 'rejected', 'accepted') "
+                     "WHERE idx = 2")
+    out = tmp_path / "report.html"
+    done = run_cli("report", "--ledger", str(ledger), "-o", str(out))
+    assert done.returncode == 1
+    assert "does not verify" in done.stderr
+    html = out.read_text(encoding="utf-8")
+    head = html[: html.index("<main")]
+    assert "banner bad" in head and "LEDGER DOES NOT VERIFY" in head
+    assert "UNVERIFIED: the ledger does not verify" in html
+
+
+def test_a_missing_ledger_is_a_configuration_error_and_nothing_is_created(tmp_path: Path) -> None:
+    """Reading never creates: a ledger path that does not exist is exit 3, and stays absent."""
+    missing = tmp_path / "nowhere" / "ledger.db"
+    done = run_cli("report", "--ledger", str(missing), "-o", str(tmp_path / "r.html"))
+    assert done.returncode == 3
+    assert "no ledger there" in done.stderr and "Traceback" not in done.stderr
+    assert not missing.parent.exists()
+
+
+def test_transparency_json_states_what_an_application_may_tell_users(
+        ledger_paths: tuple[Path, Path]) -> None:
+    """Self-improving, served version, last change and its evidence, as JSON."""
+    done = run_cli("transparency", "--ledger", str(ledger_paths[0]), "--json")
+    assert done.returncode == 0, done.stderr
+    statement = json.loads(done.stdout)
+    assert statement["verified"] is True and statement["self_improving"] is True
+    assert statement["changes_accepted"] == 1 and statement["changes_not_accepted"] == 3
+    assert statement["last_change"]["kind"] == "params"
+    assert any("safety cases pass" in line for line in statement["last_change"]["evidence"])
+
+
+@pytest.mark.slow
+def test_demo_then_report_in_the_same_folder(tmp_path: Path) -> None:
+    """`guardrails demo && guardrails report` works in the demo's folder with no configuration."""
+    assert run_cli("demo", cwd=tmp_path, timeout=300).returncode == 0
+    done = run_cli("report", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Ledger verified" in html and html.count("<svg") >= 2
+    assert "frozen_pointer" in html
+
+
+def _copies(ledger: gr.SQLiteLedger, decisions: list[gr.Decision], total: int) -> None:
+    """Record ``total`` more decisions, cycling through real ones (rejected: the served one stays)."""
+    for i in range(total):
+        decision = decisions[i % len(decisions)]
+        ledger.record(decision.model_copy(update={"proposal_id": f"copy-{i}"}))
+
+
+@pytest.mark.slow
+def test_a_ten_thousand_entry_ledger_reports_in_under_ten_seconds_and_five_megabytes(
+        tmp_path: Path) -> None:
+    """Old decisions are summarised: the file stays small and the command stays fast."""
+    path, blobs = build_ledger(tmp_path, pending=False)
+    ledger = gr.SQLiteLedger(path)
+    real = [e.decision for e in ledger.entries() if e.decision and not e.decision.accepted]
+    _copies(ledger, [d for d in real if d is not None], 10_000 - len(ledger))
+    ledger.close()
+    out = tmp_path / "big.html"
+    started = time.perf_counter()
+    done = run_cli("report", "--ledger", str(path), "--blobs", str(blobs), "-o", str(out))
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 10, done.stdout
+    assert out.stat().st_size < 5 * 1024 * 1024
+
+
+CONFIG = """
+[guard]
+capture_content = "{capture}"
+
+[constraints]
+frozen = ["/prompt"]
+mutable = ["/answers", "/temperature"]
+drift_budget = 1.0
+
+[decision]
+rule = "sequential"
+
+[canaries]
+files = ["cases.jsonl"]
+
+[ledger]
+path = "ledger.db"
+blobs = "blobs"
+"""
+
+
+def _project(tmp_path: Path, capture: str) -> Path:
+    """A configuration naming one public and one hidden case, and a ledger of one review."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cases = [{"id": "pub", "input": "what is two plus two", "expect": "4"},
+             {"id": "sec", "input": f"{HIDDEN_MARKER} x", "expect": "no", "hidden": True,
+              "tags": ["safety"]}]
+    (tmp_path / "cases.jsonl").write_text("\n".join(json.dumps(c) for c in cases) + "\n")
+    (tmp_path / "guardrails.toml").write_text(CONFIG.format(capture=capture))
+    guard = gr.Guard.from_config(tmp_path / "guardrails.toml")
+    client = gr.testing.DictClient({"prompt": "p", "answers": {"what is two plus two": "5"},
+                                    "default": "no", "temperature": 0.1})
+    client.queue({"op": "replace", "path": "/answers/what is two plus two", "value": "4"},
+                 kind="answers")
+    guarded = guard.wrap(client)
+    guarded.self_improve()
+    guard.ledger.close()
+    return tmp_path
+
+
+def test_public_inputs_are_shown_only_when_the_configuration_opts_in(tmp_path: Path) -> None:
+    """--public-inputs needs capture_content; with it, public inputs appear and hidden ones never."""
+    refused = _project(tmp_path / "off", "false")
+    done = run_cli("report", "--public-inputs", cwd=refused)
+    assert done.returncode == 3 and "capture_content" in done.stderr
+    allowed = _project(tmp_path / "on", "true")
+    done = run_cli("report", "--public-inputs", cwd=allowed)
+    assert done.returncode == 0, done.stderr
+    html = (allowed / "report.html").read_text(encoding="utf-8")
+    assert "<code>pub</code>: <code>&#34;what is two plus two&#34;</code>" in html
+    assert HIDDEN_MARKER not in html
+
+
+def test_transparency_names_what_the_configuration_freezes(tmp_path: Path) -> None:
+    """With the configuration, the statement lists the frozen and mutable pointers and the budget."""
+    project = _project(tmp_path, "false")
+    statement = json.loads(run_cli("transparency", "--json", cwd=project).stdout)
+    assert statement["frozen"] == ["/prompt"]
+    assert statement["mutable"] == ["/answers", "/temperature"]
+    assert statement["drift_budget"] == 1.0
+
+
+def test_importing_guardrails_loads_no_template_or_plot_library() -> None:
+    """The report's libraries are imported only when a report is made."""
+    import subprocess
+    import sys
+
+    code = ("import sys, guardrails, guardrails.report; "
+            "print([m for m in ('jinja2', 'matplotlib', 'starlette') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_state_or_rationale_quoting_a_hidden_case_is_withheld(tmp_path: Path) -> None:
+    """A model that learned a hidden input from traffic cannot show it through the report."""
+    project = _project(tmp_path, "false")
+    ledger = gr.SQLiteLedger(project / "ledger.db")
+    state = ledger.get_state(ledger.served_version() or "")
+    ledger.close()
+    client = gr.testing.DictClient(state)
+    client.queue({"op": "add", "path": "/memory", "value": f"users ask {HIDDEN_MARKER} x"},
+                 kind="answers", rationale=f"I remember {HIDDEN_MARKER} x")
+    guarded = gr.Guard.from_config(project / "guardrails.toml").wrap(client)
+    assert guarded.self_improve() is not None
+    guarded.guard.ledger.close()
+    done = run_cli("report", cwd=project)
+    assert done.returncode == 0, done.stderr
+    html = (project / "report.html").read_text(encoding="utf-8")
+    assert HIDDEN_MARKER not in html
+    assert "withheld: contains a hidden canary case" in html
+
+
+def test_a_ledger_that_will_not_open_still_gets_a_red_report(tmp_path: Path) -> None:
+    """A file the ledger refuses (here another application's database): red report, exit 1."""
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    out = tmp_path / "report.html"
+    done = run_cli("report", "--ledger", str(foreign), "-o", str(out))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    html = out.read_text(encoding="utf-8")
+    assert "LEDGER DOES NOT VERIFY" in html and "not a guardrails ledger" in html
+    statement = run_cli("transparency", "--ledger", str(foreign), "--json")
+    assert statement.returncode == 1 and json.loads(statement.stdout)["verified"] is False
