@@ -84,7 +84,7 @@ def blobs_verify(config_path: Path, as_json: bool) -> None:
     be absent but must be intact if present. Exit 1 naming each bad blob, the
     states referencing it and the store. Never writes.
     """
-    from .blobs._audit import verify_blobs
+    from .blobs import verify_blobs
 
     ledger, store = _open(config_path)
     try:
@@ -120,7 +120,7 @@ def blobs_gc(config_path: Path, dry_run: bool, grace: float, as_json: bool) -> N
     A blob of any state any entry names (accepted or not) or of the served
     and anchor versions is never a candidate.
     """
-    from .blobs._audit import unreferenced_blobs
+    from .blobs import unreferenced_blobs
 
     if grace < 0:
         _fail("--grace must be zero or more hours", 2)

@@ -8,6 +8,7 @@ against a ledger's states. Imports only the top-level shared modules
 (``_canonical``, ``_errors``); psycopg and boto3 only when such a store is used.
 """
 
+from ._audit import unreferenced_blobs, verify_blobs
 from ._blobs import (
     BLOB_KEY,
     BlobError,
@@ -27,6 +28,8 @@ from ._postgres import PostgresBlobStore
 from ._s3 import S3BlobStore
 
 __all__ = [
+    "unreferenced_blobs",
+    "verify_blobs",
     "BLOB_KEY",
     "BlobError",
     "BlobInfo",

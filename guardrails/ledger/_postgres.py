@@ -428,6 +428,61 @@ Follower = Callable[[str | None], None]
 """``callback(served_version)``, called by a ledger's watcher thread."""
 
 
+def upgrade_schema(dsn: str, schema: str | None, timeout: float) -> tuple[int, int]:
+    """``PostgresLedger.upgrade``: create or migrate the tables on one direct connection."""
+    import psycopg
+
+    _modules()
+    _check_schema_name(schema)
+    where = redact(dsn) + (f" (schema {schema})" if schema else "")
+    try:
+        conn = psycopg.connect(_conninfo(dsn, timeout), autocommit=True)
+    except psycopg.Error as exc:
+        raise _explain_connect(exc, where) from None
+    try:
+        _session_settings(conn, schema, timeout)
+        return _prepare(conn, schema, where, migrate=True)
+    finally:
+        conn.close()
+
+
+def _read_everything(conn: Any) -> tuple[list[Any], list[Any], dict[str, Any], DictNodeStore]:
+    """Entries, states, head and tree nodes, each in one read of one snapshot."""
+    rows = conn.execute("SELECT idx, hash, data FROM guardrails_entries ORDER BY idx").fetchall()
+    states = conn.execute("SELECT version, data FROM guardrails_states").fetchall()
+    head: dict[str, Any] = dict(conn.execute("SELECT key, value FROM guardrails_meta").fetchall())
+    head["size"] = int(head["size"]) if head.get("size") else 0
+    # All nodes in one read: checking them one query each would cost a round trip per node.
+    nodes = DictNodeStore()
+    nodes.put([(level, idx, bytes(hash_)) for level, idx, hash_ in conn.execute(
+        f"SELECT level, idx, hash FROM {NODE_TABLE}").fetchall()])
+    return rows, states, head, nodes
+
+
+def _check_settings(timeout: float, poll_interval: float, pool_size: int, schema: str | None,
+                    read_only: bool, signing_key: SigningKey | None) -> None:
+    if read_only and signing_key is not None:
+        raise ValueError("a ledger opened read-only cannot sign; drop signing_key")
+    if not timeout > 0:
+        raise ConfigError(f"timeout {timeout!r} must be a positive number of seconds")
+    if not poll_interval > 0:
+        raise ConfigError(f"poll_interval {poll_interval!r} must be a positive number of "
+                          "seconds (it bounds how stale a replica can be)")
+    if pool_size < 1:
+        raise ConfigError(f"pool_size {pool_size!r} must be at least 1")
+    _check_schema_name(schema)
+
+
+def _pool(psycopg_pool: Any, conninfo: str, schema: str | None, timeout: float,
+          read_only: bool, size: int) -> Any:
+    """The ledger's connection pool, not yet opened."""
+    return psycopg_pool.ConnectionPool(
+        conninfo, kwargs={"autocommit": True}, min_size=1, max_size=size, open=False,
+        configure=lambda c: _session_settings(c, schema, timeout, read_only),
+        check=psycopg_pool.ConnectionPool.check_connection, timeout=timeout,
+        name="guardrails-ledger")
+
+
 class PostgresLedger(StoreLedger):
     """The ledger in a PostgreSQL database, shared by every replica that opens the same URL.
 
@@ -465,16 +520,7 @@ class PostgresLedger(StoreLedger):
                  verifier_key: VerifierKey | None = None,
                  trusted_checkpoint: str | None = None, read_only: bool = False) -> None:
         _, psycopg_pool = _modules()
-        if read_only and signing_key is not None:
-            raise ValueError("a ledger opened read-only cannot sign; drop signing_key")
-        if not timeout > 0:
-            raise ConfigError(f"timeout {timeout!r} must be a positive number of seconds")
-        if not poll_interval > 0:
-            raise ConfigError(f"poll_interval {poll_interval!r} must be a positive number of "
-                              "seconds (it bounds how stale a replica can be)")
-        if pool_size < 1:
-            raise ConfigError(f"pool_size {pool_size!r} must be at least 1")
-        _check_schema_name(schema)
+        _check_settings(timeout, poll_interval, pool_size, schema, read_only, signing_key)
         self.dsn = dsn
         self.schema = schema
         self.timeout = float(timeout)
@@ -500,11 +546,8 @@ class PostgresLedger(StoreLedger):
                     f"this library needs {SCHEMA_VERSION}; run `guardrails db upgrade` "
                     "(or open with migrate=True)")
 
-        self._pool: ConnectionPool[Connection] = psycopg_pool.ConnectionPool(
-            self._conninfo, kwargs={"autocommit": True}, min_size=1, max_size=pool_size,
-            open=False, configure=lambda c: _session_settings(c, schema, self.timeout, read_only),
-            check=psycopg_pool.ConnectionPool.check_connection, timeout=self.timeout,
-            name="guardrails-ledger")
+        self._pool: ConnectionPool[Connection] = _pool(psycopg_pool, self._conninfo, schema,
+                                                       self.timeout, read_only, pool_size)
         try:
             self._pool.open(wait=True, timeout=self.timeout)
             self._tree = MerkleTree(PostgresNodeStore(self._connection))
@@ -672,20 +715,7 @@ class PostgresLedger(StoreLedger):
         serving, and from several hosts at once (an advisory lock
         serialises migrations). Raises like the constructor.
         """
-        import psycopg
-
-        _modules()
-        _check_schema_name(schema)
-        where = redact(dsn) + (f" (schema {schema})" if schema else "")
-        try:
-            conn = psycopg.connect(_conninfo(dsn, timeout), autocommit=True)
-        except psycopg.Error as exc:
-            raise _explain_connect(exc, where) from None
-        try:
-            _session_settings(conn, schema, timeout)
-            return _prepare(conn, schema, where, migrate=True)
-        finally:
-            conn.close()
+        return upgrade_schema(dsn, schema, timeout)
 
     def close(self) -> None:
         """Stop the watcher thread and close every connection."""
@@ -764,17 +794,7 @@ class PostgresLedger(StoreLedger):
             with self._snapshot() as conn:
                 conn.execute("SET LOCAL statement_timeout = 0")
                 conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
-                rows = conn.execute(
-                    "SELECT idx, hash, data FROM guardrails_entries ORDER BY idx").fetchall()
-                states = conn.execute("SELECT version, data FROM guardrails_states").fetchall()
-                head: dict[str, Any] = dict(
-                    conn.execute("SELECT key, value FROM guardrails_meta").fetchall())
-                head["size"] = int(head["size"]) if head.get("size") else 0
-                # All nodes in one read: checking them one query each would cost a round
-                # trip per node.
-                nodes = DictNodeStore()
-                nodes.put([(level, idx, bytes(hash_)) for level, idx, hash_ in conn.execute(
-                    f"SELECT level, idx, hash FROM {NODE_TABLE}").fetchall()])
+                rows, states, head, nodes = _read_everything(conn)
                 try:
                     tree = MerkleTree(nodes, head["size"])
                 except LedgerIntegrityError as exc:
