@@ -7,6 +7,7 @@ equals the local one for the same seed.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -33,7 +34,15 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
-    """Two single-threaded worker processes and a scheduler, all on 127.0.0.1, no dashboard."""
+    """Two single-threaded worker processes and a scheduler, all on 127.0.0.1, no dashboard.
+
+    The in-process scheduler's INFO lines carry tracebacks; formatting them in its IO thread
+    while the main thread parses a module trips CPython 3.11's shared AST recursion counter
+    ("AST constructor recursion depth mismatch"), so this process logs only its errors.
+    """
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        host="127.0.0.1", scheduler_port=0,
                                        dashboard_address=None, silence_logs=40)
@@ -43,6 +52,7 @@ def dask_client() -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
+        quiet.setLevel(level)
 
 
 def _scheduler_tasks(client: Any) -> int:
@@ -171,12 +181,13 @@ def test_a_timed_out_call_is_cancelled_on_the_cluster(dask_client: Any, tmp_path
     """A call past its timeout counts as a failure and leaves no task behind on the scheduler."""
     store = FileBlobStore(tmp_path / "blobs")
     candidate = WeightsClient.create([1.0], 0.0, store, sleep=3)
+    incumbent = WeightsClient.create([1.0], 0.0, store, sleep=0)
     cases = [gr.CanaryCase(id="hang", input="sleep", expect=0),
              gr.CanaryCase(id="ok", input=[1.0], expect=1)]
     settings = DaskSettings(scheduler=dask_client.scheduler.address,
                             build="dask_clients:build_weights", blobs=store.url)
-    evidence = run_sync(_run(candidate, candidate, gr.CanarySuite(cases),
-                                DaskBackend(settings, client=dask_client), timeout=1.0))
+    evidence = run_sync(_run(candidate, incumbent, gr.CanarySuite(cases),
+                             DaskBackend(settings, client=dask_client), timeout=1.0))
     hang = next(o for o in evidence.outcomes if o.case_id == "hang")
     assert not hang.candidate_passed and "timeout" in str(hang.candidate_error)
     deadline = time.monotonic() + 10

@@ -212,6 +212,9 @@ class _DaskRun:
                 raise CallTimeout(f"no answer within {timeout:g} s") from None
             finally:
                 tasks.pop(result, None)
+                # Nobody waits for it any more: an answer arriving later must not leave an
+                # unretrieved exception for the garbage collector to log from a finalizer.
+                result.cancel()
 
         return call
 
