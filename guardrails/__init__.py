@@ -9,7 +9,13 @@ hash-chained ledger.
 from ._canonical import canonical_json, state_version
 from ._client import SelfUpdatingClient
 from ._decision import Decision, Finding, Verdict
-from ._errors import ConfigError, GuardrailsError, GuardrailViolation, LedgerIntegrityError
+from ._errors import (
+    ConfigError,
+    GuardrailsError,
+    GuardrailViolation,
+    LedgerIntegrityError,
+    UnusableResponseError,
+)
 from ._messages import Request, Response
 from .blobs import (
     BlobError,
@@ -187,6 +193,7 @@ __all__ = [
     "SigningKey",
     "Stage",
     "StreamingBlobStore",
+    "UnusableResponseError",
     "UpdateCheck",
     "UpdateProposal",
     "Verdict",

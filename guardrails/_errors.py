@@ -35,3 +35,29 @@ class LedgerIntegrityError(GuardrailsError):
     def __init__(self, message: str, *, index: int | None = None) -> None:
         super().__init__(message)
         self.index = index
+
+
+class UnusableResponseError(GuardrailsError):
+    """A model answered, but with nothing a caller can use; raised instead of returning it.
+
+    Adapters raise it for a response with no choices, of the wrong schema,
+    with empty content where text was asked for, a refusal where text was
+    expected, or a NaN, wrong-shape or wrong-type prediction (docs/adapters.md
+    lists what each adapter checks). At run time the caller gets this error
+    rather than ``''`` or ``None``; in a review the call counts as an error for
+    its side, never as an answer.
+
+    ``adapter`` names the adapter; ``reason`` is a short stable code
+    (``wrong_schema``, ``no_choices``, ``empty_content``, ``refusal``,
+    ``no_answer``, ``missing_field``, ``empty_field``, ``nan``, ``wrong_shape``,
+    ``wrong_type``). The message says what was wrong with the response's
+    structure, never its content (it may be a hidden canary's answer).
+    """
+
+    transient = False
+    """Not retried by the canary runner: the same model on the same input answers the same."""
+
+    def __init__(self, message: str, *, adapter: str, reason: str) -> None:
+        super().__init__(message)
+        self.adapter = adapter
+        self.reason = reason

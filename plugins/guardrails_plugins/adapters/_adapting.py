@@ -274,3 +274,62 @@ def text_of(value: Any) -> str:
             if isinstance(message, dict) and message.get("role") in ("user", "human"):
                 return str(message.get("content", ""))
     return str(value)
+
+
+# -- unusable responses ---------------------------------------------------------------------
+
+
+def unusable(adapter: str, reason: str, message: str) -> gr.UnusableResponseError:
+    """The typed error an adapter raises instead of returning an answer nobody can use.
+
+    ``message`` describes the response's structure (which field, which type),
+    never its content: the input may be a hidden canary case.
+    """
+    return gr.UnusableResponseError(f"the {adapter} adapter got an unusable response: {message}",
+                                    adapter=adapter, reason=reason)
+
+
+def usable_text(adapter: str, text: Any, what: str) -> str:
+    """``text`` if it is a non-blank string; else ``UnusableResponseError`` (``empty_content``
+    for ``None``, empty or blank text, ``wrong_schema`` for another type)."""
+    if text is None:
+        raise unusable(adapter, "empty_content", f"{what} is null")
+    if not isinstance(text, str):
+        raise unusable(adapter, "wrong_schema", f"{what} is of type {type(text).__name__}, not text")
+    if not text.strip():
+        raise unusable(adapter, "empty_content",
+                       f"{what} is {'empty' if not text else 'blank (whitespace only)'}")
+    return text
+
+
+def usable_json(adapter: str, value: Any, what: str = "the prediction") -> Any:
+    """``value`` as plain JSON (numpy scalars unwrapped) when every part of it is usable.
+
+    Raises ``UnusableResponseError``: ``no_answer`` for ``None``, ``nan`` for a
+    NaN or infinite number anywhere in it, ``wrong_type`` for anything that is
+    not JSON (an array, an object), each naming where in the value it is.
+    """
+    if value is None:
+        raise unusable(adapter, "no_answer", f"{what} is None (the model gave no answer)")
+    return _usable_part(adapter, value, what)
+
+
+def _usable_part(adapter: str, value: Any, where: str) -> Any:
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():  # a numpy scalar
+        value = item()
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise unusable(adapter, "nan", f"{where} is {value!r} (not a finite number)")
+        return value
+    if isinstance(value, list | tuple):
+        return [_usable_part(adapter, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping) and all(isinstance(k, str | int | float | bool) for k in value):
+        return {k: _usable_part(adapter, v, f"{where}[{k!r}]") for k, v in value.items()}
+    shape = getattr(value, "shape", None)
+    raise unusable(adapter, "wrong_type",
+                   f"{where} is a {type(value).__module__}.{type(value).__qualname__}"
+                   + (f" of shape {tuple(shape)}" if shape is not None else "")
+                   + ", not a JSON value")

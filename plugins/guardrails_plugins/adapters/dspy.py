@@ -26,7 +26,15 @@ import dspy
 import guardrails as gr
 
 from . import require
-from ._adapting import GENAI_OPERATION, GENAI_PROVIDER, GENAI_REQUEST_MODEL, UsageRecorder, proposal_between
+from ._adapting import (
+    GENAI_OPERATION,
+    GENAI_PROVIDER,
+    GENAI_REQUEST_MODEL,
+    UsageRecorder,
+    proposal_between,
+    unusable,
+    usable_json,
+)
 
 __all__ = ["DSPyProgramClient"]
 
@@ -59,6 +67,25 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _usable_fields(fields: dict[str, Any], output_field: str | None) -> dict[str, Any]:
+    """The prediction fields the answer is made of, each present and not empty; else
+    ``UnusableResponseError`` (``no_answer``, ``missing_field``, ``empty_field``)."""
+    if not fields:
+        raise unusable("dspy", "no_answer", "the prediction has no fields")
+    if output_field is not None:
+        if output_field not in fields:
+            raise unusable("dspy", "missing_field",
+                           f"the prediction has no field {output_field!r} "
+                           f"(it has {', '.join(map(repr, sorted(fields)))})")
+        fields = {output_field: fields[output_field]}
+    for name, value in fields.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise unusable("dspy", "empty_field",
+                           f"prediction field {name!r} is "
+                           + ("None" if value is None else "empty or blank"))
+    return fields
+
+
 class DSPyProgramClient:
     """A DSPy program (``dspy.Module``) as a ``SelfUpdatingClient``.
 
@@ -72,7 +99,9 @@ class DSPyProgramClient:
     input field of the program's first predictor).
 
     ``invoke(request)``: ``request.input`` is a dict of input fields, or a
-    string for a program with one input field.
+    string for a program with one input field. A prediction without the
+    answer (no fields, ``output_field`` missing, a field that is ``None``,
+    empty or blank, a NaN) raises ``guardrails.UnusableResponseError``.
     """
 
     def __init__(self, program: Any, *, lm: Any = None, adapter: Any = None,
@@ -170,10 +199,14 @@ class DSPyProgramClient:
 
     def _answer(self, prediction: Any) -> Any:
         self._record_usage(prediction)
+        if prediction is None:
+            raise unusable("dspy", "no_answer", "the program returned None, not a prediction")
         fields = dict(prediction.items()) if hasattr(prediction, "items") else {"output": prediction}
+        chosen = _usable_fields(fields, self.output_field)
         if self.output_field is not None:
-            return _jsonable(fields.get(self.output_field))
-        return _jsonable(fields)
+            return usable_json("dspy", _jsonable(chosen[self.output_field]),
+                               f"prediction field {self.output_field!r}")
+        return usable_json("dspy", _jsonable(chosen))
 
     def invoke(self, request: gr.Request) -> Any:
         inputs = self._inputs(request.input)

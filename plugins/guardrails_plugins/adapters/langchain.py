@@ -50,6 +50,8 @@ from ._adapting import (
     UsageRecorder,
     request_attributes,
     run_optimizer,
+    unusable,
+    usable_text,
 )
 
 __all__ = ["GuardrailsMiddleware", "LangChainAgentClient"]
@@ -258,6 +260,32 @@ def _messages(value: Any) -> list[dict[str, Any]]:
                      f"of {{'role', 'content'}} messages; got {type(value).__name__}")
 
 
+def _refused(message: AIMessage) -> bool:
+    """Whether the model declined through a refusal field or block rather than in text."""
+    if message.additional_kwargs.get("refusal"):
+        return True
+    content = message.content if isinstance(message.content, list) else []
+    return any(isinstance(block, Mapping) and block.get("type") == "refusal" for block in content)
+
+
+def _usable_answer(result: Any, messages: Sequence[Any]) -> str:
+    """The text of the agent's last message; ``UnusableResponseError`` when the run ended
+    without one (no messages, a last message that is not the model's, a refusal, no text)."""
+    if not isinstance(result, Mapping):
+        raise unusable("langchain", "wrong_schema",
+                       f"the agent returned a {type(result).__name__}, not its state")
+    if not messages:
+        raise unusable("langchain", "no_answer", "the agent's run holds no messages")
+    last = messages[-1]
+    if not isinstance(last, AIMessage):
+        raise unusable("langchain", "wrong_type",
+                       f"the agent's last message is a {type(last).__name__}, not an AIMessage")
+    if _refused(last):
+        raise unusable("langchain", "refusal",
+                       "the model refused (a refusal field or block), no text was returned")
+    return usable_text("langchain", str(last.text), "the last AIMessage's text")
+
+
 class LangChainAgentClient:
     """A LangChain v1 agent whose prompt, model choice, settings and tools are gated state.
 
@@ -271,6 +299,9 @@ class LangChainAgentClient:
 
     ``invoke(request)``: ``request.input`` is a string or a list of
     ``{"role", "content"}`` turns; returns the text of the agent's last message.
+    A run that ends without usable text (no messages, a last message that is
+    not an ``AIMessage``, a refusal, empty or blank text) raises
+    ``guardrails.UnusableResponseError``.
     """
 
     def __init__(self, model: BaseChatModel | Mapping[str, BaseChatModel], *,
@@ -361,13 +392,10 @@ class LangChainAgentClient:
         return self._answer(result)
 
     def _answer(self, result: Mapping[str, Any]) -> Any:
-        messages = list(result.get("messages", []))
+        messages = list(result.get("messages", [])) if isinstance(result, Mapping) else []
         produced = [m for m in messages if isinstance(m, AIMessage)]
         self._record_usage(produced)
-        if not messages:
-            return ""
-        last = messages[-1]
-        return str(last.text) if isinstance(last, BaseMessage) else last
+        return _usable_answer(result, messages)
 
     def propose_update(self) -> gr.UpdateProposal | None:
         """One optimiser step on a copy of the state; ``self`` is left unchanged."""
@@ -400,4 +428,4 @@ class LangChainAgentClient:
         model = self._models[self._state["model"]]
         reply = model.invoke([SystemMessage(content=system), HumanMessage(content=user)],
                              **self._state["model_settings"])
-        return str(reply.text)
+        return _usable_answer({"messages": [reply]}, [reply])

@@ -13,7 +13,10 @@ prompt from the failures recorded with ``record(...)``. Calls through a guard
 get a GenAI client span ``chat {model}`` with token usage
 (``gen_ai.usage.input_tokens`` / ``output_tokens``), and the
 ``gen_ai.client.token.usage`` metric. SDK errors (HTTP status, connection,
-timeout) propagate unchanged; the SDK's own retry settings apply.
+timeout) propagate unchanged; the SDK's own retry settings apply. An HTTP 200
+answer that holds nothing usable (not a chat completion, no choices, a null
+or blank content without tool calls, a ``refusal``) raises
+``guardrails.UnusableResponseError`` instead of returning ``""``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from ._adapting import (
     UsageRecorder,
     request_attributes,
     run_optimizer,
+    unusable,
+    usable_text,
 )
 
 __all__ = ["OpenAIChatClient", "SelfRewritePrompt", "StateChange"]
@@ -97,16 +102,50 @@ def _messages(system_prompt: str, value: Any) -> list[dict[str, Any]]:
 
 
 def _output(completion: Any) -> Any:
-    """The answer: the message text, or ``{"content", "tool_calls"}`` when it calls tools."""
-    if not completion.choices:
-        return ""
-    message = completion.choices[0].message
+    """The answer: the message text, or ``{"content", "tool_calls"}`` when it calls tools.
+
+    Raises ``UnusableResponseError`` for a completion with nothing to answer
+    with (see ``_message``), never returns ``""`` for it.
+    """
+    message = _message(completion)
     calls = getattr(message, "tool_calls", None) or []
     if not calls:
-        return message.content or ""
+        return usable_text("openai", message.content, "the message content")
+    if not isinstance(calls, list):
+        raise unusable("openai", "wrong_schema",
+                       f"'tool_calls' is a {type(calls).__name__}, not a list")
     return {"content": message.content,
             "tool_calls": [{"id": call.id, "name": call.function.name,
                             "arguments": call.function.arguments} for call in calls]}
+
+
+def _message(completion: Any) -> Any:
+    """The first choice's message of a usable completion; ``UnusableResponseError`` when the
+    body was not a chat completion, had no choices, no message, or a refusal instead.
+
+    Duck-typed (any object with the SDK's attributes will do), since ``client`` may be
+    any object with the SDK's ``chat.completions.create``.
+    """
+    if isinstance(completion, str | bytes | list | int | float | bool) or completion is None:
+        raise unusable("openai", "wrong_schema",
+                       f"the body is a JSON {type(completion).__name__}, not a chat completion")
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list | tuple):
+        extra = sorted(getattr(completion, "model_extra", None) or {})[:5]
+        raise unusable("openai", "wrong_schema",
+                       "the body is not a chat completion (no 'choices' list"
+                       + (f"; unexpected fields: {', '.join(map(str, extra))}" if extra else "")
+                       + ")")
+    if not choices:
+        raise unusable("openai", "no_choices", "the completion has no choices")
+    message = getattr(choices[0], "message", None)
+    if message is None or not hasattr(message, "content"):
+        raise unusable("openai", "wrong_schema", "the first choice has no message")
+    if getattr(message, "refusal", None):
+        # The model declined through the API's refusal field: no text to judge or serve.
+        raise unusable("openai", "refusal", "the model refused (message.refusal is set), "
+                                            "no content was returned")
+    return message
 
 
 def _sync_twin(client: openai.AsyncOpenAI) -> openai.OpenAI:
@@ -251,4 +290,6 @@ class OpenAIChatClient:
         completion = self._sync.chat.completions.create(
             model=state["model"], messages=_messages(system, user), **state["params"])
         answer = _output(completion)
-        return answer if isinstance(answer, str) else str(answer.get("content") or "")
+        if isinstance(answer, str):
+            return answer
+        return usable_text("openai", answer.get("content"), "the message content")

@@ -38,6 +38,7 @@ from river import base, compose, utils
 import guardrails as gr
 
 from . import require
+from ._adapting import usable_json
 
 __all__ = ["RiverOnlineClient", "learned_state", "load_learned_state"]
 
@@ -186,7 +187,10 @@ class RiverOnlineClient:
     (default ``predict_one``). ``epochs``: passes over the new examples per
     proposal. ``extra``: application keys kept in the state as they are.
 
-    ``invoke(request)``: ``request.input`` is a dict of features.
+    ``invoke(request)``: ``request.input`` is a dict of features. A
+    prediction that is ``None`` (a model that has not learned enough to
+    answer), NaN or infinite, or not JSON raises
+    ``guardrails.UnusableResponseError``.
     """
 
     def __init__(self, model: Any, *, blobs: gr.BlobStore,
@@ -272,7 +276,7 @@ class RiverOnlineClient:
         if not isinstance(request.input, Mapping):
             raise ValueError(f"a river request input is a dict of features, got "
                              f"{type(request.input).__name__}")
-        return self.respond(self._model, dict(request.input))
+        return usable_json("river", self.respond(self._model, dict(request.input)))
 
     # -- learning from the stream ---------------------------------------------------------
 

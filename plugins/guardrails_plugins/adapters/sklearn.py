@@ -38,6 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 import guardrails as gr
 
 from . import require
+from ._adapting import unusable, usable_json
 
 __all__ = ["FittedAttributes", "LinearWeights", "SklearnOnlineClient", "WeightCodec",
            "array_from_npy", "npy_bytes"]
@@ -191,8 +192,18 @@ def _json_params(estimator: Any) -> dict[str, Any]:
 
 
 def default_respond(estimator: Any, x: np.ndarray) -> Any:
-    """``estimator.predict`` on one sample, as a JSON value."""
-    value = estimator.predict(x.reshape(1, -1))[0]
+    """``estimator.predict`` on one sample, as a JSON value (a list for several outputs).
+
+    Raises ``UnusableResponseError`` (``wrong_shape``) when ``predict`` does not
+    return exactly one row for the one sample.
+    """
+    predictions = np.asarray(estimator.predict(x.reshape(1, -1)))
+    if predictions.ndim == 0 or predictions.shape[0] != 1:
+        raise unusable("sklearn", "wrong_shape",
+                       f"predict() on one sample returned shape {predictions.shape}, not one row")
+    value = predictions[0]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     return value.item() if isinstance(value, np.generic) else value
 
 
@@ -212,7 +223,9 @@ class SklearnOnlineClient:
     they are (a threshold, a description). ``updates_key`` names the counter.
 
     ``invoke(request)``: ``request.input`` is one sample's features (a list
-    of numbers).
+    of numbers). A prediction that is ``None``, NaN or infinite (anywhere in
+    it), not JSON (an array, an object) or of the wrong shape raises
+    ``guardrails.UnusableResponseError``.
     """
 
     def __init__(self, estimator: Any, *, blobs: gr.BlobStore, codec: WeightCodec | None = None,
@@ -334,7 +347,7 @@ class SklearnOnlineClient:
         n_features = getattr(self._model, "n_features_in_", None)
         if x.ndim != 1 or (n_features is not None and x.shape[0] != n_features):
             raise ValueError(f"expected one sample of {n_features} features, got shape {x.shape}")
-        return self.respond(self._model, x)
+        return usable_json("sklearn", self.respond(self._model, x))
 
     # -- learning from the stream ---------------------------------------------------------
 
