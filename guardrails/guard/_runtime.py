@@ -7,6 +7,7 @@ for no shared indirection (see docs/architecture.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -16,7 +17,7 @@ from opentelemetry import trace
 
 from .._canonical import state_version
 from .._decision import Finding
-from .._errors import GuardrailViolation
+from .._errors import GuardrailViolation, UnusableResponseError
 from .._messages import Request, Response
 from .._telemetry import (
     ATTR_BLOCKED_BY,
@@ -40,6 +41,16 @@ from ._served import Served
 
 if TYPE_CHECKING:
     from ._guard import Guard
+
+
+def _log_client_error(version: str, exc: Exception) -> None:
+    """One warning per failed call: the error's type (and for an unusable response, the
+    adapter and reason), never its message, which may quote the request."""
+    fields: dict[str, Any] = {"version": version, "error_type": type(exc).__qualname__}
+    if isinstance(exc, UnusableResponseError):
+        fields.update(adapter=exc.adapter, reason=exc.reason)
+    with contextlib.suppress(Exception):  # telemetry never breaks a call
+        bound_log(**fields).warning("guardrails.call_failed")
 
 
 class RuntimePath:
@@ -157,6 +168,8 @@ class RuntimePath:
                 set_attributes(span, {ATTR_BLOCKED_BY: exc.policy, ATTR_OUTCOME: "blocked"})
         else:
             telemetry.count(telemetry.invocations, ERROR)
+            if isinstance(exc, Exception):
+                _log_client_error(self._served.version, exc)
         if span is not None:
             record_failure(span, exc)
 
@@ -164,7 +177,9 @@ class RuntimePath:
         """Answer through the runtime chain; ``request`` may be a ``Request`` or a bare input.
 
         Raises ``GuardrailViolation`` when a policy blocks the call; the
-        client's own exceptions propagate unchanged.
+        client's own exceptions propagate unchanged (an adapter's
+        ``UnusableResponseError`` too), each counted as an ``error`` outcome,
+        marked on the span and logged as ``guardrails.call_failed``.
         """
         if type(request) is not Request:
             request = Request(input=request)

@@ -12,6 +12,14 @@ JSON body). A ``dict`` answer is sent as the assistant message (for tool
 calls); raising ``ServerFault(status)`` answers with that HTTP status.
 ``fail_next(status, times)`` injects faults from the outside; a ``status``
 of ``0`` drops the connection without an answer (a network error).
+
+Unusable answers (HTTP 200, but nothing a client can use): a responder may
+return ``RawBody(payload)`` to send ``payload`` as the JSON body exactly as
+given, and ``serve_unusable(kind)`` answers every call with
+``unusable_body(kind)`` until ``serve_unusable(None)``; the kinds are
+``UNUSABLE_KINDS`` (a JSON object of the wrong shape, a JSON list, a
+completion with ``"choices": []``, null content without tool calls, blank
+content, a ``refusal``).
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["ChatRequest", "FakeOpenAIServer", "ServerFault", "count_tokens"]
+__all__ = ["UNUSABLE_KINDS", "ChatRequest", "FakeOpenAIServer", "RawBody", "ServerFault",
+           "count_tokens", "unusable_body"]
 
 
 class ServerFault(Exception):
@@ -79,7 +88,51 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
-Responder = Callable[[ChatRequest], "str | dict[str, Any]"]
+@dataclass(frozen=True)
+class RawBody:
+    """A responder's answer sent as the HTTP 200 JSON body exactly as given (no completion
+    is built around it): for bodies a real server should never send."""
+
+    payload: Any
+
+
+UNUSABLE_KINDS = ("wrong_schema", "not_an_object", "no_choices", "null_content",
+                  "blank_content", "refusal")
+"""The unusable HTTP 200 bodies ``unusable_body`` builds."""
+
+
+def _completion(model: str, number: int, message: dict[str, Any] | None) -> dict[str, Any]:
+    choices = [] if message is None else [
+        {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop",
+         "logprobs": None}]
+    return {"id": f"chatcmpl-fake-{number}", "object": "chat.completion",
+            "created": int(time.time()), "model": model, "choices": choices,
+            "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}}
+
+
+def unusable_body(kind: str, model: str = "fake-model", number: int = 0) -> Any:
+    """An HTTP 200 body the SDK parses without complaint but that holds no usable answer.
+
+    ``wrong_schema``: a JSON object that is not a completion; ``not_an_object``:
+    a JSON list; ``no_choices``: a valid completion with ``"choices": []``;
+    ``null_content``: content null and no tool calls; ``blank_content``:
+    whitespace only; ``refusal``: content null and a ``refusal`` text.
+    """
+    bodies: dict[str, Callable[[], Any]] = {
+        "wrong_schema": lambda: {"result": "ok", "object": "response", "status": "completed"},
+        "not_an_object": lambda: [{"text": "ok"}],
+        "no_choices": lambda: _completion(model, number, None),
+        "null_content": lambda: _completion(model, number, {"content": None}),
+        "blank_content": lambda: _completion(model, number, {"content": "  \n"}),
+        "refusal": lambda: _completion(model, number, {"content": None,
+                                                       "refusal": "I can't help with that."}),
+    }
+    if kind not in bodies:
+        raise ValueError(f"unknown unusable body {kind!r}; kinds: {', '.join(UNUSABLE_KINDS)}")
+    return bodies[kind]()
+
+
+Responder = Callable[[ChatRequest], "str | dict[str, Any] | RawBody"]
 
 
 def echo_responder(request: ChatRequest) -> str:
@@ -105,6 +158,8 @@ class FakeOpenAIServer:
         self.delay = delay
         self.requests: list[ChatRequest] = []
         self._faults = _Faults()
+        self.unusable: str | None = None
+        """While set, every call is answered with ``unusable_body(unusable)``."""
         self._counter = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -154,15 +209,26 @@ class FakeOpenAIServer:
         with self._faults.lock:
             return self._faults.queue.pop(0) if self._faults.queue else None
 
+    def serve_unusable(self, kind: str | None) -> None:
+        """Answer every call with ``unusable_body(kind)`` from now on (``None``: healthy again)."""
+        if kind is not None:
+            unusable_body(kind)  # an unknown kind fails here, not in the server thread
+        self.unusable = kind
+
     # -- answering --------------------------------------------------------------------
 
-    def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _complete(self, body: dict[str, Any]) -> Any:
         request = ChatRequest(body)
         with self._lock:
             self.requests.append(request)
             self._counter += 1
             number = self._counter
+        kind = self.unusable
+        if kind is not None:
+            return unusable_body(kind, request.model, number)
         answer = self.responder(request)
+        if isinstance(answer, RawBody):
+            return answer.payload
         message: dict[str, Any]
         if isinstance(answer, dict):
             message = {"role": "assistant", "content": None, **answer}
@@ -190,7 +256,7 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
+        def _send(self, status: int, payload: Any) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
