@@ -35,7 +35,11 @@ What the checks hold an adapter to:
   snapshot, giving a state ``with_state`` serves exactly;
 - the guard can review that proposal end to end (no ``error`` verdict, the
   candidate builds in the sandbox);
-- every blob the snapshot references is in the blob store.
+- every blob the snapshot references is in the blob store;
+- an unusable answer of the underlying model (no choices, empty text, a
+  refusal, NaN: whatever the case's ``unusable`` clients produce) raises
+  ``UnusableResponseError`` from ``invoke`` and ``ainvoke``, directly and
+  through a guard, instead of returning ``''`` or ``None``.
 
 No pytest import here: the module is usable from any test runner.
 """
@@ -44,13 +48,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._canonical import canonical_json, state_version
 from ._decision import Verdict
-from ._errors import ConfigError
+from ._errors import ConfigError, UnusableResponseError
 from ._messages import Request
 from .blobs import BlobStore, iter_blob_refs
 from .canary import CanaryCase, Predicate
@@ -68,6 +72,7 @@ __all__ = [
     "check_proposals_apply_as_json_patch",
     "check_snapshot_is_json_and_stable",
     "check_snapshot_round_trips",
+    "check_unusable_responses_raise",
     "check_with_state_does_not_mutate",
     "run_conformance",
 ]
@@ -88,7 +93,11 @@ class AdapterCase:
     data, feedback); ``None`` when ``propose_update`` proposes without help.
     ``blob_store``: the store the client's blobs go to (give the guard the
     same one). ``compare(a, b)``: whether two outputs are the same answer
-    (default ``==``).
+    (default ``==``). ``unusable``: name -> ``make_client()`` for a fresh
+    client whose underlying model answers every request unusably (an empty
+    text, no choices, a refusal, a NaN prediction: one entry per shape your
+    adapter can meet); the suite fails when it is empty, since a gate fed
+    ``''`` as an answer can be shown nothing and say yes.
     """
 
     name: str
@@ -97,6 +106,7 @@ class AdapterCase:
     prepare_proposal: Callable[[Any], None] | None = None
     blob_store: BlobStore | None = None
     compare: Callable[[Any, Any], bool] = field(default=lambda a, b: bool(a == b))
+    unusable: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.requests:
@@ -279,6 +289,70 @@ def check_blob_refs_resolve(case: AdapterCase) -> None:
         raise _fail(case, f"the snapshot references blobs missing from the store: {missing[:3]}")
 
 
+def _not_unusable(case: AdapterCase, shape: str, how: str, outcome: Any) -> str | None:
+    """Why ``outcome`` (what a call returned, or the exception it raised) is not the typed
+    error; ``None`` when it is."""
+    if isinstance(outcome, UnusableResponseError):
+        return None
+    if isinstance(outcome, Exception):
+        return (f"[{shape}] {how} raised {type(outcome).__name__}, not "
+                "guardrails.UnusableResponseError; raise that typed error for an answer nobody "
+                "can use")
+    return (f"[{shape}] {how} returned {type(outcome).__name__} {outcome!r:.60} for an unusable "
+            "answer; raise guardrails.UnusableResponseError instead, so a caller sees an error "
+            "and a canary counts it as one")
+
+
+def _outcome(call: Callable[[Request], Any], request: Request) -> Any:
+    try:
+        return call(request)
+    except Exception as exc:
+        return exc
+
+
+async def _aoutcome(call: Callable[[Request], Any], request: Request) -> Any:
+    try:
+        return await call(request)
+    except Exception as exc:
+        return exc
+
+
+def check_unusable_responses_raise(case: AdapterCase) -> None:
+    """Every ``case.unusable`` client raises ``UnusableResponseError`` from ``invoke`` and
+    ``ainvoke`` (when it has one), directly and through a guard, on every request."""
+    if not case.unusable:
+        raise _fail(case, "the case gives no unusable clients; give AdapterCase(unusable="
+                          "{'empty text': make_client, ...}) with a client per shape of unusable "
+                          "answer (no choices, empty text, refusal, NaN) so the suite can check "
+                          "the adapter raises guardrails.UnusableResponseError")
+    for shape, make_client in case.unusable.items():
+        _check_unusable_client(case, shape, make_client(), _guard(case).wrap(make_client()))
+
+
+def _check_unusable_client(case: AdapterCase, shape: str, client: Any, guarded: Any) -> None:
+    seen: list[tuple[str, Any]] = []
+    for value in case.requests:
+        request = Request(input=value)
+        seen.append((f"invoke({value!r})", _outcome(client.invoke, request)))
+        seen.append((f"guarded invoke({value!r})", _outcome(guarded.invoke, request)))
+    has_ainvoke = callable(getattr(client, "ainvoke", None))
+
+    async def async_calls() -> None:  # one event loop: async SDK clients are bound to theirs
+        for value in case.requests:
+            request = Request(input=value)
+            seen.append((f"guarded ainvoke({value!r})",
+                         await _aoutcome(guarded.ainvoke, request)))
+            if has_ainvoke:
+                seen.append((f"ainvoke({value!r})",
+                             await _aoutcome(client.ainvoke, request)))
+
+    asyncio.run(async_calls())
+    for how, outcome in seen:
+        problem = _not_unusable(case, shape, how, outcome)
+        if problem is not None:
+            raise _fail(case, problem)
+
+
 CHECKS: tuple[Callable[[AdapterCase], None], ...] = (
     check_snapshot_is_json_and_stable,
     check_snapshot_round_trips,
@@ -287,6 +361,7 @@ CHECKS: tuple[Callable[[AdapterCase], None], ...] = (
     check_proposals_apply_as_json_patch,
     check_gate_reviews_a_proposal,
     check_blob_refs_resolve,
+    check_unusable_responses_raise,
 )
 """Every check, in the order ``run_conformance`` runs them."""
 
@@ -332,3 +407,6 @@ class ConformanceSuite:
 
     def test_blob_refs_resolve(self, adapter_case: AdapterCase) -> None:
         check_blob_refs_resolve(adapter_case)
+
+    def test_unusable_responses_raise(self, adapter_case: AdapterCase) -> None:
+        check_unusable_responses_raise(adapter_case)

@@ -20,10 +20,16 @@ from guardrails_plugins.adapters.dspy import DSPyProgramClient
 from guardrails_plugins.adapters.langchain import LangChainAgentClient
 from guardrails_plugins.adapters.langchain_testing import RuleChatModel
 from guardrails_plugins.adapters.openai import OpenAIChatClient
-from guardrails_plugins.adapters.openai_testing import ChatRequest, FakeOpenAIServer
+from guardrails_plugins.adapters.openai_testing import (
+    ChatRequest,
+    FakeOpenAIServer,
+    RawBody,
+    unusable_body,
+)
 from guardrails_plugins.adapters.river import RiverOnlineClient
 from guardrails_plugins.adapters.sklearn import SklearnOnlineClient
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
 from river import compose as river_compose
 from river import linear_model, optim, preprocessing
 from sklearn.linear_model import SGDClassifier
@@ -51,8 +57,17 @@ def quiz_rule(system: str, question: str) -> str:
     return fact if "fact only" in system else f"The answer is {fact}."
 
 
-def quiz_responder(request: ChatRequest) -> str:
-    return quiz_rule(request.system_prompt, request.user_text)
+UNUSABLE_MARK = "[unusable:"
+"""A system prompt starting ``[unusable:KIND]`` makes the quiz server answer
+``unusable_body(KIND)`` (so one session server serves usable and unusable clients)."""
+
+
+def quiz_responder(request: ChatRequest) -> str | RawBody:
+    system = request.system_prompt
+    if system.startswith(UNUSABLE_MARK):
+        kind = system[len(UNUSABLE_MARK):system.index("]")]
+        return RawBody(unusable_body(kind, request.model))
+    return quiz_rule(system, request.user_text)
 
 
 def openai_client(server: FakeOpenAIServer, **options: Any) -> OpenAIChatClient:
@@ -68,9 +83,14 @@ def record_a_failure(client: Any) -> None:
 
 
 def openai_case(server: FakeOpenAIServer) -> AdapterCase:
+    def unusable(kind: str) -> Any:
+        return lambda: openai_client(server, system_prompt=f"{UNUSABLE_MARK}{kind}]")
+
     return AdapterCase(name="openai", make_client=lambda: openai_client(server),
                        requests=["2+2", [{"role": "user", "content": "capital of France"}]],
-                       prepare_proposal=record_a_failure)
+                       prepare_proposal=record_a_failure,
+                       unusable={kind: unusable(kind) for kind in
+                                 ("wrong_schema", "no_choices", "null_content", "refusal")})
 
 
 def langchain_client(**options: Any) -> LangChainAgentClient:
@@ -80,8 +100,15 @@ def langchain_client(**options: Any) -> LangChainAgentClient:
 
 
 def langchain_case() -> AdapterCase:
-    return AdapterCase(name="langchain", make_client=langchain_client,
-                       requests=["2+2", "colour of the sky"], prepare_proposal=record_a_failure)
+    refusal = AIMessage(content="", additional_kwargs={"refusal": "I can't help with that."})
+    return AdapterCase(
+        name="langchain", make_client=langchain_client,
+        requests=["2+2", "colour of the sky"], prepare_proposal=record_a_failure,
+        unusable={
+            "empty text": lambda: LangChainAgentClient(RuleChatModel(rule=lambda s, q: "")),
+            "refusal": lambda: LangChainAgentClient(GenericFakeChatModel(
+                messages=itertools.repeat(refusal))),
+        })
 
 
 def generic_fake_model(*answers: str) -> GenericFakeChatModel:
@@ -107,12 +134,19 @@ def dspy_client(lm: Any = None, trainset: list[tuple[str, str]] | None = None,
                 for q, a in (QA_TRAIN if trainset is None else trainset)]
     return DSPyProgramClient(dspy.Predict("question -> answer"), lm=lm or dspy_lookup_lm(),
                              optimizer=dspy.LabeledFewShot(k=len(examples)), trainset=examples,
-                             output_field="answer", **options)
+                             **{"output_field": "answer", **options})
+
+
+def dspy_empty_lm() -> DummyLM:
+    """Answers every question with an empty ``answer`` field."""
+    return DummyLM([{"answer": ""}] * 10_000)
 
 
 def dspy_case() -> AdapterCase:
     return AdapterCase(name="dspy", make_client=dspy_client,
-                       requests=["2+2", {"question": "capital of France"}])
+                       requests=["2+2", {"question": "capital of France"}],
+                       unusable={"empty field": lambda: dspy_client(lm=dspy_empty_lm()),
+                                 "missing field": lambda: dspy_client(output_field="rationale")})
 
 
 def blobs_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +169,19 @@ def sklearn_case() -> AdapterCase:
     return AdapterCase(name="sklearn", make_client=lambda: sklearn_client(blobs),
                        requests=[X[i].round(4).tolist() for i in range(100, 104)],
                        prepare_proposal=lambda client: client.learn(X[50:100], y[50:100]),
-                       blob_store=blobs)
+                       blob_store=blobs,
+                       unusable={"NaN": lambda: sklearn_client(blobs, respond=nan_respond),
+                                 "array": lambda: sklearn_client(blobs, respond=array_respond)})
+
+
+def nan_respond(model: Any, x: Any) -> float:
+    """A model whose answer is NaN (as a diverged regressor's would be)."""
+    return float("nan")
+
+
+def array_respond(model: Any, x: Any) -> Any:
+    """An answer that is a numpy array, not a JSON value."""
+    return np.asarray(model.predict(np.vstack([x, x])))
 
 
 def stream(seed: int = 0, n: int = 200) -> list[tuple[dict[str, float], bool]]:
@@ -169,4 +215,11 @@ def river_case() -> AdapterCase:
 
     return AdapterCase(name="river", make_client=lambda: river_client(blobs),
                        requests=[x for x, _ in data[100:104]], prepare_proposal=prepare,
-                       blob_store=blobs)
+                       blob_store=blobs,
+                       unusable={"NaN": lambda: river_client(blobs, respond=nan_respond),
+                                 "None": lambda: river_client(blobs, respond=none_respond)})
+
+
+def none_respond(model: Any, x: Any) -> None:
+    """A model with no answer (river's predict_one before it has seen a label)."""
+    return None
