@@ -61,3 +61,12 @@ class UnusableResponseError(GuardrailsError):
         super().__init__(message)
         self.adapter = adapter
         self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields: the default reduce would rebuild it without them, so an error
+        # raised on a Dask worker or in a child process would not unpickle.
+        return (_rebuild_unusable, (str(self), self.adapter, self.reason))
+
+
+def _rebuild_unusable(message: str, adapter: str, reason: str) -> UnusableResponseError:
+    return UnusableResponseError(message, adapter=adapter, reason=reason)

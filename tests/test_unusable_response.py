@@ -56,6 +56,16 @@ def test_the_error_is_public_typed_and_not_transient() -> None:
     assert "UnusableResponseError" in gr.__all__
 
 
+def test_the_error_survives_pickling() -> None:
+    """Raised on a Dask worker or in a child process, it arrives with its adapter and reason."""
+    import pickle
+
+    exc = pickle.loads(pickle.dumps(
+        gr.UnusableResponseError("no choices", adapter="openai", reason="no_choices")))
+    assert isinstance(exc, gr.UnusableResponseError)
+    assert (str(exc), exc.adapter, exc.reason) == ("no choices", "openai", "no_choices")
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_the_runtime_caller_sees_the_typed_error_recorded_as_a_client_error(mode: str) -> None:
     """invoke and ainvoke raise the adapter's UnusableResponseError unchanged; it is counted as

@@ -136,6 +136,15 @@ def test_a_tool_call_without_content_is_still_an_answer() -> None:
         assert client.invoke(gr.Request(input="x"))["tool_calls"][0]["name"] == "f"
 
 
+def test_a_tool_call_without_a_function_is_unusable() -> None:
+    """A tool call the SDK parsed without a function name is the wrong schema, not a crash."""
+    with FakeOpenAIServer(lambda r: RawBody({"choices": [{"index": 0, "message": {
+            "role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]}}]})) as server:
+        with pytest.raises(gr.UnusableResponseError, match="tool call 0") as caught:
+            brief_client(server).invoke(gr.Request(input="x"))
+    assert caught.value.reason == "wrong_schema"
+
+
 def test_unknown_unusable_kinds_are_refused_with_the_list() -> None:
     """serve_unusable names the kinds it knows when given another."""
     with FakeOpenAIServer() as server, pytest.raises(ValueError, match="no_choices"):

@@ -114,6 +114,9 @@ def _output(completion: Any) -> Any:
     if not isinstance(calls, list):
         raise unusable("openai", "wrong_schema",
                        f"'tool_calls' is a {type(calls).__name__}, not a list")
+    for i, call in enumerate(calls):
+        if not isinstance(getattr(getattr(call, "function", None), "name", None), str):
+            raise unusable("openai", "wrong_schema", f"tool call {i} has no function name")
     return {"content": message.content,
             "tool_calls": [{"id": call.id, "name": call.function.name,
                             "arguments": call.function.arguments} for call in calls]}
