@@ -138,10 +138,11 @@ def test_a_tool_call_without_content_is_still_an_answer() -> None:
 
 def test_a_tool_call_without_a_function_is_unusable() -> None:
     """A tool call the SDK parsed without a function name is the wrong schema, not a crash."""
-    with FakeOpenAIServer(lambda r: RawBody({"choices": [{"index": 0, "message": {
-            "role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]}}]})) as server:
-        with pytest.raises(gr.UnusableResponseError, match="tool call 0") as caught:
-            brief_client(server).invoke(gr.Request(input="x"))
+    body = RawBody({"choices": [{"index": 0, "message": {
+        "role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]}}]})
+    with FakeOpenAIServer(lambda r: body) as server, \
+            pytest.raises(gr.UnusableResponseError, match="tool call 0") as caught:
+        brief_client(server).invoke(gr.Request(input="x"))
     assert caught.value.reason == "wrong_schema"
 
 

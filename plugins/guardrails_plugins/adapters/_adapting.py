@@ -6,6 +6,7 @@ No vendor package is imported here.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -311,25 +312,49 @@ def usable_json(adapter: str, value: Any, what: str = "the prediction") -> Any:
     """
     if value is None:
         raise unusable(adapter, "no_answer", f"{what} is None (the model gave no answer)")
-    return _usable_part(adapter, value, what)
+    return _usable_part(adapter, value, what, ())
 
 
-def _usable_part(adapter: str, value: Any, where: str) -> Any:
+def _where(what: str, path: tuple[Any, ...]) -> str:
+    return what + "".join(f"[{key!r}]" for key in path)
+
+
+def _usable_part(adapter: str, value: Any, what: str, path: tuple[Any, ...]) -> Any:
+    # Runs on every prediction: exact-type checks first, the path formatted only on an error.
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or value is None:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise unusable(adapter, "nan",
+                           f"{_where(what, path)} is {value!r} (not a finite number)")
+        return value
+    if kind is list or kind is tuple:
+        return [_usable_part(adapter, v, what, (*path, i)) for i, v in enumerate(value)]
+    if kind is dict and all(type(k) in _KEYS for k in value):
+        return {k: _usable_part(adapter, v, what, (*path, k)) for k, v in value.items()}
+    return _usable_other(adapter, value, what, path)
+
+
+_KEYS = frozenset({str, int, float, bool})
+
+
+def _usable_other(adapter: str, value: Any, what: str, path: tuple[Any, ...]) -> Any:
+    """Numpy scalars, subclasses of the JSON types and other mappings; else ``wrong_type``."""
     item = getattr(value, "item", None)
     if callable(item) and getattr(value, "shape", None) == ():  # a numpy scalar
-        value = item()
-    if value is None or isinstance(value, bool | str):
+        return _usable_part(adapter, item(), what, path)
+    if isinstance(value, bool | str):
         return value
     if isinstance(value, int | float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise unusable(adapter, "nan", f"{where} is {value!r} (not a finite number)")
-        return value
+        return _usable_part(adapter, float(value) if isinstance(value, float) else int(value),
+                            what, path)
     if isinstance(value, list | tuple):
-        return [_usable_part(adapter, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return _usable_part(adapter, list(value), what, path)
     if isinstance(value, Mapping) and all(isinstance(k, str | int | float | bool) for k in value):
-        return {k: _usable_part(adapter, v, f"{where}[{k!r}]") for k, v in value.items()}
+        return {k: _usable_part(adapter, v, what, (*path, k)) for k, v in value.items()}
     shape = getattr(value, "shape", None)
     raise unusable(adapter, "wrong_type",
-                   f"{where} is a {type(value).__module__}.{type(value).__qualname__}"
+                   f"{_where(what, path)} is a {type(value).__module__}.{type(value).__qualname__}"
                    + (f" of shape {tuple(shape)}" if shape is not None else "")
                    + ", not a JSON value")
