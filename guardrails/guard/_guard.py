@@ -25,6 +25,7 @@ from ..gate import (
 )
 from ..ledger import Ledger
 from ..plugin import fitting_adapters
+from ..rollout import RolloutPolicy
 from ..sandbox import ProcessSandbox, SandboxLimits
 from ._guarded import GuardedClient
 from ._settings import GuardSettings, SilentModificationAction
@@ -88,6 +89,7 @@ class Guard:
         meter_provider: metrics.MeterProvider | None = None,
         capture_content: str | None = None,
         proposal_limits: ProposalLimits | None = None,
+        rollout: RolloutPolicy | dict[str, Any] | None = None,
     ) -> None:
         settings = GuardSettings.build(
             constraints=constraints, canaries=canaries, middleware=middleware, ledger=ledger,
@@ -95,7 +97,8 @@ class Guard:
             approval=approval, canary_run=canary_run, seed=seed, sandbox=sandbox,
             sandbox_limits=sandbox_limits, case_timeout=case_timeout,
             integrity_check_every=integrity_check_every,
-            on_silent_modification=on_silent_modification, proposal_limits=proposal_limits)
+            on_silent_modification=on_silent_modification, proposal_limits=proposal_limits,
+            rollout=rollout)
         self.settings = settings
         self.constraints: FrozenConstraints = settings.constraints
         self.canaries: CanarySuite = settings.canaries
@@ -114,6 +117,8 @@ class Guard:
         self.integrity_check_every = settings.integrity_check_every
         self.on_silent_modification = settings.on_silent_modification
         self.proposal_limits: ProposalLimits = settings.proposal_limits
+        self.rollout: RolloutPolicy | None = settings.rollout
+        """The staged rollout an accepted candidate enters (``None``: promoted at once)."""
         self.suite_warnings = self._suite_warnings()
         self.telemetry = Telemetry(tracer_provider, meter_provider, capture_content)
         self.stages: tuple[Stage, ...] = update_stages(with_approval=self.approval is not None)
@@ -143,7 +148,7 @@ class Guard:
         return problems
 
     def fingerprint(self) -> str:
-        """SHA-256 over the constraints, canaries, decision rule and limits."""
+        """SHA-256 over the constraints, canaries, decision rule, limits and rollout policy."""
         return sha256_hex(canonical_json([
             self.constraints.fingerprint(), self.canaries.fingerprint(),
             repr(self.decision_rule), [repr(c) for c in self.checks],
@@ -153,6 +158,8 @@ class Guard:
             self.case_timeout,
             self.integrity_check_every, self.on_silent_modification,
             self.proposal_limits.model_dump(),
+            # Only with a rollout, so a guard without one keeps its fingerprint.
+            *([] if self.rollout is None else [self.rollout.model_dump(mode="json")]),
         ]))
 
     def _wiring_now(self) -> tuple[Any, ...]:
