@@ -118,7 +118,7 @@ class RolloutStore:
         if not rows:
             return
         with self._connect() as conn:
-            conn.executemany(self._sql(
+            conn.cursor().executemany(self._sql(
                 "INSERT INTO guardrails_rollout_calls (id, attempt, step, arm, failed, "
                 "inc_failed, safety) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"),
                 list(rows))
@@ -218,6 +218,10 @@ class PostgresRolloutStore(RolloutStore):
         self._lock = threading.Lock()
         self._conn = psycopg.connect(dsn, autocommit=True)
         if schema:
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(4179201703)")
+                self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(schema)))
             self._conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         super().__init__(self._transaction, "%s", "BIGSERIAL PRIMARY KEY",
                          "SELECT pg_advisory_xact_lock(4179201703)")
