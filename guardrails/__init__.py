@@ -71,6 +71,7 @@ from .gate import (
     reject_pending,
 )
 from .guard import Guard, GuardedClient
+from .rollout import RolloutPolicy, RolloutState
 from .ledger import (
     Checkpoint,
     ConsistencyProof,
@@ -175,6 +176,8 @@ __all__ = [
     "Review",
     "ReviewContext",
     "ReviewTarget",
+    "RolloutPolicy",
+    "RolloutState",
     "RunSettings",
     "RuntimePolicySettings",
     "S3BlobStore",

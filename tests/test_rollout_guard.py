@@ -3,6 +3,7 @@ response, promoted or rolled back on live evidence, and followed by other replic
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import zlib
@@ -55,10 +56,8 @@ def _propose(guarded: gr.GuardedClient, fail: float, **more: Any) -> gr.Decision
 
 def _traffic(guarded: gr.GuardedClient, calls: int, users: int = 2000, start: int = 0) -> None:
     for i in range(start, start + calls):
-        try:
+        with contextlib.suppress(RuntimeError, gr.GuardrailViolation):
             guarded.invoke(gr.Request(input=f"live {i}", metadata={"user_id": f"u{i % users}"}))
-        except (RuntimeError, gr.GuardrailViolation):
-            pass
         if guarded._rollout is None:
             return
 

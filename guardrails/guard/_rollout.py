@@ -21,7 +21,6 @@ from .._errors import GuardrailViolation
 from .._messages import DISCLOSURE_VERSION, Request, Response
 from .._telemetry import bound_log
 from .._threads import _start_daemon, call_with_timeout
-from ..ledger import Ledger
 from ..rollout import (
     Action,
     Call,
@@ -30,8 +29,8 @@ from ..rollout import (
     RolloutPolicy,
     RolloutState,
     RolloutStore,
-    apply_action,
     evaluate,
+    operate,
     record_transition,
     start,
     store_for,
@@ -298,18 +297,6 @@ class RolloutPath:
         if rollout is not None:
             rollout.flush()
         return self.rollout_store.add_feedback(response_id, not _good(value))
-
-
-def operate(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy, state: RolloutState,
-            action: Action, reason: str, metrics: RolloutMetrics | None = None) -> RolloutState:
-    """An operator's action on the stored state, retried once against a concurrent move."""
-    for _ in range(3):
-        current = store.get(state.attempt) or state
-        moved = apply_action(store, ledger, policy, current, action, reason, source="operator",
-                             metrics=metrics)
-        if moved is not None:
-            return moved
-    raise RuntimeError("the rollout kept moving under the action; try again")
 
 
 def _good(value: Any) -> bool:

@@ -21,6 +21,7 @@ from ._live import (
     RolloutMetrics,
     apply_action,
     evaluate,
+    operate,
     record_transition,
 )
 from ._machine import FINAL, Action, InvalidTransition, Phase, RolloutState, choose, start, transition
@@ -59,6 +60,7 @@ __all__ = [
     "evaluate",
     "gaming_finding",
     "judge",
+    "operate",
     "record_transition",
     "reduce_rows",
     "start",

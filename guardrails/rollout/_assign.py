@@ -53,4 +53,4 @@ class Assigner:
                     arm = self._cache[key] = self.bucket(key) < self._threshold
                 return arm
         # Not a secret: a call without a key only needs its own coin flip.
-        return random.random() * BUCKETS < self._threshold  # noqa: S311
+        return random.random() * BUCKETS < self._threshold

@@ -163,6 +163,18 @@ def evaluate(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
     return (moved or store.get(state.attempt) or current), verdict
 
 
+def operate(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy, state: RolloutState,
+            action: Action, reason: str, metrics: RolloutMetrics | None = None) -> RolloutState:
+    """An operator's action on the stored state, retried once against a concurrent move."""
+    for _ in range(3):
+        current = store.get(state.attempt) or state
+        moved = apply_action(store, ledger, policy, current, action, reason, source="operator",
+                             metrics=metrics)
+        if moved is not None:
+            return moved
+    raise RuntimeError("the rollout kept moving under the action; try again")
+
+
 class Call:
     """One guarded call during a rollout: which arm answers, its response id, its clock."""
 

@@ -66,7 +66,7 @@ class RolloutState(BaseModel):
     def active_phase(self) -> Literal["shadow", "step"] | None:
         """The phase whose traffic rules apply: a paused rollout keeps its last split."""
         if self.phase in ("shadow", "step"):
-            return self.phase  # type: ignore[return-value]
+            return self.phase
         return self.paused_from if self.phase == "paused" else None
 
     def weight(self, policy: RolloutPolicy) -> float:
@@ -141,5 +141,5 @@ def choose(actions: list[Action]) -> Action | None:
     everything (a pending promotion included), then pause, then advance."""
     for action in ("abort", "pause", "resume", "advance"):
         if action in actions:
-            return action  # type: ignore[return-value]
+            return action
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -64,7 +65,7 @@ class RolloutPolicy(BaseModel):
         bad = [w for w in steps if not 0.0 < w <= 100.0]
         if bad:
             raise ValueError(f"step weight {bad[0]!r} is outside (0, 100]; weights are per cent")
-        for before, after in zip(steps, steps[1:], strict=False):
+        for before, after in itertools.pairwise(steps):
             if after <= before:
                 raise ValueError(f"step weights must strictly increase, but {after:g} follows "
                                  f"{before:g}")
