@@ -71,7 +71,6 @@ from .gate import (
     reject_pending,
 )
 from .guard import Guard, GuardedClient
-from .rollout import RolloutPolicy, RolloutState
 from .ledger import (
     Checkpoint,
     ConsistencyProof,
@@ -104,6 +103,7 @@ from .plugin import (
     load_plugin,
     merge_parts,
 )
+from .rollout import RolloutPolicy, RolloutState
 from .sandbox import JailPolicy, ProcessSandbox, SandboxLimits, SandboxUnavailable
 
 __version__ = "0.1.0"
