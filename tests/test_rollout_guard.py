@@ -283,3 +283,24 @@ def test_without_a_rollout_an_accepted_candidate_is_served_at_once() -> None:
     guarded = guard.wrap(DictClient(STATE, responder))
     decision = _propose(guarded, 0.0)
     assert decision.accepted and guarded.version == decision.candidate
+
+
+def test_expect_scores_the_answer_given_and_the_shadow_copy() -> None:
+    """A label that arrives later scores both sides of a shadow pair: the candidate's wrong
+    copy is a regression even though the user only saw the incumbent's right answer."""
+    policy = FAST.model_copy(update={"shadow": True, "shadow_fraction": 1.0,
+                                     "min_samples": 10**6})
+    guarded = _guarded(policy, ShadowSafe({**STATE, "fail": 0.0}, responder))
+    _propose(guarded, 0.0, say="X")
+    response = guarded.invoke(gr.Request(input="live one", metadata={"user_id": 1}))
+    rid = response.metadata["guardrails.response_id"]
+    deadline = time.monotonic() + 5
+    while rid + ":shadow" not in (guarded._answers or {}) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert response.output == "?"
+    assert guarded.expect(rid, "?") == 2
+    state = guarded.rollout_evaluate()
+    assert state is not None
+    assert guarded.rollout_store.evidence(state, 0.0).pairs.regressions == 1
+    with pytest.raises(KeyError):
+        guarded.expect("not-a-response", "?")

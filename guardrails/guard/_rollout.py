@@ -11,6 +11,7 @@ import contextvars
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,8 @@ from ._served import Served, serve
 if TYPE_CHECKING:
     from ._guard import Guard
 
+ANSWERS_KEPT = 10_000
+"""Answers a replica keeps during a rollout, so ``expect`` can score them later."""
 RESPONSE_ID = "guardrails.response_id"
 """Response metadata during a rollout: the id ``feedback`` takes."""
 ROLLOUT_ARM = "guardrails.rollout.arm"
@@ -57,6 +60,7 @@ class RolloutPath:
     _rollout: LiveRollout | None = None
     _rollout_store: RolloutStore | None = None
     _rollout_metrics: RolloutMetrics | None = None
+    _answers: OrderedDict[str, Any] | None = None
     _chain: Callable[[Request], Response]
     _achain: Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -170,7 +174,7 @@ class RolloutPath:
         if candidate:
             output, version = rollout.candidate.invoke(request), rollout.state.candidate
         else:
-            pair = _Pair(rollout, call) if rollout.copy_to_shadow() else None
+            pair = _Pair(rollout, call, self._keep) if rollout.copy_to_shadow() else None
             if pair is not None:
                 pair.send(request)
             try:
@@ -182,6 +186,8 @@ class RolloutPath:
             if pair is not None:
                 pair.set("incumbent", rollout.failed_by_latency(time.perf_counter() - pair.started))
             version = served.version
+        if call is not None:
+            self._keep(call.rid, output)
         return Response(output=output, version=version, metadata={
             **served.disclosure, DISCLOSURE_VERSION: version, **rollout.metadata,
             ROLLOUT_ARM: "candidate" if candidate else "incumbent",
@@ -283,6 +289,35 @@ class RolloutPath:
             ended = store.get(current.state.attempt)
             self._adopt(ended or current.state.model_copy(update={"phase": "aborted"}), current)
 
+    def _keep(self, rid: str, output: Any) -> None:
+        answers = self._answers
+        if answers is None:
+            answers = self._answers = OrderedDict()
+        answers[rid] = output
+        if len(answers) > ANSWERS_KEPT:
+            answers.popitem(last=False)
+
+    def expect(self, response_id: str, expected: Any,
+               check: Callable[[Any, Any], Any] | None = None) -> int:
+        """Score a response given during a rollout once its right answer is known (a label
+        that arrives later): the answer the user got and, in shadow, the candidate's copy.
+
+        ``check(output, expected)`` decides (default ``==``; a result as in
+        ``feedback``). Returns how many answers were newly scored. Raises
+        ``KeyError`` when this replica no longer holds the answer (it keeps the
+        last ``ANSWERS_KEPT``, on the replica that gave them).
+        """
+        answers = self._answers or {}
+        if response_id not in answers:
+            raise KeyError(f"no answer {response_id!r} is kept on this replica; score answers "
+                           "on the replica that gave them, or send feedback() instead")
+        scored = 0
+        for rid in (response_id, response_id + ":shadow"):
+            if rid in answers:
+                ok = _expected(answers[rid], expected, check)
+                scored += self.feedback(rid, ok)
+        return scored
+
     def feedback(self, response_id: str, value: Any) -> bool:
         """Delayed feedback for a response given during a rollout (a label, a user rating).
 
@@ -297,6 +332,14 @@ class RolloutPath:
         if rollout is not None:
             rollout.flush()
         return self.rollout_store.add_feedback(response_id, not _good(value))
+
+
+def _expected(output: Any, expected: Any, check: Callable[[Any, Any], Any] | None) -> bool:
+    """Whether ``output`` meets ``expected``; a check that raises or returns NaN is a failure."""
+    try:
+        return _good(check(output, expected)) if check is not None else bool(output == expected)
+    except Exception:
+        return False
 
 
 def _good(value: Any) -> bool:
@@ -338,8 +381,9 @@ class _Pair:
     whichever finishes second records the pair. The candidate's answer is dropped (never
     returned, so tool calls in it are never executed)."""
 
-    def __init__(self, rollout: LiveRollout, call: Call | None) -> None:
-        self.rollout, self.call = rollout, call
+    def __init__(self, rollout: LiveRollout, call: Call | None,
+                 keep: Callable[[str, Any], None]) -> None:
+        self.rollout, self.call, self.keep = rollout, call, keep
         self._sides: dict[str, bool] = {}
         self.started = time.perf_counter()
         self._lock = threading.Lock()
@@ -350,8 +394,10 @@ class _Pair:
         def shadow() -> None:
             started = time.perf_counter()
             try:
-                self.rollout.candidate.invoke(copy)
+                output = self.rollout.candidate.invoke(copy)
                 failed = self.rollout.failed_by_latency(time.perf_counter() - started)
+                if self.call is not None:
+                    self.keep(self.call.rid + ":shadow", output)
             except Exception:
                 failed = True
             finally:

@@ -21,7 +21,10 @@ from ._judge import StepEvidence
 from ._machine import RolloutState
 
 CallRow = tuple[str, str, int, str, int, int | None, str | None]
-"""(response id, attempt, step, arm, failed, incumbent failed (pairs only), safety violation)."""
+"""(response id, attempt, step, arm, failed, incumbent failed (pairs only), safety violation).
+
+Feedback on a response id scores the answer the user got (the incumbent's, for a shadow
+pair); feedback on ``id + ":shadow"`` scores the candidate's shadow answer."""
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS guardrails_rollout_state (
@@ -38,9 +41,11 @@ CREATE TABLE IF NOT EXISTS guardrails_rollout_feedback (id TEXT PRIMARY KEY, bad
 
 _EVIDENCE = """
 SELECT c.step, c.arm,
-       CASE WHEN c.arm <> 'pair' AND f.bad = 1 THEN 1 ELSE c.failed END,
+       CASE WHEN c.arm <> 'pair' AND f.bad = 1 THEN 1
+            WHEN c.arm = 'pair' AND s.bad = 1 THEN 1 ELSE c.failed END,
        CASE WHEN c.arm = 'pair' AND f.bad = 1 THEN 1 ELSE c.inc_failed END, c.safety
 FROM guardrails_rollout_calls c LEFT JOIN guardrails_rollout_feedback f ON f.id = c.id
+LEFT JOIN guardrails_rollout_feedback s ON s.id = c.id || ':shadow'
 WHERE c.attempt = ? ORDER BY c.n
 """
 
