@@ -152,17 +152,14 @@ class RolloutPath:
         return response
 
     def _settle(self, rollout: LiveRollout, call: Call, exc: BaseException | None) -> None:
-        safety = None
-        if isinstance(exc, GuardrailViolation) and exc.policy in rollout.policy.safety_policies:
-            safety = f"policy {exc.policy!r} blocked its answer"
-        if rollout.shadow:
-            # Shadow evidence is the pairs; the user only ever saw the incumbent.
-            if rollout.due():
-                self._rollout_due(rollout)
-            return
-        if call.arm == "incumbent":
+        # In shadow the evidence is the pairs: the user only ever saw the incumbent.
+        if not rollout.shadow:
             safety = None
-        if rollout.finish(call, exc is not None, safety if call.arm == "candidate" else None):
+            if (call.arm == "candidate" and isinstance(exc, GuardrailViolation)
+                    and exc.policy in rollout.policy.safety_policies):
+                safety = f"policy {exc.policy!r} blocked its answer"
+            rollout.finish(call, exc is not None, safety)
+        if rollout.tick():
             self._rollout_due(rollout)
 
     def _rollout_answer(self, request: Request, rollout: LiveRollout) -> Response:

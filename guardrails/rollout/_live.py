@@ -197,6 +197,7 @@ class LiveRollout:
         self.shadow = state.active_phase == "shadow"
         self.assigner = Assigner(state.salt, state.weight(policy), policy.key)
         self._buffer: list[CallRow] = []
+        self._ticks = 0
         self._lock = threading.Lock()
         self.shadow_slots = threading.BoundedSemaphore(policy.shadow_concurrency)
         self.metadata = {"guardrails.rollout.attempt": state.attempt,
@@ -220,21 +221,22 @@ class LiveRollout:
     def failed_by_latency(self, seconds: float) -> bool:
         return not math.isfinite(seconds) or seconds > self.policy.latency_limit
 
-    def finish(self, call: Call, failed: bool, safety: str | None = None) -> bool:
-        """Buffer the call's outcome; ``True`` when the buffer is due for evaluation."""
-        if not call.answered:
-            return False  # blocked before any model answered: no evidence about either
-        failed = failed or self.failed_by_latency(time.perf_counter() - call.started)
-        return self.add((call.rid, self.state.attempt, self.state.step, call.arm, int(failed),
-                         None, safety))
+    def finish(self, call: Call, failed: bool, safety: str | None = None) -> None:
+        """Buffer the call's outcome (a call blocked before any model answered is no evidence
+        about either version)."""
+        if call.answered:
+            failed = failed or self.failed_by_latency(time.perf_counter() - call.started)
+            self.add((call.rid, self.state.attempt, self.state.step, call.arm, int(failed),
+                      None, safety))
 
-    def add(self, row: CallRow) -> bool:
+    def add(self, row: CallRow) -> None:
         with self._lock:
             self._buffer.append(row)
-            return len(self._buffer) >= self.policy.evaluate_every
 
-    def due(self) -> bool:
-        return len(self._buffer) >= self.policy.evaluate_every
+    def tick(self) -> bool:
+        """Count one call; ``True`` every ``evaluate_every`` calls (time to evaluate)."""
+        self._ticks += 1
+        return self._ticks % self.policy.evaluate_every == 0
 
     def flush(self) -> None:
         """Write the buffered calls to the store (each id once, whatever happens twice)."""
