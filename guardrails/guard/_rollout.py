@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -304,7 +304,7 @@ class RolloutPath:
         ``KeyError`` when this replica no longer holds the answer (it keeps the
         last ``ANSWERS_KEPT``, on the replica that gave them).
         """
-        answers = self._answers or {}
+        answers: Mapping[str, Any] = self._answers or {}
         if response_id not in answers:
             raise KeyError(f"no answer {response_id!r} is kept on this replica; score answers "
                            "on the replica that gave them, or send feedback() instead")
