@@ -304,3 +304,42 @@ def test_expect_scores_the_answer_given_and_the_shadow_copy() -> None:
     assert guarded.rollout_store.evidence(state, 0.0).pairs.regressions == 1
     with pytest.raises(KeyError):
         guarded.expect("not-a-response", "?")
+
+
+def test_ainvoke_serves_the_split_and_records_the_evidence() -> None:
+    """The async twin assigns, discloses and buffers like invoke."""
+    import asyncio
+
+    guarded = _guarded(FAST.model_copy(update={"min_samples": 10**6}))
+    decision = _propose(guarded, 0.0)
+
+    async def calls() -> set[str]:
+        responses = [await guarded.ainvoke(gr.Request(input="a", metadata={"user_id": u}))
+                     for u in range(200)]
+        return {r.version for r in responses}
+
+    assert asyncio.run(calls()) == {decision.candidate, guarded.version}
+    state = guarded.rollout_evaluate()
+    assert state is not None
+    assert guarded.rollout_store.count_calls(state.attempt) == 200
+
+
+def test_a_store_that_cannot_be_written_never_breaks_a_call_nor_advances() -> None:
+    """Fault injection: the evidence write fails; calls still answer, the failure is logged,
+    the buffered evidence is kept for the next flush, and the rollout stays where it was."""
+    from structlog.testing import capture_logs
+
+    guarded = _guarded(FAST.model_copy(update={"min_samples": 1, "evaluate_every": 5}))
+    _propose(guarded, 0.0)
+    store = guarded.rollout_store
+
+    def broken(rows: Any) -> None:
+        raise OSError("disk full")
+
+    store.add_calls = broken  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        for user in range(20):
+            guarded.invoke(gr.Request(input="a", metadata={"user_id": user}))
+    assert any(e["event"] == "guardrails.rollout_evaluation_failed" for e in logs)
+    assert guarded._rollout is not None and len(guarded._rollout._buffer) == 20
+    assert guarded.rollout_status().step == 0  # type: ignore[union-attr]
