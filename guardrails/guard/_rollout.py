@@ -110,9 +110,16 @@ class RolloutPath:
                 check="rollout_busy", passed=False,
                 message="another rollout is in progress; abort or finish it first "
                         "(guardrails rollout status)")], **_ids(decision))
-        index = record_transition(ledger, state, policy, "start", findings, salt=state.salt,
-                                  proposal=proposal, canary=None if state.canary is None
-                                  else state.canary.model_dump())
+        try:
+            index = record_transition(ledger, state, policy, "start", findings, salt=state.salt,
+                                      proposal=proposal, canary=None if state.canary is None
+                                      else state.canary.model_dump())
+        except Exception:
+            # Unrecorded, so it never ran: end it in the store before the gate reports an error.
+            self.rollout_store.swap(state, state.model_copy(update={
+                "phase": "aborted", "seq": state.seq + 1,
+                "reason": "recording the start in the ledger failed"}))
+            raise
         self._rollout = LiveRollout(state, policy, self.rollout_store, client,
                                     self._rollout_metrics)
         if self._rollout_metrics is not None:
