@@ -60,6 +60,9 @@ class Guard:
     the ledger's state; ``"block"`` refuses calls until ``restore()``.
     ``proposal_limits``: the largest proposal (operations, bytes, nesting) and
     candidate state a review accepts to evaluate (see ``ProposalLimits``).
+    ``rollout``: stage every accepted candidate on live traffic (shadow, weighted
+    steps, promotion or rollback on live evidence; see ``RolloutPolicy`` and
+    docs/rollout.md); ``None`` serves it at once.
 
     The ledger, the blob store and the telemetry settings are pinned too: a
     guard whose ledger or blob store was replaced, or whose content-capture
