@@ -97,6 +97,29 @@ def main() -> None:
     print(f"{'setting':<48} {'median us':>10} {'p99 us':>10} {'added us':>10}")
     for label, median, p99 in rows:
         print(f"{label:<48} {median:>10.2f} {p99:>10.2f} {median - raw_median:>10.2f}")
+    assignment_rows()
+
+
+def assignment_rows() -> None:
+    """What a rollout adds per call to pick the arm (issue 17: at most 1 us): the sticky hash
+    of a returning user (one dict lookup), of a new user (a salted BLAKE2b), and of a call
+    without a key (a coin flip). 'added us' is over an empty call measured the same way."""
+    from guardrails.rollout import Assigner
+
+    assigner = Assigner("5a" * 16, 5.0, ("user_id", "session_id"))
+    returning = {"user_id": "user-42"}
+    fresh = iter([{"user_id": f"user-{i}"} for i in range(N + WARMUP)])
+    new_users = iter([{"user_id": f"user-{i}"} for i in range(N + WARMUP)])
+    empty_median, _ = timed(lambda: None)
+    baseline_next, _ = timed(lambda: next(new_users))
+    cases = [("rollout assignment, returning user", lambda: assigner.to_candidate(returning)),
+             ("rollout assignment, new user (hash)",
+              lambda: assigner.to_candidate(next(fresh))),
+             ("rollout assignment, no key (coin flip)", lambda: assigner.to_candidate({}))]
+    for label, call in cases:
+        median, p99 = timed(call)
+        base = baseline_next if "hash" in label else empty_median
+        print(f"{label:<48} {median:>10.2f} {p99:>10.2f} {median - base:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ from .plugin import (
     load_plugin,
     merge_parts,
 )
+from .rollout import RolloutPolicy, RolloutState
 from .sandbox import JailPolicy, ProcessSandbox, SandboxLimits, SandboxUnavailable
 
 __version__ = "0.1.0"
@@ -181,6 +182,8 @@ __all__ = [
     "Review",
     "ReviewContext",
     "ReviewTarget",
+    "RolloutPolicy",
+    "RolloutState",
     "RunSettings",
     "RuntimePolicySettings",
     "S3BlobStore",

@@ -903,6 +903,10 @@ from ._blobs_cli import blobs_group  # noqa: E402  (its own module: issue 19)
 
 main.add_command(blobs_group)
 
+from ._rollout_cli import rollout_group  # noqa: E402  (its own module: issue 17)
+
+main.add_command(rollout_group)
+
 
 # -- guardrails report, transparency, serve: registered here, bodies in guardrails/report/ ------
 

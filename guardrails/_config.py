@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._errors import ConfigError
 from .gate import ProposalLimits
+from .rollout import RolloutPolicy
 
 
 class _Section(BaseModel):
@@ -305,6 +306,8 @@ class Config(_Section):
     proposals: ProposalLimits = ProposalLimits()
     """``[proposals]``: the largest proposal a review evaluates (``ProposalLimits``)."""
     client: ClientSettings | None = None
+    rollout: RolloutPolicy | None = None
+    """``[rollout]``: stage an accepted candidate on live traffic (``RolloutPolicy``)."""
     policies: list[PolicySettings] = []
     """Plugins, in order: runtime middlewares wrap the model first-listed outermost;
     update checks run in the same order."""
@@ -416,6 +419,7 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "sandbox_limits": _sandbox_limits(config.sandbox, root),
         "decision_rule": _decision_rule(config.decision, suite, source),
         "proposal_limits": config.proposals,
+        "rollout": config.rollout,
         **config.guard.model_dump(),
     }
 

@@ -93,6 +93,8 @@ class Telemetry:
         except Exception:
             _log.warning("guardrails.telemetry_failed", provider="meter", exc_info=True)
             meter = metrics.NoOpMeter("guardrails")
+        self.meter = meter
+        """The guard's meter, for instruments other packages own (``rollout``)."""
         self.invocations = meter.create_counter(
             METRIC_INVOCATIONS, unit="{call}", description="Guarded calls by outcome")
         self.blocked = meter.create_counter(

@@ -19,10 +19,12 @@ PLUGINS = ROOT / "plugins" / "guardrails_plugins"
 # importable from everywhere and are left out). A package not listed imports none.
 LAYERS: dict[str, set[str]] = {
     "ledger": {"blobs"},
+    "rollout": {"blobs", "ledger", "stats"},
     "gate": {"blobs", "canary", "ledger", "sandbox", "stats"},
     "plugin": {"canary", "chain", "gate"},
-    "_config": {"blobs", "canary", "gate", "ledger", "plugin", "sandbox"},
-    "guard": {"_config", "blobs", "canary", "chain", "gate", "ledger", "plugin", "sandbox"},
+    "_config": {"blobs", "canary", "gate", "ledger", "plugin", "rollout", "sandbox"},
+    "guard": {"_config", "blobs", "canary", "chain", "gate", "ledger", "plugin", "rollout",
+              "sandbox", "stats"},
     "canary": {"blobs"},
     "report": {"_config", "blobs", "canary", "gate", "guard", "ledger", "stats"},
 }

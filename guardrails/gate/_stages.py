@@ -310,6 +310,11 @@ def promotion(review: Review) -> Decision | None:
     accepted = _reached(review)
     client = (review.candidate_client if review.sandboxed is None
               else review.target.rebuild(review.candidate))
+    # Issue 17: with a rollout configured, the accepted candidate enters it instead.
+    begin_rollout = getattr(review.target, "begin_rollout", None)
+    if begin_rollout is not None and getattr(review.settings, "rollout", None) is not None:
+        return begin_rollout(accepted, client, review.evidence,  # type: ignore[no-any-return]
+                             review.valid_proposal.model_dump(mode="json"))
     try:
         recorded = review.settings.ledger.promote(accepted, review.parent_version,
                                                   review.valid_proposal.model_dump(mode="json"))

@@ -25,6 +25,7 @@ from ..gate import (
 )
 from ..ledger import Ledger
 from ..plugin import fitting_adapters
+from ..rollout import RolloutPolicy
 from ..sandbox import ProcessSandbox, SandboxLimits
 from ._guarded import GuardedClient
 from ._settings import GuardSettings, SilentModificationAction
@@ -59,6 +60,9 @@ class Guard:
     the ledger's state; ``"block"`` refuses calls until ``restore()``.
     ``proposal_limits``: the largest proposal (operations, bytes, nesting) and
     candidate state a review accepts to evaluate (see ``ProposalLimits``).
+    ``rollout``: stage every accepted candidate on live traffic (shadow, weighted
+    steps, promotion or rollback on live evidence; see ``RolloutPolicy`` and
+    docs/rollout.md); ``None`` serves it at once.
 
     The ledger, the blob store and the telemetry settings are pinned too: a
     guard whose ledger or blob store was replaced, or whose content-capture
@@ -88,6 +92,7 @@ class Guard:
         meter_provider: metrics.MeterProvider | None = None,
         capture_content: str | None = None,
         proposal_limits: ProposalLimits | None = None,
+        rollout: RolloutPolicy | dict[str, Any] | None = None,
     ) -> None:
         settings = GuardSettings.build(
             constraints=constraints, canaries=canaries, middleware=middleware, ledger=ledger,
@@ -95,7 +100,8 @@ class Guard:
             approval=approval, canary_run=canary_run, seed=seed, sandbox=sandbox,
             sandbox_limits=sandbox_limits, case_timeout=case_timeout,
             integrity_check_every=integrity_check_every,
-            on_silent_modification=on_silent_modification, proposal_limits=proposal_limits)
+            on_silent_modification=on_silent_modification, proposal_limits=proposal_limits,
+            rollout=rollout)
         self.settings = settings
         self.constraints: FrozenConstraints = settings.constraints
         self.canaries: CanarySuite = settings.canaries
@@ -114,6 +120,8 @@ class Guard:
         self.integrity_check_every = settings.integrity_check_every
         self.on_silent_modification = settings.on_silent_modification
         self.proposal_limits: ProposalLimits = settings.proposal_limits
+        self.rollout: RolloutPolicy | None = settings.rollout
+        """The staged rollout an accepted candidate enters (``None``: promoted at once)."""
         self.suite_warnings = self._suite_warnings()
         self.telemetry = Telemetry(tracer_provider, meter_provider, capture_content)
         self.stages: tuple[Stage, ...] = update_stages(with_approval=self.approval is not None)
@@ -143,7 +151,7 @@ class Guard:
         return problems
 
     def fingerprint(self) -> str:
-        """SHA-256 over the constraints, canaries, decision rule and limits."""
+        """SHA-256 over the constraints, canaries, decision rule, limits and rollout policy."""
         return sha256_hex(canonical_json([
             self.constraints.fingerprint(), self.canaries.fingerprint(),
             repr(self.decision_rule), [repr(c) for c in self.checks],
@@ -153,6 +161,8 @@ class Guard:
             self.case_timeout,
             self.integrity_check_every, self.on_silent_modification,
             self.proposal_limits.model_dump(),
+            # Only with a rollout, so a guard without one keeps its fingerprint.
+            *([] if self.rollout is None else [self.rollout.model_dump(mode="json")]),
         ]))
 
     def _wiring_now(self) -> tuple[Any, ...]:

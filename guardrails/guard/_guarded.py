@@ -30,6 +30,7 @@ from ..gate import (
     review_rollback,
 )
 from ..ledger import Ledger, PendingApproval
+from ._rollout import RolloutPath
 from ._runtime import RuntimePath
 from ._served import Served, serve
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from ._guard import Guard
 
 
-class GuardedClient(RuntimePath):
+class GuardedClient(RolloutPath, RuntimePath):
     """A self-updating client behind the guard. Built by ``Guard.wrap``.
 
     ``invoke``/``ainvoke`` pass the runtime chain; ``propose``,
@@ -183,10 +184,12 @@ class GuardedClient(RuntimePath):
             served = self._served
             version = self.guard.ledger.served_version()
             if version is None or version == served.version:
+                self._sync_rollout()
                 return False
             client = self._rebuild_from(served.client, version)
             self._served = serve(client, version, self._last_change())
             bound_log(previous=served.version, served=version).info("guardrails.followed_ledger")
+            self._sync_rollout()
             return True
 
     def _follow(self, version: str | None = None, *, wait: bool = True) -> None:

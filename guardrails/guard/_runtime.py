@@ -60,6 +60,7 @@ class RuntimePath:
     _telemetry: Telemetry
     _served: Served
     _blocked: Finding | None
+    _rollout: Any
     _calls: int
     _following: bool
     _review_lock: threading.RLock
@@ -77,7 +78,22 @@ class RuntimePath:
         """Whether calls are refused after a silent change that could not be undone."""
         return self._blocked is not None
 
+    def _rollout_answer(self, request: Request, rollout: Any) -> Response:
+        raise NotImplementedError
+
+    def _rollout_invoke(self, request: Request, rollout: Any) -> Response:
+        raise NotImplementedError
+
+    async def _arollout_invoke(self, request: Request, rollout: Any) -> Response:
+        raise NotImplementedError
+
+    def _poll_rollout(self) -> None:
+        raise NotImplementedError
+
     def _endpoint(self, request: Request) -> Response:
+        rollout = self._rollout
+        if rollout is not None:
+            return self._rollout_answer(request, rollout)
         served = self._served
         if served.genai is None:
             output = served.client.invoke(request)
@@ -92,6 +108,9 @@ class RuntimePath:
         return Response(output=output, version=served.version, metadata=dict(served.disclosure))
 
     async def _aendpoint(self, request: Request) -> Response:
+        rollout = self._rollout
+        if rollout is not None:
+            return await asyncio.to_thread(self._rollout_answer, request, rollout)
         served = self._served
         ainvoke = getattr(served.client, "ainvoke", None)
         call = None if served.genai is None else self._genai_start(served, request)
@@ -155,6 +174,7 @@ class RuntimePath:
         if every and self._calls % every == 0:
             if not self._following:
                 self._follow(wait=False)
+            self._poll_rollout()
             self.check_integrity()
             if self._blocked is not None:
                 self._before_call()
@@ -188,7 +208,9 @@ class RuntimePath:
         token = None if span is None else attach_span(span)
         try:
             self._before_call()
-            response = self._chain(request)
+            rollout = self._rollout
+            response = (self._chain(request) if rollout is None
+                        else self._rollout_invoke(request, rollout))
         except BaseException as exc:
             self._failed_call(span, exc)
             raise
@@ -207,7 +229,9 @@ class RuntimePath:
         token = None if span is None else attach_span(span)
         try:
             self._before_call()
-            response = await self._achain(request)
+            rollout = self._rollout
+            response = (await self._achain(request) if rollout is None
+                        else await self._arollout_invoke(request, rollout))
         except BaseException as exc:
             self._failed_call(span, exc)
             raise

@@ -12,6 +12,7 @@ from ..canary import CanarySuite, RunSettings
 from ..chain import validate_middlewares
 from ..gate import ApprovalPolicy, FrozenConstraints, MarginRule, ProposalLimits, UpdateCheck
 from ..ledger import Ledger, MemoryLedger
+from ..rollout import RolloutPolicy
 from ..sandbox import SandboxLimits
 
 SilentModificationAction = Literal["restore", "block"]
@@ -43,6 +44,7 @@ class GuardSettings(BaseModel):
     integrity_check_every: int = 1000
     on_silent_modification: str = "restore"
     proposal_limits: Any = None
+    rollout: RolloutPolicy | None = None
 
     @classmethod
     def build(cls, **kwargs: Any) -> GuardSettings:

@@ -1,0 +1,56 @@
+"""Sticky assignment: a salted hash of the request key against the step's weight.
+
+Every replica computes the same bucket for the same key and salt, and the
+buckets a step sends to the candidate contain those of every smaller step, so
+a user never flips back to the incumbent as the weight grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Mapping
+from typing import Any
+
+BUCKETS = 10_000
+"""Assignment resolution: a weight is honoured to 0.01 %."""
+
+
+class Assigner:
+    """``arm(metadata) -> True`` when the candidate answers this call (stateless, thread-safe)."""
+
+    __slots__ = ("_cache", "_hash", "_keys", "_threshold")
+
+    CACHE_SIZE = 100_000
+    """Keys whose arm is remembered (per step): a repeat caller costs one dict lookup."""
+
+    def __init__(self, salt: str, weight: float, keys: tuple[str, ...]) -> None:
+        self._hash = hashlib.blake2b(digest_size=8, key=bytes.fromhex(salt)[:64])
+        self._threshold = round(weight * BUCKETS / 100.0)
+        self._keys = keys
+        self._cache: dict[str, bool] = {}
+
+    def bucket(self, key: str) -> int:
+        """The key's bucket in ``[0, BUCKETS)``; the same on every replica for the same salt."""
+        h = self._hash.copy()
+        h.update(key.encode())
+        return int.from_bytes(h.digest(), "big") % BUCKETS
+
+    def to_candidate(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether the candidate answers a call with this request metadata.
+
+        The first of the configured keys present decides; a call without any
+        gets a random key (sticky only to itself).
+        """
+        for name in self._keys:
+            value = metadata.get(name)
+            if value is not None:
+                key = value if type(value) is str else str(value)
+                arm = self._cache.get(key)
+                if arm is None:
+                    if len(self._cache) >= self.CACHE_SIZE:
+                        self._cache.clear()  # cheaper than an LRU; a miss only rehashes
+                    arm = self._cache[key] = self.bucket(key) < self._threshold
+                return arm
+        # Not a secret: a call without a key only needs its own coin flip.
+        return random.random() * BUCKETS < self._threshold

@@ -1,0 +1,250 @@
+"""One replica's view of the active rollout: the hot-path split, the evidence buffer, and the
+transitions every replica may attempt (the store's compare-and-swap lets exactly one win).
+
+``apply_action`` and ``evaluate`` need only the store and the ledger, so the
+CLI drives a rollout without the model; ``LiveRollout`` adds what a serving
+replica needs: the candidate client, the assignment and the buffered calls.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from .._decision import Decision, Finding
+from .._telemetry import Telemetry
+from ..ledger import Ledger
+from ._assign import Assigner
+from ._judge import Judgement, judge
+from ._machine import Action, RolloutState, transition
+from ._policy import RolloutPolicy
+from ._store import CallRow, RolloutStore
+
+_log = structlog.get_logger(__name__)
+
+ROLLOUT_EVENT = "rollout"
+"""The ledger event kind of every rollout transition (start included)."""
+METRIC_PHASE = "guardrails.rollout.phase"
+METRIC_WEIGHT = "guardrails.rollout.weight"
+METRIC_ABORTS = "guardrails.rollout.aborts"
+ATTR_PHASE = "guardrails.rollout.phase"
+ATTR_ATTEMPT = "guardrails.rollout.attempt"
+ATTR_ABORT_REASON = "guardrails.rollout.abort_reason"
+SPAN_TRANSITION = "guardrails.rollout.transition"
+PHASE_CODES = {"shadow": 0, "step": 1, "paused": 2, "promoted": 3, "aborted": 4}
+"""``guardrails.rollout.phase`` as a number (the attribute carries the name)."""
+
+
+class RolloutMetrics:
+    """The rollout's instruments on the guard's meter; telemetry never breaks a call."""
+
+    def __init__(self, telemetry: Telemetry | None) -> None:
+        self.telemetry = telemetry
+        meter = getattr(telemetry, "meter", None)
+        self._phase = self._weight = self._aborts = None
+        if meter is not None:
+            try:
+                self._phase = meter.create_gauge(METRIC_PHASE, description="Rollout phase "
+                                                 "(0 shadow, 1 step, 2 paused, 3 promoted, 4 aborted)")
+                self._weight = meter.create_gauge(METRIC_WEIGHT, unit="%",
+                                                  description="Traffic share of the candidate")
+                self._aborts = meter.create_counter(METRIC_ABORTS, unit="{rollout}",
+                                                    description="Aborted rollouts by reason")
+            except Exception:
+                _log.warning("guardrails.telemetry_failed", metric="rollout", exc_info=True)
+
+    def transitioned(self, state: RolloutState, policy: RolloutPolicy, check: str) -> None:
+        attributes = {ATTR_PHASE: state.phase, ATTR_ATTEMPT: state.attempt}
+        try:
+            if self._phase is not None and self._weight is not None:
+                self._phase.set(PHASE_CODES[state.phase], attributes)
+                self._weight.set(state.weight(policy), attributes)
+            if state.phase == "aborted" and self._aborts is not None:
+                self._aborts.add(1, {ATTR_ABORT_REASON: check or "operator"})
+        except Exception:
+            _log.warning("guardrails.telemetry_failed", metric="rollout", exc_info=True)
+
+
+def record_transition(ledger: Ledger, state: RolloutState, policy: RolloutPolicy, action: str,
+                      findings: Sequence[Finding] = (), **extra: Any) -> int:
+    """Append the transition to the ledger; returns the entry's index."""
+    entry = ledger.record_event(
+        ROLLOUT_EVENT, action=action, attempt=state.attempt, seq=state.seq, phase=state.phase,
+        step=state.step, weight=state.weight(policy), candidate=state.candidate,
+        incumbent=state.incumbent, reason=state.reason,
+        findings=[f.model_dump(mode="json") for f in findings], **extra)
+    return entry.index
+
+
+def apply_action(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
+                 state: RolloutState, action: Action, reason: str, *,
+                 findings: Sequence[Finding] = (), source: str = "rollout",
+                 metrics: RolloutMetrics | None = None) -> RolloutState | None:
+    """Take ``action`` if ``state`` is still the stored one; ``None`` when another replica moved
+    it first (re-read and decide again). Raises ``InvalidTransition`` for a disallowed action.
+
+    The store's compare-and-swap comes first, the ledger entry second: once a state is final
+    in the store no replica can move it, so an abort recorded first always wins. Entering
+    the last step records the promotion in the ledger (compare-and-swap on the served version).
+    """
+    new = transition(state, action, policy, reason)
+    telemetry = metrics.telemetry if metrics is not None else None
+    span_cm = telemetry.span(SPAN_TRANSITION, {ATTR_ATTEMPT: state.attempt, ATTR_PHASE: new.phase}
+                             ) if telemetry is not None else None
+    with span_cm if span_cm is not None else _null():
+        if not store.swap(state, new):
+            return None
+        if new.phase == "promoted":
+            new = _promote(store, ledger, policy, new, findings, source)
+        record_transition(ledger, new, policy, action, findings, source=source)
+    if metrics is not None:
+        metrics.transitioned(new, policy, findings[0].check if findings else "")
+    _log.info("guardrails.rollout_transition", attempt=new.attempt, action=action,
+              phase=new.phase, step=new.step, weight=new.weight(policy), reason=new.reason)
+    return new
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _promote(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy, state: RolloutState,
+             findings: Sequence[Finding], source: str) -> RolloutState:
+    """Record the candidate as served; a served version that moved meanwhile aborts instead."""
+    decision = Decision.accept(
+        [Finding(check="rollout", passed=True,
+                 message=f"rollout attempt {state.attempt[:12]} reached 100 % on live evidence",
+                 evidence={"attempt": state.attempt, "steps": list(policy.steps)}), *findings],
+        parent=state.incumbent, candidate=state.candidate, proposal_id=state.proposal_id,
+        kind="rollout", source=source)
+    problem = None
+    try:
+        if ledger.promote(decision, state.incumbent) is None:
+            problem = "another version was promoted during the rollout"
+    except Exception as exc:
+        problem = f"recording the promotion failed ({type(exc).__name__}: {exc})"
+    if problem is None:
+        return state
+    aborted = state.model_copy(update={"phase": "aborted", "seq": state.seq + 1,
+                                       "reason": f"{problem}; nothing was promoted"})
+    store.swap(state, aborted)
+    return aborted
+
+
+def evaluate(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
+             state: RolloutState, *, violation: str | None = None,
+             metrics: RolloutMetrics | None = None,
+             now: datetime | None = None) -> tuple[RolloutState, Judgement]:
+    """Judge the stored state's step on all replicas' evidence and take the action it asks
+    (abort over everything). Returns the state now stored and the judgement."""
+    current = store.get(state.attempt) or state
+    if current.final or current.phase == "paused":
+        return current, Judgement(action=None)
+    elapsed = ((now or datetime.now(UTC)) - current.entered_at).total_seconds()
+    evidence = store.evidence(current, elapsed)
+    if violation is not None:
+        evidence = evidence.model_copy(update={"safety_violation": violation})
+    verdict = judge(evidence, policy, canary=current.canary)
+    if verdict.action is None:
+        return current, verdict
+    moved = apply_action(store, ledger, policy, current, verdict.action, verdict.reason,
+                         findings=verdict.findings, metrics=metrics)
+    return (moved or store.get(state.attempt) or current), verdict
+
+
+def operate(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy, state: RolloutState,
+            action: Action, reason: str, metrics: RolloutMetrics | None = None) -> RolloutState:
+    """An operator's action on the stored state, retried once against a concurrent move."""
+    for _ in range(3):
+        current = store.get(state.attempt) or state
+        moved = apply_action(store, ledger, policy, current, action, reason, source="operator",
+                             metrics=metrics)
+        if moved is not None:
+            return moved
+    raise RuntimeError("the rollout kept moving under the action; try again")
+
+
+class Call:
+    """One guarded call during a rollout: which arm answers, its response id, its clock."""
+
+    __slots__ = ("answered", "arm", "rid", "started")
+
+    def __init__(self, arm: str, rid: str) -> None:
+        self.arm, self.rid = arm, rid
+        self.answered = False
+        self.started = time.perf_counter()
+
+
+class LiveRollout:
+    """The active rollout as one replica serves it (replaced whole when its state changes)."""
+
+    def __init__(self, state: RolloutState, policy: RolloutPolicy, store: RolloutStore,
+                 candidate: Any, metrics: RolloutMetrics | None = None) -> None:
+        self.state, self.policy, self.store = state, policy, store
+        self.candidate = candidate
+        self.metrics = metrics
+        self.shadow = state.active_phase == "shadow"
+        self.assigner = Assigner(state.salt, state.weight(policy), policy.key)
+        self._buffer: list[CallRow] = []
+        self._ticks = 0
+        self._lock = threading.Lock()
+        self.shadow_slots = threading.BoundedSemaphore(policy.shadow_concurrency)
+        self.metadata = {"guardrails.rollout.attempt": state.attempt,
+                         "guardrails.rollout.phase": state.label()}
+
+    def begin(self, metadata: Mapping[str, Any]) -> Call:
+        """Choose the arm of one call (sticky per key; the incumbent in shadow and paused)."""
+        rid = os.urandom(12).hex()
+        if self.state.phase == "step" and self.assigner.to_candidate(metadata):
+            return Call("candidate", rid)
+        return Call("incumbent", rid)
+
+    def copy_to_shadow(self) -> bool:
+        """Whether this call is also sent to the candidate (a fraction, under the cap)."""
+        if not self.shadow or self.state.phase != "shadow":
+            return False
+        if os.urandom(1)[0] >= self.policy.shadow_fraction * 256:
+            return False
+        return self.shadow_slots.acquire(blocking=False)
+
+    def failed_by_latency(self, seconds: float) -> bool:
+        return not math.isfinite(seconds) or seconds > self.policy.latency_limit
+
+    def finish(self, call: Call, failed: bool, safety: str | None = None) -> None:
+        """Buffer the call's outcome (a call blocked before any model answered is no evidence
+        about either version)."""
+        if call.answered:
+            failed = failed or self.failed_by_latency(time.perf_counter() - call.started)
+            self.add((call.rid, self.state.attempt, self.state.step, call.arm, int(failed),
+                      None, safety))
+
+    def add(self, row: CallRow) -> None:
+        with self._lock:
+            self._buffer.append(row)
+
+    def tick(self) -> bool:
+        """Count one call; ``True`` every ``evaluate_every`` calls (time to evaluate)."""
+        self._ticks += 1
+        return self._ticks % self.policy.evaluate_every == 0
+
+    def flush(self) -> None:
+        """Write the buffered calls to the store (each id once, whatever happens twice)."""
+        with self._lock:
+            rows, self._buffer = self._buffer, []
+        try:
+            self.store.add_calls(rows)
+        except Exception:
+            with self._lock:
+                self._buffer[:0] = rows  # kept for the next flush; evidence is never invented
+            raise
