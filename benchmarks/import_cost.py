@@ -178,8 +178,8 @@ def main() -> None:
         _ratios(env, floor_ms, median_ms)
         ranked = self_times(env)
         own = sum(ms for ms, name in ranked if name.startswith("guardrails"))
-        print(f"\nfirst use, self time by module (one -X importtime run, which inflates times); this package's "
-              f"own modules: {own:.0f} ms in all")
+        print(f"\nfirst use, self time by module (one -X importtime run, which inflates times); "
+              f"this package's own modules: {own:.0f} ms in all")
         for ms, name in ranked[:15]:
             print(f"  {ms:7.1f} ms  {name}")
         if not args.attribute:
