@@ -185,15 +185,15 @@ def main() -> None:
         if not args.attribute:
             return
         runs = max(RUNS, 5)
-        base = probe("import guardrails", env, runs)
+        base = probe(FIRST_USE, env, runs)
         base_ms = min(x["ms"] for x in base)
         base_mb = statistics.median(x["mb"] for x in base)
-        print(f"\nif these were imported lazily (stand-ins loaded instead), best of {runs} runs "
-              f"(as it is: {base_ms:.0f} ms, {base_mb:.1f} MB):")
+        print(f"\nfirst use (import, then gr.Guard) if these were imported lazily (stand-ins "
+              f"loaded instead), best of {runs} runs (as it is: {base_ms:.0f} ms, {base_mb:.1f} MB):")
         print(f"  {'deferred':<28} {'import ms':>10} {'saves ms':>9} {'RSS MB':>8} {'saves MB':>9}")
         for label, modules in LAZY_CANDIDATES.items():
             try:
-                lazy = probe("import guardrails", env, runs, modules)
+                lazy = probe(FIRST_USE, env, runs, modules)
             except subprocess.CalledProcessError as exc:
                 print(f"  {label:<28} cannot be stood in for: {exc.stderr.strip().splitlines()[-1]}")
                 continue
