@@ -319,3 +319,20 @@ def test_once_capability_is_shown_only_the_safety_cases_remain_to_run() -> None:
     assert pairs == 76 and evidence.incumbent_calls == pairs
     assert sum(o.safety for o in evidence.outcomes) == 150
     assert evidence.stop_reason.startswith("sequential") and rule(evidence)[0] is gr.Verdict.ACCEPTED
+
+
+def test_the_call_executor_reuses_idle_threads_and_never_waits_on_a_blocked_one() -> None:
+    """A thread whose call returned serves the next call; a call that never returns holds
+    only its own thread, and later calls still run at once."""
+    from guardrails._threads import DaemonExecutor
+
+    executor = DaemonExecutor(idle=5.0)
+    first = executor.submit(threading.get_ident).result(timeout=5)
+    time.sleep(0.05)  # let the thread offer itself again
+    assert executor.submit(threading.get_ident).result(timeout=5) == first
+    release = threading.Event()
+    blocked = executor.submit(release.wait)
+    assert executor.submit(lambda: 42).result(timeout=5) == 42
+    assert not blocked.done()
+    release.set()
+    assert blocked.result(timeout=5) is True
