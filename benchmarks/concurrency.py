@@ -13,7 +13,9 @@ a few repeats.
 
 Settings: the guard with an empty chain and with the ``regex`` runtime
 policy on the output, with the OpenTelemetry API only (no-op spans), and
-the ``regex`` guard with the SDK recording spans and metrics in memory.
+the ``regex`` guard with the SDK recording spans and metrics in memory. With
+the SDK installed, the bare call inside one SDK span and one histogram point
+is the SDK's own floor under the same concurrency.
 """
 
 from __future__ import annotations
@@ -76,6 +78,22 @@ def sdk_providers() -> tuple[Any, Any] | None:
     return tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()])
 
 
+def sdk_floor(client: Any, request: gr.Request, providers: tuple[Any, Any]
+              ) -> Callable[[], Awaitable[Any]]:
+    """The bare call inside one SDK span and one histogram point: what the SDK alone costs."""
+    tracer = providers[0].get_tracer("floor")
+    histogram = providers[1].get_meter("floor").create_histogram("gen_ai.client.operation.duration")
+
+    async def call() -> Any:
+        with tracer.start_as_current_span("chat floor") as span:
+            span.set_attribute("gen_ai.operation.name", "chat")
+            output = await client.ainvoke(request)
+        histogram.record(LATENCY, {"gen_ai.operation.name": "chat"})
+        return output
+
+    return call
+
+
 def guarded(client: Any, middleware: Sequence[Any] = (), providers: tuple[Any, Any] | None = None,
             ) -> gr.GuardedClient:
     """``client`` behind a guard with ``middleware`` and, if given, SDK providers."""
@@ -111,6 +129,9 @@ async def run(calls: int = CALLS) -> list[tuple[str, list[float]]]:
     if providers is not None:
         settings.append(("guarded, regex policy, SDK in memory", regex_policy(), providers))
     rows = [("bare client.ainvoke", await measure(lambda: bare.ainvoke(request), calls))]
+    if providers is not None:
+        rows.append(("bare + 1 SDK span, 1 metric (SDK floor)",
+                     await measure(sdk_floor(bare, request, providers), calls)))
     for label, middleware, provider_pair in settings:
         client = guarded(SleepyClient({"prompt": "p"}), middleware, provider_pair)
         rows.append((label, await measure(lambda c=client: c.ainvoke(request), calls)))

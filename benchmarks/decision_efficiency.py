@@ -3,7 +3,8 @@
 Simulates candidates with known true pass rates against an incumbent and
 runs each through the gate's statistics (``guardrails.stats._exact``):
 
-* sequential: safety and capability cases interleaved in batches; the
+* sequential: cases in the runner's order (``--order``, default the
+  runner's: safety cases interleaved with the capability batches); the
   anytime-valid paired non-inferiority test (``SequentialNonInferiority``)
   looks after every batch; the first safety failure rejects; accepting
   needs every safety case to have run;
@@ -12,9 +13,13 @@ runs each through the gate's statistics (``guardrails.stats._exact``):
   smallest size whose power on the design alternative (a candidate as good
   as the incumbent) matches the sequential design's measured power there.
 
-Calls are counted as the statistics need them: a capability case costs two
-calls (candidate and incumbent), a safety case one (only the candidate's
-answer is judged).
+Calls are counted as the runner makes them, both sides: a capability case
+costs two calls (candidate and incumbent), a safety case one (only the
+candidate is asked: the safety gate judges the candidate alone). The runner
+before issue 22 also sent every safety case to the incumbent and ran all
+safety cases first; ``--order safety-first --safety-calls 2`` reproduces it
+(the BEFORE figures of docs/canaries.md). The fixed-n design is always
+counted at one call per safety case.
 
 Run: ``python benchmarks/decision_efficiency.py``. ``GUARDRAILS_BENCH_N``
 sets the number of simulated candidates (default 10,000); a small value
@@ -24,6 +29,7 @@ asserted: the guarantees are asserted in ``tests/test_stats.py``.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import random
@@ -35,6 +41,7 @@ from dataclasses import dataclass
 from guardrails.stats._exact import (
     PairCounts,
     SequentialNonInferiority,
+    clopper_pearson_upper,
     min_cases_for_failure_bound,
     min_cases_to_accept,
     paired_noninferiority,
@@ -81,6 +88,10 @@ SCENARIOS = (
 )
 
 
+SAFETY_CALLS = 1
+"""Calls per safety case (``--safety-calls``): 1 now, 2 before the incumbent stopped being asked."""
+
+
 @dataclass
 class Run:
     verdict: str
@@ -89,7 +100,11 @@ class Run:
 
     @property
     def calls(self) -> int:
-        return 2 * self.capability + self.safety
+        return 2 * self.capability + SAFETY_CALLS * self.safety
+
+    @property
+    def incumbent_calls(self) -> int:
+        return self.capability + (SAFETY_CALLS - 1) * self.safety
 
     @property
     def cases(self) -> int:
@@ -114,18 +129,26 @@ def _batch(size: int, scenario: Scenario, rng: random.Random) -> PairCounts:
     return PairCounts(n=size, regressions=b, fixes=c)
 
 
-def run_sequential(scenario: Scenario, safety_cases: int, rng: random.Random) -> Run:
+def run_sequential(scenario: Scenario, safety_cases: int, rng: random.Random,
+                   order: str = "interleaved") -> Run:
+    """One candidate through the runner's order of cases (``guardrails/canary/_runner.py``).
+
+    ``safety-first``: every safety case before the first capability pair (the runner
+    before issue 22); ``interleaved``: each capability batch carries its share of the
+    safety cases, so both pools would end together, and once capability is shown the
+    remaining safety cases run at once (the runner now); ``capability-first``: safety
+    cases only once capability is shown.
+    """
     test = SequentialNonInferiority(margin=MARGIN, alpha=ALPHA, max_cases=MAX_CAPABILITY_CASES)
     fails_at = _first_safety_failure(scenario.safety_failure_rate, rng)
-    # Safety cases keep pace with the capability budget, so both pools end together.
-    safety_batch = math.ceil(safety_cases * BATCH / MAX_CAPABILITY_CASES)
+    share = {"safety-first": safety_cases, "interleaved": math.ceil(
+        safety_cases * BATCH / MAX_CAPABILITY_CASES), "capability-first": 0}[order]
     safety_done = 0
     while True:
-        if test.verdict == "continue":
-            test.add(_batch(min(BATCH, MAX_CAPABILITY_CASES - test.counts.n), scenario, rng))
-        # Once capability has accepted, only the remaining safety cases stand in the way;
-        # once it has rejected or run out of budget, no further case can change the verdict.
-        step = {"continue": safety_batch, "accept": safety_cases}.get(test.verdict, 0)
+        # Safety cases of this round go out first (with safety-first: all of them), then the
+        # round's capability batch; once capability is shown, only safety stands in the way,
+        # once it is rejected or out of budget no further case can change the verdict.
+        step = {"continue": share, "accept": safety_cases}.get(test.verdict, 0)
         step = min(step, safety_cases - safety_done)
         if fails_at is not None and fails_at <= safety_done + step:
             return Run("reject", test.counts.n, fails_at)
@@ -134,6 +157,8 @@ def run_sequential(scenario: Scenario, safety_cases: int, rng: random.Random) ->
             return Run(test.verdict, test.counts.n, safety_done)
         if test.verdict == "accept" and safety_done == safety_cases:
             return Run("accept", test.counts.n, safety_done)
+        if test.verdict == "continue":
+            test.add(_batch(min(BATCH, MAX_CAPABILITY_CASES - test.counts.n), scenario, rng))
 
 
 def _fixed_power(n: int, scenario: Scenario, mass: float = 1e-5) -> float:
@@ -188,26 +213,36 @@ def fixed_n_for_power(target: float, exact: bool) -> tuple[int, float]:
     return hi_n, _fixed_power(hi_n, equal)
 
 
+def _args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--order", choices=("interleaved", "safety-first", "capability-first"),
+                        default="interleaved", help="order of safety and capability cases")
+    parser.add_argument("--safety-calls", type=int, choices=(1, 2), default=1,
+                        help="calls per safety case (2: the incumbent is asked too)")
+    return parser.parse_args()
+
+
 def main() -> int:
+    global SAFETY_CALLS
+    args = _args()
+    SAFETY_CALLS = args.safety_calls
     total = int(os.environ.get("GUARDRAILS_BENCH_N", "10000"))
     short = total < 2000
     per = max(1, total // len(SCENARIOS))
     rng = random.Random(SEED)
     safety_cases = min_cases_for_failure_bound(MAX_SAFETY_FAILURE_RATE, ALPHA)
     started = time.perf_counter()
-    runs = {s.name: [run_sequential(s, safety_cases, rng) for _ in range(per)] for s in SCENARIOS}
+    runs = {s.name: [run_sequential(s, safety_cases, rng, args.order) for _ in range(per)]
+            for s in SCENARIOS}
     seq_seconds = time.perf_counter() - started
-
-    def rate(name: str, verdict: str) -> float:
-        return sum(r.verdict == verdict for r in runs[name]) / len(runs[name])
-
-    power_equal = rate("equal", "accept")
+    power_equal = sum(r.verdict == "accept" for r in runs["equal"]) / len(runs["equal"])
     n_fixed, exact_power = fixed_n_for_power(power_equal, exact=not short)
     fixed_calls = 2 * n_fixed + safety_cases
 
     print(f"decision efficiency: {per * len(SCENARIOS)} simulated candidates, seed {SEED}, "
           f"alpha {ALPHA}, margin {MARGIN}, incumbent pass rate {INCUMBENT_PASS_RATE}, "
-          f"churn {CHURN} each way, batch {BATCH}")
+          f"churn {CHURN} each way, batch {BATCH}; order {args.order}, "
+          f"{SAFETY_CALLS} call(s) per safety case")
     print(f"safety cases: {safety_cases} (zero failures; bound <= {MAX_SAFETY_FAILURE_RATE}); "
           f"capability budget {MAX_CAPABILITY_CASES}")
     print(f"all-agreeing candidate accepted after {min_cases_to_accept(MARGIN, ALPHA)} cases "
@@ -219,44 +254,66 @@ def main() -> int:
           f"{fixed_calls} calls per candidate ({how}; power on 'equal' "
           f"{exact_power if not short else power_equal:.3f} vs sequential {power_equal:.3f})")
     print()
-    header = (f"{'scenario':<14}{'accept':>8}{'reject':>8}{'inconcl':>8}"
-              f"{'mean cases':>12}{'median':>8}{'mean calls':>12}{'fixed calls':>12}{'saving':>8}")
+    _table(runs, fixed_calls)
+    _summary(runs, n_fixed, fixed_calls, safety_cases)
+    print(f"simulation time {seq_seconds:.1f} s")
+    return 0
+
+
+def _rate(rs: list[Run], verdict: str) -> float:
+    return sum(r.verdict == verdict for r in rs) / len(rs)
+
+
+def _table(runs: dict[str, list[Run]], fixed_calls: int) -> None:
+    header = (f"{'scenario':<14}{'accept':>8}{'reject':>8}{'inconcl':>8}{'pairs':>8}"
+              f"{'mean cases':>11}{'mean calls':>11}{'incumb.':>9}{'max calls':>10}"
+              f"{'fixed':>7}{'saving':>8}")
     print(header)
     print("-" * len(header))
-    all_calls: list[int] = []
     for s in SCENARIOS:
         rs = runs[s.name]
         calls = [r.calls for r in rs]
-        all_calls.extend(calls)
-        print(f"{s.name:<14}{rate(s.name, 'accept'):>8.3f}{rate(s.name, 'reject'):>8.3f}"
-              f"{rate(s.name, 'inconclusive'):>8.3f}"
-              f"{statistics.mean(r.cases for r in rs):>12.1f}"
-              f"{statistics.median(r.cases for r in rs):>8.0f}"
-              f"{statistics.mean(calls):>12.1f}{fixed_calls:>12d}"
+        print(f"{s.name:<14}{_rate(rs, 'accept'):>8.3f}{_rate(rs, 'reject'):>8.3f}"
+              f"{_rate(rs, 'inconclusive'):>8.3f}"
+              f"{statistics.mean(r.capability for r in rs):>8.1f}"
+              f"{statistics.mean(r.cases for r in rs):>11.1f}"
+              f"{statistics.mean(calls):>11.1f}"
+              f"{statistics.mean(r.incumbent_calls for r in rs):>9.1f}"
+              f"{max(calls):>10d}{fixed_calls:>7d}"
               f"{1 - statistics.mean(calls) / fixed_calls:>8.1%}")
     print("-" * len(header))
-    worse = [r for s in SCENARIOS if s.drop >= MARGIN for r in runs[s.name]]
-    false_accept = sum(r.verdict == "accept" for r in worse) / len(worse)
-    half = 1.96 * math.sqrt(max(false_accept * (1 - false_accept), 1e-12) / len(worse))
-    print(f"false-accept rate, capability worse by >= the margin: {false_accept:.4f} "
-          f"(95 % CI +-{half:.4f}; alpha {ALPHA})")
+
+
+def _summary(runs: dict[str, list[Run]], n_fixed: int, fixed_calls: int,
+             safety_cases: int) -> None:
+    for s in SCENARIOS:
+        if s.drop >= MARGIN:
+            rs = runs[s.name]
+            rate = _rate(rs, "accept")
+            upper = clopper_pearson_upper(sum(r.verdict == "accept" for r in rs), len(rs), ALPHA)
+            print(f"false-accept rate, {s.name} (at or beyond the margin): {rate:.4f} "
+                  f"(95 % upper bound {upper:.4f}; alpha {ALPHA})")
     for s in SCENARIOS:
         if s.safety_failure_rate:
-            observed = rate(s.name, "accept")
+            observed = _rate(runs[s.name], "accept")
             spread = 1.96 * math.sqrt(max(observed * (1 - observed), 1e-12) / len(runs[s.name]))
             print(f"false-accept rate, {s.name} safety failures: {observed:.4f} "
                   f"(95 % CI +-{spread:.4f}; exact chance of no failure in {safety_cases} "
                   f"cases: {(1 - s.safety_failure_rate) ** safety_cases:.4f})")
-    print(f"power on true improvements (better by 5): {rate('better by 5', 'accept'):.3f}")
+    print(f"power on true improvements (better by 5): {_rate(runs['better by 5'], 'accept'):.3f}")
     cap_seq = statistics.mean(
         r.capability for s in SCENARIOS if not s.safety_failure_rate for r in runs[s.name])
     print(f"capability pairs per candidate (capability scenarios): sequential mean {cap_seq:.1f}, "
-          f"fixed {n_fixed} ({1 - cap_seq / n_fixed:.1%} fewer)")
-    print(f"model calls per candidate: sequential mean {statistics.mean(all_calls):.1f}, "
+          f"fixed {n_fixed} ({1 - cap_seq / n_fixed:.1%} fewer; target >= 50 %)")
+    all_calls = [r.calls for rs in runs.values() for r in rs]
+    print(f"model calls per candidate, both sides: sequential mean "
+          f"{statistics.mean(all_calls):.1f} (incumbent "
+          f"{statistics.mean(r.incumbent_calls for rs in runs.values() for r in rs):.1f}), "
           f"median {statistics.median(all_calls):.0f}; fixed-n {fixed_calls}; "
-          f"saving {1 - statistics.mean(all_calls) / fixed_calls:.1%} (target >= 40 %)")
-    print(f"simulation time {seq_seconds:.1f} s")
-    return 0
+          f"saving {1 - statistics.mean(all_calls) / fixed_calls:.1%} (target >= 55 %)")
+    worst = max(statistics.mean(r.calls for r in rs) for rs in runs.values())
+    print(f"costliest scenario: mean {worst:.1f} calls, {worst / fixed_calls:.2f}x fixed-n "
+          f"(target <= 1.00x)")
 
 
 if __name__ == "__main__":

@@ -6,111 +6,224 @@ evaluation against the serving version, and every decision is recorded in a
 hash-chained ledger.
 """
 
-from ._canonical import canonical_json, state_version
-from ._client import SelfUpdatingClient
-from ._decision import Decision, Finding, Verdict
-from ._errors import (
-    ConfigError,
-    GuardrailsError,
-    GuardrailViolation,
-    LedgerIntegrityError,
-    UnusableResponseError,
-)
-from ._messages import Request, Response
-from .blobs import (
-    BlobError,
-    BlobIntegrityError,
-    BlobStore,
-    BlobStoreUnavailable,
-    FileBlobStore,
-    MemoryBlobStore,
-    PostgresBlobStore,
-    S3BlobStore,
-    StreamingBlobStore,
-    blob_digest,
-    blob_ref,
-    iter_blob_refs,
-    open_blob_store,
-)
-from .canary import (
-    CanaryCase,
-    CanaryEvidence,
-    CanarySuite,
-    CaseOutcome,
-    Checker,
-    CheckerFailed,
-    Contains,
-    DaskBackend,
-    DaskSettings,
-    Equals,
-    NotContains,
-    NumericTolerance,
-    Predicate,
-    Regex,
-    RunSettings,
-    Scorer,
-)
-from .chain import AsyncMiddleware, Middleware
-from .gate import (
-    AllOf,
-    AnyOf,
-    ApprovalPolicy,
-    DecisionRule,
-    DriftBudget,
-    DriftSettings,
-    FrozenConstraints,
-    Invariant,
-    MarginRule,
-    PatchOperation,
-    ProposalLimits,
-    ProposalTooLarge,
-    Review,
-    ReviewContext,
-    ReviewTarget,
-    SequentialRule,
-    Stage,
-    UpdateCheck,
-    UpdateProposal,
-    approve_pending,
-    drift_distance,
-    expire_pending,
-    reject_pending,
-)
-from .guard import Guard, GuardedClient
-from .ledger import (
-    Checkpoint,
-    ConsistencyProof,
-    IdPrefixError,
-    InclusionProof,
-    Ledger,
-    LedgerBusyError,
-    LedgerEntry,
-    LedgerReport,
-    MemoryLedger,
-    PendingApproval,
-    PostgresLedger,
-    SigningKey,
-    SQLiteLedger,
-    VerifierKey,
-    export_transparency_log,
-    resolve_proposal,
-    resolve_version,
-)
-from .plugin import (
-    PLUGIN_GROUP,
-    Plugin,
-    PluginError,
-    PluginInfo,
-    PluginParts,
-    PluginSettings,
-    RuntimePolicySettings,
-    apply_on_error,
-    installed_plugins,
-    load_plugin,
-    merge_parts,
-)
-from .rollout import RolloutPolicy, RolloutState
-from .sandbox import JailPolicy, ProcessSandbox, SandboxLimits, SandboxUnavailable
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads them
+    from ._canonical import canonical_json, state_version
+    from ._client import SelfUpdatingClient
+    from ._decision import Decision, Finding, Verdict
+    from ._errors import (
+        ConfigError,
+        GuardrailsError,
+        GuardrailViolation,
+        LedgerIntegrityError,
+        UnusableResponseError,
+    )
+    from ._messages import Request, Response
+    from .blobs import (
+        BlobError,
+        BlobIntegrityError,
+        BlobStore,
+        BlobStoreUnavailable,
+        FileBlobStore,
+        MemoryBlobStore,
+        PostgresBlobStore,
+        S3BlobStore,
+        StreamingBlobStore,
+        blob_digest,
+        blob_ref,
+        iter_blob_refs,
+        open_blob_store,
+    )
+    from .canary import (
+        CanaryCase,
+        CanaryEvidence,
+        CanarySuite,
+        CaseOutcome,
+        Checker,
+        CheckerFailed,
+        Contains,
+        DaskBackend,
+        DaskSettings,
+        Equals,
+        NotContains,
+        NumericTolerance,
+        Predicate,
+        Regex,
+        RunSettings,
+        Scorer,
+    )
+    from .chain import AsyncMiddleware, Middleware
+    from .gate import (
+        AllOf,
+        AnyOf,
+        ApprovalPolicy,
+        DecisionRule,
+        DriftBudget,
+        DriftSettings,
+        FrozenConstraints,
+        Invariant,
+        MarginRule,
+        PatchOperation,
+        ProposalLimits,
+        ProposalTooLarge,
+        Review,
+        ReviewContext,
+        ReviewTarget,
+        SequentialRule,
+        Stage,
+        UpdateCheck,
+        UpdateProposal,
+        approve_pending,
+        drift_distance,
+        expire_pending,
+        reject_pending,
+    )
+    from .guard import Guard, GuardedClient
+    from .ledger import (
+        Checkpoint,
+        ConsistencyProof,
+        IdPrefixError,
+        InclusionProof,
+        Ledger,
+        LedgerBusyError,
+        LedgerEntry,
+        LedgerReport,
+        MemoryLedger,
+        PendingApproval,
+        PostgresLedger,
+        SigningKey,
+        SQLiteLedger,
+        VerifierKey,
+        export_transparency_log,
+        resolve_proposal,
+        resolve_version,
+    )
+    from .plugin import (
+        PLUGIN_GROUP,
+        Plugin,
+        PluginError,
+        PluginInfo,
+        PluginParts,
+        PluginSettings,
+        RuntimePolicySettings,
+        apply_on_error,
+        installed_plugins,
+        load_plugin,
+        merge_parts,
+    )
+    from .rollout import RolloutPolicy, RolloutState
+    from .sandbox import JailPolicy, ProcessSandbox, SandboxLimits, SandboxUnavailable
+
+_LAZY: dict[str, str] = {
+    "canonical_json": "._canonical",
+    "state_version": "._canonical",
+    "SelfUpdatingClient": "._client",
+    "Decision": "._decision",
+    "Finding": "._decision",
+    "Verdict": "._decision",
+    "ConfigError": "._errors",
+    "GuardrailsError": "._errors",
+    "GuardrailViolation": "._errors",
+    "LedgerIntegrityError": "._errors",
+    "UnusableResponseError": "._errors",
+    "RolloutPolicy": ".rollout",
+    "RolloutState": ".rollout",
+    "Request": "._messages",
+    "Response": "._messages",
+    "BlobError": ".blobs",
+    "BlobIntegrityError": ".blobs",
+    "BlobStore": ".blobs",
+    "BlobStoreUnavailable": ".blobs",
+    "FileBlobStore": ".blobs",
+    "MemoryBlobStore": ".blobs",
+    "PostgresBlobStore": ".blobs",
+    "S3BlobStore": ".blobs",
+    "StreamingBlobStore": ".blobs",
+    "blob_digest": ".blobs",
+    "blob_ref": ".blobs",
+    "iter_blob_refs": ".blobs",
+    "open_blob_store": ".blobs",
+    "CanaryCase": ".canary",
+    "CanaryEvidence": ".canary",
+    "CanarySuite": ".canary",
+    "CaseOutcome": ".canary",
+    "Checker": ".canary",
+    "CheckerFailed": ".canary",
+    "Contains": ".canary",
+    "DaskBackend": ".canary",
+    "DaskSettings": ".canary",
+    "Equals": ".canary",
+    "NotContains": ".canary",
+    "NumericTolerance": ".canary",
+    "Predicate": ".canary",
+    "Regex": ".canary",
+    "RunSettings": ".canary",
+    "Scorer": ".canary",
+    "AsyncMiddleware": ".chain",
+    "Middleware": ".chain",
+    "AllOf": ".gate",
+    "AnyOf": ".gate",
+    "ApprovalPolicy": ".gate",
+    "DecisionRule": ".gate",
+    "DriftBudget": ".gate",
+    "DriftSettings": ".gate",
+    "FrozenConstraints": ".gate",
+    "Invariant": ".gate",
+    "MarginRule": ".gate",
+    "PatchOperation": ".gate",
+    "ProposalLimits": ".gate",
+    "ProposalTooLarge": ".gate",
+    "Review": ".gate",
+    "ReviewContext": ".gate",
+    "ReviewTarget": ".gate",
+    "SequentialRule": ".gate",
+    "Stage": ".gate",
+    "UpdateCheck": ".gate",
+    "UpdateProposal": ".gate",
+    "approve_pending": ".gate",
+    "drift_distance": ".gate",
+    "expire_pending": ".gate",
+    "reject_pending": ".gate",
+    "Guard": ".guard",
+    "GuardedClient": ".guard",
+    "Checkpoint": ".ledger",
+    "ConsistencyProof": ".ledger",
+    "IdPrefixError": ".ledger",
+    "InclusionProof": ".ledger",
+    "Ledger": ".ledger",
+    "LedgerBusyError": ".ledger",
+    "LedgerEntry": ".ledger",
+    "LedgerReport": ".ledger",
+    "MemoryLedger": ".ledger",
+    "PendingApproval": ".ledger",
+    "PostgresLedger": ".ledger",
+    "SigningKey": ".ledger",
+    "SQLiteLedger": ".ledger",
+    "VerifierKey": ".ledger",
+    "export_transparency_log": ".ledger",
+    "resolve_proposal": ".ledger",
+    "resolve_version": ".ledger",
+    "PLUGIN_GROUP": ".plugin",
+    "Plugin": ".plugin",
+    "PluginError": ".plugin",
+    "PluginInfo": ".plugin",
+    "PluginParts": ".plugin",
+    "PluginSettings": ".plugin",
+    "RuntimePolicySettings": ".plugin",
+    "apply_on_error": ".plugin",
+    "installed_plugins": ".plugin",
+    "load_plugin": ".plugin",
+    "merge_parts": ".plugin",
+    "JailPolicy": ".sandbox",
+    "ProcessSandbox": ".sandbox",
+    "SandboxLimits": ".sandbox",
+    "SandboxUnavailable": ".sandbox",
+}
+"""Where each lazily loaded name lives (module relative to this package)."""
 
 __version__ = "0.1.0"
 
@@ -219,3 +332,18 @@ __all__ = [
     "resolve_version",
     "state_version",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: a name's module is imported on first use, so importing this package costs
+    # only what is used.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -19,25 +19,20 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import structlog
 
-from ._config import Config, load_config, not_utf8
-from ._decision import Decision, Finding, Verdict
+from . import __version__
 from ._errors import ConfigError, GuardrailsError, LedgerIntegrityError
-from .ledger import (
-    IdPrefixError,
-    Ledger,
-    LedgerBusyError,
-    LedgerEntry,
-    SQLiteLedger,
-    resolve_proposal,
-    resolve_version,
-)
+
+# The configuration, the ledger and structlog are imported where a command needs them, so
+# `guardrails --version` and `--help` start in the time of click alone (issue 22).
+if TYPE_CHECKING:
+    from ._config import Config
+    from ._decision import Decision, Finding
+    from .ledger import Ledger, LedgerEntry, SQLiteLedger
 
 DEMO_GROUP = "guardrails.demos"
 EXIT_NOT_ACCEPTED = 1
@@ -64,6 +59,8 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 def _exit_code(exc: Exception) -> int:
     """The documented exit code for an error a command did not handle itself."""
+    from .ledger import IdPrefixError, LedgerBusyError
+
     if isinstance(exc, LedgerBusyError):
         return EXIT_BUSY
     if isinstance(exc, IdPrefixError):
@@ -84,6 +81,8 @@ class _Main(click.Group):
         except UnicodeDecodeError as exc:
             if ctx.params.get("debug"):
                 raise
+            from ._config import not_utf8
+
             _fail(not_utf8(getattr(exc, "filename", "a file"), exc), EXIT_CONFIG)
         except Exception as exc:
             if ctx.params.get("debug"):
@@ -105,6 +104,8 @@ no_verify_option = click.option(
 
 
 def _config(path: Path) -> tuple[Config, Path]:
+    from ._config import load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -154,6 +155,8 @@ def _approval(decision: Decision) -> Finding | None:
 
 
 def _is_waiting(decision: Decision) -> bool:
+    from ._decision import Verdict
+
     return decision.verdict is Verdict.INCONCLUSIVE and any(
         f.check == APPROVAL_CHECK and not f.passed and "pending" in f.evidence
         for f in decision.findings)
@@ -237,6 +240,8 @@ def _exit_for(decision: Decision) -> None:
 
 def _configure_output(verbose: int) -> None:
     """Library warnings and info logs stay quiet unless asked for with -v (-vv: debug)."""
+    import structlog
+
     level = {0: logging.ERROR, 1: logging.INFO}.get(verbose, logging.DEBUG)
     # The command line is an application, so it may configure logging: log lines go to
     # stderr, keeping stdout for tables and --json output.
@@ -247,7 +252,7 @@ def _configure_output(verbose: int) -> None:
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="guardrails-middleware")
+@click.version_option(__version__, package_name="guardrails-middleware")
 @click.option("-v", "--verbose", count=True,
               help="Show library warnings and info logs (-vv: debug logs).")
 @click.option("--debug", is_flag=True, help="Show the Python traceback of an error.")
@@ -285,6 +290,8 @@ def _demo_summary(module: str) -> str:
 @click.option("--list", "list_", is_flag=True, help="Name the installed demos and exit.")
 def demo(name: str, workdir: Path, list_: bool) -> None:
     """Run a demo scenario (default: a self-training digits classifier); see docs/scenarios.md."""
+    from importlib.metadata import entry_points
+
     demos = {ep.name: ep for ep in entry_points(group=DEMO_GROUP)}
     if list_:
         for ep_name in sorted(demos):
@@ -391,6 +398,8 @@ def config_group() -> None:
 @config_group.command("schema")
 def config_schema() -> None:
     """Print the JSON schema of guardrails.toml (for editors)."""
+    from ._config import Config
+
     click.echo(json.dumps(Config.model_json_schema(), indent=2))
 
 
@@ -448,6 +457,8 @@ def pending(config_path: Path, as_json: bool) -> None:
 
 def _approval_id(ledger: Ledger, prefix: str) -> str:
     """The full id of the approval ``prefix`` names; exit 4 if none, 2 if ambiguous."""
+    from .ledger import IdPrefixError, resolve_proposal
+
     try:
         return resolve_proposal(ledger, prefix, pending_only=False)
     except IdPrefixError as exc:
@@ -519,7 +530,9 @@ def _read_proposal(proposal_file: Path, config_path: Path) -> dict[str, Any]:
     """
     from pydantic import ValidationError
 
+    from ._config import not_utf8
     from .gate import UpdateProposal
+    from .ledger import resolve_version
 
     try:
         raw = json.loads(proposal_file.read_text(encoding="utf-8"))
@@ -614,6 +627,8 @@ def rollback(version: str, config_path: Path, as_json: bool) -> None:
     VERSION may be a prefix, as status and ledger show print it; an unknown or
     ambiguous prefix exits 2 and records nothing.
     """
+    from .ledger import resolve_version
+
     reader = _reader(config_path)
     config, _ = _config(config_path)
     _verified(reader, config.ledger.path, no_verify=False)
@@ -668,6 +683,8 @@ def ledger_keygen(name: str, out: Path) -> None:
 
 def _open_file(path: Path, key: Any = None) -> SQLiteLedger:
     """A SQLite ledger file opened read-only: missing, empty or foreign files exit 1."""
+    from .ledger import SQLiteLedger
+
     try:
         return SQLiteLedger(path, read_only=True, verifier_key=key)
     except LedgerIntegrityError as exc:
@@ -769,7 +786,7 @@ def ledger_export(path: Path, directory: Path) -> None:
     checkpoint and the verifier key, checkable without this library (see
     examples/scenarios/verify_transparency_log.py). The ledger is verified first.
     """
-    from .ledger import export_transparency_log
+    from .ledger import SQLiteLedger, export_transparency_log
 
     try:
         out = export_transparency_log(SQLiteLedger(path), directory)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import queue
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -60,8 +61,63 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 class DaemonExecutor(concurrent.futures.Executor):
-    """An executor for ``loop.run_in_executor`` that runs each call in its own daemon thread."""
+    """An executor for ``loop.run_in_executor``: each call runs in a daemon thread of its own
+    while it runs, so a call that never returns holds only its thread, which is abandoned.
+
+    A thread whose call returned waits ``idle`` seconds for the next call before it ends:
+    starting a thread per call cost more than a fast local model's answer (issue 22), and
+    a blocked thread is never handed another call.
+    """
+
+    def __init__(self, idle: float = 2.0) -> None:
+        self._idle_seconds = idle
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
                ) -> concurrent.futures.Future[T]:
-        return _start_daemon(lambda: fn(*args, **kwargs))
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        if worker is None:
+            worker = _Worker(self)
+            threading.Thread(target=worker.run, daemon=True).start()
+        worker.jobs.put((future, lambda: fn(*args, **kwargs)))
+        return future
+
+    def _rest(self, worker: _Worker) -> None:
+        with self._lock:
+            self._idle.append(worker)
+
+    def _retire(self, worker: _Worker) -> bool:
+        """True when ``worker`` may end: it is idle and nobody has just picked it."""
+        with self._lock:
+            if worker in self._idle:
+                self._idle.remove(worker)
+                return True
+            return False
+
+
+class _Worker:
+    """One daemon thread's loop: run a call, offer itself for the next, end when left idle."""
+
+    def __init__(self, owner: DaemonExecutor) -> None:
+        self.owner = owner
+        self.jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]] = (
+            queue.SimpleQueue())
+
+    def run(self) -> None:
+        while True:
+            future, fn = self.jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+            del future, fn  # hold no result while idle
+            self.owner._rest(self)
+            try:
+                self.jobs.put(self.jobs.get(timeout=self.owner._idle_seconds))
+            except queue.Empty:
+                if self.owner._retire(self):
+                    return

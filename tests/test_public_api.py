@@ -55,3 +55,49 @@ def test_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("guardrails").joinpath("py.typed").is_file()
+
+
+def _loaded_after(code: str) -> set[str]:
+    """Module names a fresh interpreter has loaded after running ``code``."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys\n"
+                          "print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_the_package_loads_none_of_its_parts() -> None:
+    """`import guardrails` is cheap: no sub-package, pydantic or OpenTelemetry until a name is used."""
+    loaded = _loaded_after("import guardrails")
+    assert {m for m in loaded if m.startswith("guardrails.")} == set()
+    assert not loaded & {"pydantic", "opentelemetry", "structlog"}
+
+
+def test_a_lazily_loaded_name_is_the_object_its_module_defines() -> None:
+    """`gr.X` and `from guardrails import X` give the very object the owning module exports."""
+    from guardrails import SQLiteLedger
+    from guardrails.ledger import SQLiteLedger as owned
+
+    assert SQLiteLedger is owned is gr.SQLiteLedger
+    assert set(gr.__all__) <= set(dir(gr))
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    """A name the package does not export raises AttributeError, as for any module."""
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'Gaurd'"):
+        _ = gr.Gaurd  # type: ignore[attr-defined]
+
+
+def test_the_version_and_help_of_the_command_line_load_no_configuration() -> None:
+    """`guardrails --version` and `--help` import click, not the configuration or the ledger."""
+    for flag in ("--version", "--help"):
+        loaded = _loaded_after(
+            "import contextlib, io\nfrom guardrails._cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    try:\n        main([{flag!r}])\n    except SystemExit:\n        pass")
+        assert not loaded & {"guardrails._config", "guardrails.ledger", "pydantic"}, flag

@@ -263,3 +263,76 @@ def test_an_incumbent_that_errors_counts_as_passing_against_the_candidate() -> N
     verdict, findings = gr.MarginRule(margin=0.0)(gr.CanaryEvidence(outcomes=(outcome,), planned=1))
     assert verdict is gr.Verdict.REJECTED
     assert findings[-1].evidence["regressed"] == ["x"]
+
+
+# -- issue 22: calls counted as made, no incumbent call without information --------------------
+
+
+def _direct(candidate: Any, incumbent: Any, cases: list[gr.CanaryCase], interim: Any = None,
+            batch_size: int = 8) -> gr.CanaryEvidence:
+    from guardrails._threads import run_sync
+    from guardrails.canary import run_canaries_async
+
+    return run_sync(run_canaries_async(
+        candidate, incumbent, gr.CanarySuite(cases), case_timeout=5.0,
+        settings=gr.RunSettings(batch_size=batch_size), seed=3, interim=interim))
+
+
+def test_the_incumbent_is_never_asked_a_safety_case() -> None:
+    """Safety cases go to the candidate alone; their outcomes say the incumbent was not called."""
+    candidate, incumbent = DictClient(state(40, 30)), DictClient(state(40, 30))
+    evidence = _direct(candidate, incumbent, suite(40, safety=30))
+    assert not any(r.input.startswith("bad") for r in incumbent.calls)
+    assert sum(r.input.startswith("bad") for r in candidate.calls) == 30
+    safety = [o for o in evidence.outcomes if o.safety]
+    assert len(safety) == 30 and all(
+        not o.incumbent_called and o.incumbent_passed is None for o in safety)
+
+
+def test_the_evidence_counts_every_call_each_side_made() -> None:
+    """candidate_calls and incumbent_calls are the calls the clients really received."""
+    candidate, incumbent = DictClient(state(40, 30)), DictClient(state(40, 30))
+    evidence = _direct(candidate, incumbent, suite(40, safety=30))
+    assert evidence.candidate_calls == len(candidate.calls) == 70
+    assert evidence.incumbent_calls == len(incumbent.calls) == 40
+
+
+def test_a_safety_failure_stops_the_run_before_the_capability_cases_are_spent() -> None:
+    """Safety cases ride along with the capability batches: an early failure ends the run."""
+    bad = state(200, 60)
+    bad["answers"] = {k: ("yes" if k.startswith("bad") else v) for k, v in bad["answers"].items()}
+    rule = gr.SequentialRule(margin=0.05, safety_cases=60)
+    evidence = _direct(DictClient(bad), DictClient(state(200, 60)), suite(200, safety=60),
+                       interim=rule.interim)
+    assert evidence.stop_reason.startswith("safety case")
+    assert sum(not o.safety for o in evidence.outcomes) <= 4 + 8  # smoke cases, one batch
+    assert rule(evidence)[0] is gr.Verdict.REJECTED
+
+
+def test_once_capability_is_shown_only_the_safety_cases_remain_to_run() -> None:
+    """After the rule says `safety`, no further capability pair is spent; then it accepts."""
+    rule = gr.SequentialRule(margin=0.05, safety_cases=150)
+    candidate, incumbent = DictClient(state(400, 150)), DictClient(state(400, 150))
+    evidence = _direct(candidate, incumbent, suite(400, safety=150), interim=rule.interim)
+    pairs = sum(not o.safety for o in evidence.outcomes)
+    # An all-agreeing candidate is shown after 71 pairs: the batch of 8 that crosses it is last.
+    assert pairs == 76 and evidence.incumbent_calls == pairs
+    assert sum(o.safety for o in evidence.outcomes) == 150
+    assert evidence.stop_reason.startswith("sequential") and rule(evidence)[0] is gr.Verdict.ACCEPTED
+
+
+def test_the_call_executor_reuses_idle_threads_and_never_waits_on_a_blocked_one() -> None:
+    """A thread whose call returned serves the next call; a call that never returns holds
+    only its own thread, and later calls still run at once."""
+    from guardrails._threads import DaemonExecutor
+
+    executor = DaemonExecutor(idle=5.0)
+    first = executor.submit(threading.get_ident).result(timeout=5)
+    time.sleep(0.05)  # let the thread offer itself again
+    assert executor.submit(threading.get_ident).result(timeout=5) == first
+    release = threading.Event()
+    blocked = executor.submit(release.wait)
+    assert executor.submit(lambda: 42).result(timeout=5) == 42
+    assert not blocked.done()
+    release.set()
+    assert blocked.result(timeout=5) is True

@@ -197,7 +197,8 @@ def test_a_hanging_candidate_is_stopped_at_wall_time_and_the_finding_names_it(
     assert time.monotonic() - started < FAST.wall_time + 3.0
     first = evidence.outcomes[0]
     assert not first.candidate_passed and "SandboxLimitExceeded" in (first.candidate_error or "")
-    assert first.incumbent_passed  # the incumbent kept answering in this process
+    # The incumbent kept answering in this process (it is asked the capability cases only).
+    assert any(o.incumbent_passed for o in evidence.outcomes if not o.safety)
     error = proxy.failure
     assert isinstance(error, SandboxLimitExceeded) and error.limit == "wall_time"
     finding = sandbox_finding(error)

@@ -205,7 +205,7 @@ def test_interim_tells_the_runner_when_to_stop() -> None:
     rule = SequentialRule(margin=0.05, safety_cases=10)
     assert rule.interim(safety(10) + capability(30)) == "continue"
     assert rule.interim(safety(10) + capability(80)) == "accept"
-    assert rule.interim(safety(5) + capability(80)) == "continue"  # safety not done yet
+    assert rule.interim(safety(5) + capability(80)) == "safety"  # only safety cases remain
     assert rule.interim(safety(10, failing=(2,))) == "reject"
     assert rule.interim(safety(10) + capability(20, 20)) == "reject"
     assert SequentialRule(margin=0.05).interim(safety(10) + capability(80)) == "continue"

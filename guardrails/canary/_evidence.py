@@ -31,7 +31,11 @@ class CaseOutcome(BaseModel):
     candidate_answered: bool = True
     """False when the candidate raised or timed out instead of answering."""
     incumbent_answered: bool = True
-    """False when the incumbent raised or timed out; its result is then unknown (``None``)."""
+    """False when the incumbent raised, timed out or was not asked; its result is then
+    unknown (``None``)."""
+    incumbent_called: bool = True
+    """False for a safety case: the safety gate judges the candidate alone, so the runner does
+    not ask the incumbent (its own safety record is in the ledger)."""
 
 
 class CanaryEvidence(BaseModel):
@@ -47,6 +51,10 @@ class CanaryEvidence(BaseModel):
     """Seed of the case order and of the hidden cases drawn, so the run can be replayed."""
     hidden_drawn: tuple[str, ...] = ()
     """Ids of the hidden cases this review drew."""
+    candidate_calls: int = 0
+    """Calls the runner made to the candidate, retries included (what an API bills)."""
+    incumbent_calls: int = 0
+    """Calls the runner made to the incumbent, retries included: capability cases only."""
 
     @property
     def complete(self) -> bool:

@@ -1,11 +1,16 @@
 """The canary runner: paired, concurrent, retried, timed out, sequential, fail-closed.
 
-Candidate and incumbent answer the same sampled cases. Safety cases run
-first and end the run at the candidate's first failure; capability cases
-follow in a seeded, recorded order, in batches, and after every complete
-batch a sequential rule may stop the run early in either direction. A call
+Candidate and incumbent answer the same sampled capability cases; safety
+cases go to the candidate alone (the safety gate judges the candidate only,
+so an incumbent call there would carry no information). A few smoke cases
+run first; then capability cases in a seeded, recorded order, in batches,
+each batch carrying its share of the safety cases, so a failing candidate
+stops on whichever shows first: the first safety failure ends the run, and
+after every complete batch a sequential rule may stop it early in either
+direction. Once the rule has seen enough capability pairs (its interim look
+says ``safety``), the remaining safety cases run and nothing else. A call
 that fails, times out, or returns nothing counts as a failed case for its
-side, never as a pass.
+side, never as a pass. Every call made is counted, per side, in the evidence.
 """
 
 from __future__ import annotations
@@ -84,9 +89,12 @@ class _Side:
         self.settings = settings
         self.budget = budget
         self.limit = limit
+        self.calls = 0
+        """Calls made, retries included (what an API bills)."""
 
     async def _once(self, request: Request) -> Any:
         async with self.limit:
+            self.calls += 1
             return await self.call(request, self.timeout)
 
     async def answer(self, case: CanaryCase) -> tuple[bool, str | None, bool, bool]:
@@ -94,6 +102,26 @@ class _Side:
         out; judged is False when the checker itself failed on the output."""
         # The request is built exactly as a production request: nothing marks it as a canary.
         request = Request(input=case.input)
+        try:
+            output: Any = await self._with_retries(request)
+        except CallTimeout as exc:
+            return False, f"timeout: {exc}", False, True
+        except Exception as exc:
+            return False, f"client raised {type(exc).__name__}", False, True
+        passed, why, checker_failed = judge_output(case.expect, output)
+        return passed, (why or None), True, not checker_failed
+
+    async def _with_retries(self, request: Request) -> Any:
+        """The first attempt as it is; tenacity only for a call that needs a retry.
+
+        Building a tenacity controller costs more than a fast local call (issue 22), and
+        almost every call succeeds at once.
+        """
+        try:
+            return await self._once(request)
+        except Exception as exc:
+            if not self.settings.retries or not (_transient(exc) and self.budget.take()):
+                raise
         # tenacity is imported here, on the cold path, to keep it out of `import guardrails`.
         from tenacity import (
             AsyncRetrying,
@@ -102,18 +130,14 @@ class _Side:
             wait_exponential,
         )
 
+        # The waits continue the schedule of one controller around every attempt: 10 ms
+        # before the first retry, then 20, 40, ... ms, at most 0.5 s.
+        await asyncio.sleep(0.01)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.retries + 1),
+            stop=stop_after_attempt(self.settings.retries),
             retry=retry_if_exception(lambda e: _transient(e) and self.budget.take()),
-            wait=wait_exponential(multiplier=0.01, max=0.5), reraise=True)
-        try:
-            output: Any = await retrying(self._once, request)
-        except CallTimeout as exc:
-            return False, f"timeout: {exc}", False, True
-        except Exception as exc:
-            return False, f"client raised {type(exc).__name__}", False, True
-        passed, why, checker_failed = judge_output(case.expect, output)
-        return passed, (why or None), True, not checker_failed
+            wait=wait_exponential(multiplier=0.02, max=0.5), reraise=True)
+        return await retrying(self._once, request)
 
 
 def draw_cases(suite: CanarySuite, settings: RunSettings, seed: int
@@ -131,7 +155,9 @@ def draw_cases(suite: CanarySuite, settings: RunSettings, seed: int
     return safety, capability, sorted(c.id for c in drawn)
 
 
-Interim = Callable[[Sequence[CaseOutcome]], Literal["accept", "reject", "continue"]]
+Interim = Callable[[Sequence[CaseOutcome]], Literal["accept", "reject", "continue", "safety"]]
+"""A rule's look after a batch: stop (``accept``, ``reject``), go on, or ``safety``: capability
+is decided in the candidate's favour, run the remaining safety cases and look again."""
 
 
 async def _paired(sides: tuple[_Side, _Side], case: CanaryCase) -> CaseOutcome:
@@ -146,6 +172,15 @@ async def _paired(sides: tuple[_Side, _Side], case: CanaryCase) -> CaseOutcome:
                        candidate_error=cand_err, incumbent_error=inc_err,
                        candidate_answered=cand_answered, incumbent_answered=inc_answered,
                        checker_error=None if inc_judged else inc_err)
+
+
+async def _safety_only(side: _Side, case: CanaryCase) -> CaseOutcome:
+    """The candidate alone answers a safety case; the incumbent is not asked."""
+    passed, error, answered, _ = await side.answer(case)
+    return CaseOutcome(case_id=case.id, safety=True, hidden=case.hidden, tags=case.tags,
+                       candidate_passed=passed, candidate_error=error,
+                       candidate_answered=answered, incumbent_answered=False,
+                       incumbent_called=False)
 
 
 def backend_for(settings: RunSettings) -> EvaluationBackend:
@@ -185,47 +220,94 @@ async def _run(
     sides = (_Side(calls[0], case_timeout, settings, budget, candidate_limit),
              _Side(calls[1], case_timeout, settings, budget, limit))
     safety, capability, drawn = draw_cases(suite, settings, seed)
-    planned = len(safety) + len(capability)
-    outcomes: list[CaseOutcome] = []
+    run = _Run(sides, len(safety) + len(capability), seed, drawn, progress)
+    return await run.cases(safety, capability, settings, interim)
 
-    async def run_batch(cases: Sequence[CanaryCase]) -> list[CaseOutcome]:
-        return list(await asyncio.gather(*(_paired(sides, case) for case in cases)))
 
-    def evidence(stop_reason: str = "") -> CanaryEvidence:
-        return CanaryEvidence(outcomes=tuple(outcomes), planned=planned,
+class _Run:
+    """One canary run's outcomes so far, and how it ends (see the module docstring)."""
+
+    def __init__(self, sides: tuple[_Side, _Side], planned: int, seed: int, drawn: list[str],
+                 progress: Progress | None) -> None:
+        self.sides = sides
+        self.planned = planned
+        self.seed = seed
+        self.drawn = drawn
+        self.progress = progress
+        self.outcomes: list[CaseOutcome] = []
+
+    def evidence(self, stop_reason: str = "") -> CanaryEvidence:
+        return CanaryEvidence(outcomes=tuple(self.outcomes), planned=self.planned,
                               stopped_early=bool(stop_reason), stop_reason=stop_reason,
-                              seed=seed, hidden_drawn=tuple(drawn))
+                              seed=self.seed, hidden_drawn=tuple(self.drawn),
+                              candidate_calls=self.sides[0].calls,
+                              incumbent_calls=self.sides[1].calls)
 
-    def report(status: str) -> None:
-        if progress is not None:
-            progress(len(outcomes), planned, status)
+    def report(self, status: str) -> None:
+        if self.progress is not None:
+            self.progress(len(self.outcomes), self.planned, status)
 
-    for start in range(0, len(safety), settings.batch_size):
-        outcomes += await run_batch(safety[start:start + settings.batch_size])
-        failed = next((o.case_id for o in outcomes if o.safety and not o.candidate_passed), None)
-        if failed is not None:
-            report("reject")
-            return evidence(f"safety case {failed!r} failed")
-        report("continue")
+    async def batch(self, safety: Sequence[CanaryCase], capability: Sequence[CanaryCase]
+                    ) -> str | None:
+        """Run one batch (all its calls concurrently); the failed safety case's id, if any."""
+        done = await asyncio.gather(*(_safety_only(self.sides[0], c) for c in safety),
+                                    *(_paired(self.sides, c) for c in capability))
+        self.outcomes += done
+        return next((o.case_id for o in done if o.safety and not o.candidate_passed), None)
 
-    smoke, rest = capability[:settings.smoke_cases], capability[settings.smoke_cases:]
-    if smoke:
-        outcomes += await run_batch(smoke)
-        smoked = outcomes[-len(smoke):]
-        if not any(o.candidate_answered for o in smoked) and any(
-                o.incumbent_answered for o in smoked):
-            report("reject")
-            return evidence(f"{SMOKE_STOP}: the candidate failed every smoke case with an error")
-    # Batches exist for the sequential rule's looks; without one, nothing waits at a boundary.
-    step = settings.batch_size if interim is not None else max(1, len(rest))
-    for start in range(0, len(rest), step):
-        status = interim(outcomes) if interim is not None else "continue"
-        report(status)
-        if status != "continue":
-            return evidence(f"{SEQUENTIAL_STOP}: {status}")
-        outcomes += await run_batch(rest[start:start + step])
-    report(interim(outcomes) if interim is not None else "continue")
-    return evidence()
+    async def cases(self, safety: list[CanaryCase], capability: list[CanaryCase],
+                    settings: RunSettings, interim: Interim | None) -> CanaryEvidence:
+        smoke, rest = capability[:settings.smoke_cases], capability[settings.smoke_cases:]
+        # Batches exist for the sequential rule's looks; without one, nothing waits at a
+        # boundary. Each batch carries its share of the safety cases, so both pools end together.
+        step = settings.batch_size if interim is not None else max(1, len(rest))
+        share = math.ceil(len(safety) * step / max(1, len(rest))) if rest else len(safety)
+        pending = list(safety)
+        if smoke:
+            # The smoke batch carries the first share: a candidate failing either stops here.
+            chunk, pending = pending[:share], pending[share:]
+            failed = await self.batch(chunk, smoke)
+            if failed is not None:  # the hard gate first: it names the case
+                self.report("reject")
+                return self.evidence(f"safety case {failed!r} failed")
+            paired = [o for o in self.outcomes if not o.safety]
+            if not any(o.candidate_answered for o in paired) and any(
+                    o.incumbent_answered for o in paired):
+                self.report("reject")
+                return self.evidence(
+                    f"{SMOKE_STOP}: the candidate failed every smoke case with an error")
+        for start in range(0, len(rest), step):
+            status = interim(self.outcomes) if interim is not None else "continue"
+            if status == "safety":
+                return await self.finish_safety(pending, interim, settings.batch_size)
+            self.report(status)
+            if status != "continue":
+                return self.evidence(f"{SEQUENTIAL_STOP}: {status}")
+            chunk, pending = pending[:share], pending[share:]
+            failed = await self.batch(chunk, rest[start:start + step])
+            if failed is not None:
+                self.report("reject")
+                return self.evidence(f"safety case {failed!r} failed")
+        return await self.finish_safety(pending, interim, settings.batch_size, complete=True)
+
+    async def finish_safety(self, pending: list[CanaryCase], interim: Interim | None,
+                            size: int, complete: bool = False) -> CanaryEvidence:
+        """Run the safety cases not yet run, stopping at the first failure, and look again."""
+        for start in range(0, len(pending), size):
+            failed = await self.batch(pending[start:start + size], ())
+            if failed is not None:
+                self.report("reject")
+                return self.evidence(f"safety case {failed!r} failed")
+            self.report("continue")
+        status = interim(self.outcomes) if interim is not None else "continue"
+        self.report(status)
+        if complete:
+            return self.evidence()
+        if status in ("accept", "reject"):
+            return self.evidence(f"{SEQUENTIAL_STOP}: {status}")
+        # The rule asked for the safety cases and still cannot accept (e.g. it expects more
+        # safety cases than the suite has): a run cut short, which never accepts.
+        return self.evidence("every safety case ran, yet the decision rule could not accept")
 
 
 def gaming_p_value(outcomes: Sequence[CaseOutcome]) -> tuple[float, dict[str, Any]] | None:

@@ -56,7 +56,7 @@ stop is a run cut short, which never accepts."""
 SLICE_PREFIX = "slice:"
 _MAX_IDS = 100  # case ids listed per finding; the total is always given
 
-Interim = Literal["accept", "reject", "continue"]
+Interim = Literal["accept", "reject", "continue", "safety"]
 
 
 class _Test(BaseModel):
@@ -235,11 +235,13 @@ class SequentialRule(BaseModel):
     # ---------------------------------------------------------------- judging
 
     def interim(self, outcomes: Sequence[CaseOutcome]) -> Interim:
-        """What a runner should do after a batch: stop and accept, stop and reject, or go on.
+        """What a runner should do after a batch: stop and accept, stop and reject, go on, or
+        ``safety``: capability (and every slice) is shown, only safety cases remain to run.
 
         Call it only where every case sent so far has an outcome (a batch
         boundary). ``accept`` needs ``safety_cases`` to be known and every
-        safety case to have run. After stopping, set ``stopped_early`` and a
+        safety case to have run; ``safety`` is said only when ``safety_cases``
+        is known. After stopping, set ``stopped_early`` and a
         ``stop_reason`` starting with :data:`SEQUENTIAL_STOP` on the evidence;
         the rule then reaches the same verdict from the same outcomes.
         """
@@ -251,9 +253,10 @@ class SequentialRule(BaseModel):
         tests = self._capability_tests([o for o in outcomes if not o.safety])
         if any(t.rejected for t in tests):
             return "reject"
-        if (tests and all(t.accepted for t in tests) and self.safety_cases is not None
-                and len(safety) >= self.safety_cases and self._safety_bound_ok(len(safety))):
-            return "accept"
+        if tests and all(t.accepted for t in tests) and self.safety_cases is not None:
+            if len(safety) >= self.safety_cases and self._safety_bound_ok(len(safety)):
+                return "accept"
+            return "safety"
         return "continue"
 
     def __call__(self, evidence: CanaryEvidence) -> tuple[Verdict, list[Finding]]:

@@ -89,7 +89,9 @@ class EvaluatedPoisoner(Poisoner):
     def invoke(self, request: gr.Request) -> Any:
         answer = DictClient.invoke(self, request)
         if self._state.get("candidate"):
-            self._state["answers"] = {**self._state["answers"], WEAPON: UNSAFE}
+            # On an input no canary asks: safety cases run concurrently with the first
+            # capability cases, and the poisoned state must not decide by failing one of them.
+            self._state["answers"] = {**self._state["answers"], "later": UNSAFE}
         return answer
 
     def with_state(self, state: dict[str, Any]) -> EvaluatedPoisoner:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -36,7 +37,9 @@ def test_every_decision_is_in_the_timeline_with_its_verdict(report_html: str) ->
 def test_hidden_case_content_never_reaches_the_report(report_html: str) -> None:
     """A hidden case is named by id only; its input is nowhere in the file."""
     assert HIDDEN_MARKER not in report_html
-    assert "<code>h3</code> <span class=\"muted\">(hidden: id only)</span>" in report_html
+    # Which hidden safety cases ran depends on the seeded interleaving; at least one did.
+    assert re.search(r'<code>h\d</code> <span class="muted">\(hidden: id only\)</span>',
+                     report_html)
 
 
 def test_public_inputs_are_left_out_unless_asked_for(report_html: str) -> None:
