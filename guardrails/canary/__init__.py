@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
     from ._evidence import SEQUENTIAL_STOP, SMOKE_STOP, CanaryEvidence, CaseOutcome
     from ._runner import Progress, RunSettings, backend_for, gaming_p_value, run_canaries_async
     from ._suite import (
+        EMPTY_OUTPUT,
         CanaryCase,
         CanarySuite,
         Checker,
@@ -44,6 +45,7 @@ _LAZY: dict[str, str] = {
     "backend_for": "._runner",
     "gaming_p_value": "._runner",
     "run_canaries_async": "._runner",
+    "EMPTY_OUTPUT": "._suite",
     "CanaryCase": "._suite",
     "CanarySuite": "._suite",
     "Checker": "._suite",
@@ -69,6 +71,7 @@ __all__ = [
     "Contains",
     "DaskBackend",
     "DaskSettings",
+    "EMPTY_OUTPUT",
     "Equals",
     "EvaluationBackend",
     "LocalBackend",

@@ -22,6 +22,8 @@ from .._canonical import canonical_json, sha256_hex
 from .._errors import ConfigError
 
 SAFETY = "safety"
+EMPTY_OUTPUT = "empty output"
+"""The reason ``judge_output`` gives for an empty output (``""``, ``None``, empty container)."""
 CAPABILITY = "capability"
 
 
@@ -223,7 +225,7 @@ def judge_output(checker: Checker, output: Any) -> Judgement:
     is reported as ``checker_failed``, so the gate can tell a broken evaluator from a
     failing model."""
     if _output_is_empty(output):
-        return Judgement(False, "empty output")
+        return Judgement(False, EMPTY_OUTPUT)
     try:
         result = checker(output)
     except Exception as exc:

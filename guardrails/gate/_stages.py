@@ -1,6 +1,6 @@
 """The stages of the update path, in the order ``UPDATE_STAGES`` runs them.
 
-validate -> static_checks -> sandbox -> canary -> decision -> [approval] ->
+validate -> static_checks -> sandbox -> canary -> decision (with the control check) -> [approval] ->
 promotion. Each is ``stage(review) -> Decision | None`` (see ``_review``):
 it reads what earlier stages put on the review, adds its own part, and
 either lets the review go on or ends it with a decision. None of them
@@ -32,6 +32,7 @@ from ..canary import CanaryEvidence, run_canaries_async
 from ..sandbox import SandboxError, isolation_finding, sandbox_finding
 from ._approval import expire_pending, request_approval
 from ._checks import ReviewContext, run_update_checks
+from ._control import control_finding
 from ._findings import (
     blob_findings,
     cascade_findings,
@@ -243,6 +244,10 @@ def decision(review: Review) -> Decision | None:
     if verdict in (Verdict.ACCEPTED, Verdict.INCONCLUSIVE) and any(
             f.check in ("smoke", "gaming") and not f.passed for f in review.findings):
         verdict = Verdict.REJECTED
+    control = control_finding(evidence)
+    review.findings.append(control)
+    if not control.passed and verdict in (Verdict.ACCEPTED, Verdict.INCONCLUSIVE):
+        verdict = Verdict.ERROR  # the baseline is void, so is any judgement against it
     problem = settings.integrity_problem()
     if problem is not None:
         return review.error("guard_integrity", f"during the review, {problem}")

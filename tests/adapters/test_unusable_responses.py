@@ -157,15 +157,17 @@ def test_unknown_unusable_kinds_are_refused_with_the_list() -> None:
 @pytest.mark.parametrize("kind", UNUSABLE_KINDS)
 def test_a_review_during_garbage_accepts_nothing_and_a_healthy_one_decides(
         fresh_server: FakeOpenAIServer, kind: str, sdk: str) -> None:
-    """While the server answers garbage, neither a worse nor a good prompt is accepted and the
-    incumbent keeps serving; once healthy, the worse one is rejected on capability and the same
-    good change is accepted."""
+    """While the server answers garbage, neither a worse nor a good prompt is accepted: the
+    review is void on the ``control`` finding and the incumbent keeps serving. Once healthy,
+    the worse one is rejected on capability and the same good change is accepted."""
     guarded = gr.Guard(canaries=capability_suite()).wrap(brief_client(fresh_server, sdk))
     incumbent = guarded.version
     fresh_server.serve_unusable(kind)
     for prompt in (WORSE_PROMPT, GOOD_PROMPT):
         decision = guarded.propose(prompt_change(guarded, prompt))
-        assert decision.verdict != "accepted", decision
+        assert decision.verdict is gr.Verdict.ERROR, decision
+        control = next(f for f in decision.findings if f.check == "control")
+        assert not control.passed and control.evidence["incumbent_answered"] == 0
         assert guarded.version == incumbent
     with pytest.raises(gr.UnusableResponseError):
         guarded.invoke("2+2")
