@@ -237,13 +237,15 @@ class BrokenBoth(DictClient):
 
 
 def test_a_candidate_that_never_answers_is_not_accepted_even_if_the_incumbent_fails_too() -> None:
-    """When every call errors on both sides there is no evidence: never accepted."""
+    """When every call errors on both sides there is no evidence: never accepted, and with no
+    baseline the review is void (``error``, on the control finding)."""
     guarded = gr.Guard(gr.FrozenConstraints(), suite(10), integrity_check_every=0,
                        canary_run=gr.RunSettings(retries=0)).wrap(BrokenBoth(state(10)))
     decision = bump(guarded)
     assert not decision.accepted
-    assert decision.verdict is gr.Verdict.INCONCLUSIVE
+    assert decision.verdict is gr.Verdict.ERROR
     assert any("answered no capability case" in r for r in decision.reasons)
+    assert any(f.check == "control" and not f.passed for f in decision.findings)
 
 
 def test_the_smoke_stage_stops_errors_not_wrong_answers() -> None:

@@ -24,9 +24,18 @@ def examples(pairs: list[tuple[str, str]]) -> list[dspy.Example]:
     return [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in pairs]
 
 
+class DemoFollowingLM(DummyLM):  # type: ignore[misc]
+    """Follows the demos in its prompt and says "unknown" where none covers the question, so
+    the uncompiled program answers (wrongly): an incumbent that answers nothing is no control
+    and the guard would void every review against it."""
+
+    def _use_example(self, messages: object) -> object:
+        return super()._use_example(messages) or self._format_answer_fields({"answer": "unknown"})
+
+
 def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    lm = DummyLM([{"answer": "unknown"}] * 1000, follow_examples=True)
+    lm = DemoFollowingLM([{"answer": "unknown"}] * 1000, follow_examples=True)
     client = DSPyProgramClient(dspy.Predict("question -> answer"), lm=lm, output_field="answer",
                                optimizer=dspy.LabeledFewShot(k=3), trainset=examples(QA))
     suite = [gr.CanaryCase(id=f"qa-{i}", input=q, expect=a) for i, (q, a) in enumerate(QA)]

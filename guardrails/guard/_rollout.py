@@ -43,6 +43,11 @@ if TYPE_CHECKING:
     from ._guard import Guard
 
 ANSWERS_KEPT = 10_000
+_IN_FLIGHT = object()
+"""Kept for a shadow copy not answered yet: a label arriving first waits for the answer."""
+_NO_ANSWER = object()
+"""Kept for a shadow copy that raised: a label scores it as a failure."""
+_ANSWERS_LOCK = threading.Lock()
 """Answers a replica keeps during a rollout, so ``expect`` can score them later."""
 RESPONSE_ID = "guardrails.response_id"
 """Response metadata during a rollout: the id ``feedback`` takes."""
@@ -61,6 +66,8 @@ class RolloutPath:
     _rollout_store: RolloutStore | None = None
     _rollout_metrics: RolloutMetrics | None = None
     _answers: OrderedDict[str, Any] | None = None
+    _waiting: dict[str, tuple[Any, Callable[[Any, Any], Any] | None]] | None = None
+    _late: list[tuple[str, bool]] | None = None
     _chain: Callable[[Request], Response]
     _achain: Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -172,6 +179,7 @@ class RolloutPath:
     def _rollout_answer(self, request: Request, rollout: LiveRollout) -> Response:
         """The endpoint during a rollout: the assigned arm answers, shadow copies go out."""
         served, call = self._served, _CALL.get()
+        self._score_late()
         candidate = call is not None and call.arm == "candidate"
         if call is not None:
             call.answered = True
@@ -180,6 +188,8 @@ class RolloutPath:
         else:
             pair = _Pair(rollout, call, self._keep) if rollout.copy_to_shadow() else None
             if pair is not None:
+                if call is not None:
+                    self._keep(call.rid + ":shadow", _IN_FLIGHT)
                 pair.send(request)
             try:
                 output = served.client.invoke(request)
@@ -294,12 +304,33 @@ class RolloutPath:
             self._adopt(ended or current.state.model_copy(update={"phase": "aborted"}), current)
 
     def _keep(self, rid: str, output: Any) -> None:
-        answers = self._answers
-        if answers is None:
-            answers = self._answers = OrderedDict()
-        answers[rid] = output
-        if len(answers) > ANSWERS_KEPT:
-            answers.popitem(last=False)
+        with _ANSWERS_LOCK:
+            answers = self._answers
+            if answers is None:
+                answers = self._answers = OrderedDict()
+            answers[rid] = output
+            if len(answers) > ANSWERS_KEPT:
+                answers.popitem(last=False)
+            waiting = (self._waiting or {}).pop(rid, None) if output is not _IN_FLIGHT else None
+        if waiting is not None:
+            # The label came before the shadow copy's answer: score it on the next call of
+            # the serving thread (this may be the shadow thread, which never writes the store),
+            # so a late copy is judged like an early one, never skipped.
+            expected, check = waiting
+            ok = False if output is _NO_ANSWER else _expected(output, expected, check)
+            with _ANSWERS_LOCK:
+                if self._late is None:
+                    self._late = []
+                self._late.append((rid, ok))
+
+    def _score_late(self) -> None:
+        """Record the scores of shadow copies that answered after their label arrived."""
+        if not self._late:
+            return
+        with _ANSWERS_LOCK:
+            late, self._late = self._late, []
+        for rid, ok in late:
+            self.feedback(rid, ok)
 
     def expect(self, response_id: str, expected: Any,
                check: Callable[[Any, Any], Any] | None = None) -> int:
@@ -311,14 +342,22 @@ class RolloutPath:
         ``KeyError`` when this replica no longer holds the answer (it keeps the
         last ``ANSWERS_KEPT``, on the replica that gave them).
         """
+        self._score_late()
         answers: Mapping[str, Any] = self._answers or {}
         if response_id not in answers:
             raise KeyError(f"no answer {response_id!r} is kept on this replica; score answers "
                            "on the replica that gave them, or send feedback() instead")
         scored = 0
         for rid in (response_id, response_id + ":shadow"):
+            with _ANSWERS_LOCK:
+                output = answers.get(rid)
+                if output is _IN_FLIGHT:
+                    if self._waiting is None:
+                        self._waiting = {}
+                    self._waiting[rid] = (expected, check)
+                    continue
             if rid in answers:
-                ok = _expected(answers[rid], expected, check)
+                ok = False if output is _NO_ANSWER else _expected(output, expected, check)
                 scored += self.feedback(rid, ok)
         return scored
 
@@ -397,15 +436,16 @@ class _Pair:
 
         def shadow() -> None:
             started = time.perf_counter()
+            output: Any = _NO_ANSWER
             try:
                 output = self.rollout.candidate.invoke(copy)
                 failed = self.rollout.failed_by_latency(time.perf_counter() - started)
-                if self.call is not None:
-                    self.keep(self.call.rid + ":shadow", output)
             except Exception:
                 failed = True
             finally:
                 self.rollout.shadow_slots.release()
+            if self.call is not None:
+                self.keep(self.call.rid + ":shadow", output)
             self.set("candidate", failed)
 
         _start_daemon(shadow)

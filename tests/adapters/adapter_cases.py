@@ -118,9 +118,17 @@ def generic_fake_model(*answers: str) -> GenericFakeChatModel:
 QA_TRAIN = [("2+2", "4"), ("capital of France", "Paris"), ("colour of the sky", "blue")]
 
 
+class _DemoFollowingLM(DummyLM):  # type: ignore[misc]
+    """Follows the demos in its prompt; says "unknown" to a question no demo covers (plain
+    ``DummyLM`` answers nothing then, and an incumbent that answers nothing is no control)."""
+
+    def _use_example(self, messages: Any) -> Any:
+        return super()._use_example(messages) or self._format_answer_fields({"answer": "unknown"})
+
+
 def dummy_lm() -> DummyLM:
     """Answers from the demos in the prompt (follow_examples), so compiling changes answers."""
-    return DummyLM([{"answer": "unknown"}] * 10_000, follow_examples=True)
+    return _DemoFollowingLM([{"answer": "unknown"}] * 10_000, follow_examples=True)
 
 
 def dspy_lookup_lm() -> DummyLM:
