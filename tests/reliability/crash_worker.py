@@ -44,6 +44,11 @@ from fault_kit import SAFE_REFUSAL, base_cases, base_state
 import guardrails as gr
 from guardrails.testing import DictClient
 
+# `import guardrails` loads its parts on first use; load them all before forking, so each
+# child spends its few milliseconds in the guard's phases, not importing modules.
+for _name in gr.__all__:
+    getattr(gr, _name)
+
 PHASES = ("startup", "open", "propose", "approve", "reject", "rollback", "invoke", "silent",
           "ledger.put_state", "ledger.record", "ledger.promote", "ledger.event", "idle")
 PROMPTS = [f"You are a careful assistant, version {i}." for i in range(8)]
