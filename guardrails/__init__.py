@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         LedgerIntegrityError,
         UnusableResponseError,
     )
-    from ._messages import Request, Response
+    from ._messages import Request, Response, StreamChunk, ToolCallDelta
     from .blobs import (
         BlobError,
         BlobIntegrityError,
@@ -134,6 +134,8 @@ _LAZY: dict[str, str] = {
     "RolloutState": ".rollout",
     "Request": "._messages",
     "Response": "._messages",
+    "StreamChunk": "._messages",
+    "ToolCallDelta": "._messages",
     "BlobError": ".blobs",
     "BlobIntegrityError": ".blobs",
     "BlobStore": ".blobs",
@@ -308,7 +310,9 @@ __all__ = [
     "SequentialRule",
     "SigningKey",
     "Stage",
+    "StreamChunk",
     "StreamingBlobStore",
+    "ToolCallDelta",
     "UnusableResponseError",
     "UpdateCheck",
     "UpdateProposal",

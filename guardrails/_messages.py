@@ -44,3 +44,36 @@ class Response(BaseModel):
     """The served version id that produced ``output``."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Disclosure metadata plus anything middlewares added."""
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of one tool call's arguments, as a streaming client yields it.
+
+    ``index`` tells calls of one response apart; ``id`` and ``name`` arrive
+    with a call's first delta and may be ``None`` afterwards.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(strict=True, ge=0)
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class StreamChunk(BaseModel):
+    """One item of a streamed answer.
+
+    A client's ``stream``/``astream`` may yield plain ``str`` (text only) or
+    ``StreamChunk``. Each channel (``text``, ``reasoning``, ``tool_calls``)
+    carries only the new part since the previous chunk; ``usage`` and
+    ``finish_reason`` usually arrive on the last chunk.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    usage: dict[str, int] | None = None
+    finish_reason: str | None = None
