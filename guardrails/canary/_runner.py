@@ -79,6 +79,32 @@ class _Budget:
             return True
 
 
+class _Variety:
+    """Whether the outputs seen so far differ: ``None`` before two, then ``True`` or ``False``.
+
+    Constant work per output once two differ; nothing is kept but the first output.
+    """
+
+    def __init__(self) -> None:
+        self.first: Any = None
+        self.count = 0
+        self.differ = False
+
+    def see(self, output: Any) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.first = output
+        elif not self.differ:
+            try:
+                self.differ = bool(output != self.first)
+            except Exception:  # an array compared elementwise, an object that refuses
+                self.differ = True
+
+    @property
+    def varied(self) -> bool | None:
+        return None if self.count < 2 else self.differ
+
+
 class _Side:
     """One client (candidate or incumbent) as the runner calls it."""
 
@@ -91,6 +117,8 @@ class _Side:
         self.limit = limit
         self.calls = 0
         """Calls made, retries included (what an API bills)."""
+        self.outputs = _Variety()
+        """Whether this side's answers differed from one another (the control check's floor)."""
 
     async def _once(self, request: Request) -> Any:
         async with self.limit:
@@ -108,6 +136,7 @@ class _Side:
             return False, f"timeout: {exc}", False, True
         except Exception as exc:
             return False, f"client raised {type(exc).__name__}", False, True
+        self.outputs.see(output)
         passed, why, checker_failed = judge_output(case.expect, output)
         return passed, (why or None), True, not checker_failed
 
@@ -241,7 +270,8 @@ class _Run:
                               stopped_early=bool(stop_reason), stop_reason=stop_reason,
                               seed=self.seed, hidden_drawn=tuple(self.drawn),
                               candidate_calls=self.sides[0].calls,
-                              incumbent_calls=self.sides[1].calls)
+                              incumbent_calls=self.sides[1].calls,
+                              incumbent_varied=self.sides[1].outputs.varied)
 
     def report(self, status: str) -> None:
         if self.progress is not None:
