@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         request_approval,
     )
     from ._checks import ReviewContext, UpdateCheck, run_update_checks
+    from ._control import CONTROL_ALPHA, SUITE_CHANGED, fisher_less, rule_lock
     from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
     from ._drift import DriftBudget, DriftSettings, drift_distance
     from ._outcome import finish, report, review_proposal
@@ -39,6 +40,10 @@ _LAZY: dict[str, str] = {
     "ReviewContext": "._checks",
     "UpdateCheck": "._checks",
     "run_update_checks": "._checks",
+    "CONTROL_ALPHA": "._control",
+    "SUITE_CHANGED": "._control",
+    "fisher_less": "._control",
+    "rule_lock": "._control",
     "AllOf": "._constraints",
     "AnyOf": "._constraints",
     "FrozenConstraints": "._constraints",
@@ -71,6 +76,7 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "ApprovalPolicy",
+    "CONTROL_ALPHA",
     "DecisionRule",
     "DriftBudget",
     "DriftSettings",
@@ -85,6 +91,7 @@ __all__ = [
     "Review",
     "ReviewContext",
     "ReviewTarget",
+    "SUITE_CHANGED",
     "SequentialRule",
     "Stage",
     "UpdateCheck",
@@ -93,11 +100,13 @@ __all__ = [
     "drift_distance",
     "expire_pending",
     "finish",
+    "fisher_less",
     "reject_pending",
     "report",
     "request_approval",
     "review_proposal",
     "review_rollback",
+    "rule_lock",
     "run_stages",
     "run_update_checks",
     "update_stages",
