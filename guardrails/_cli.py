@@ -408,8 +408,9 @@ def config_schema() -> None:
 @json_option
 @no_verify_option
 def status(config_path: Path, as_json: bool, no_verify: bool) -> None:
-    """Served version, anchor, drift used and the last decisions (verifies the ledger first)."""
-    from .gate import drift_distance
+    """Served version, anchor, drift used, the last decisions and the last change of the suite
+    or the rule (verifies the ledger first)."""
+    from .gate import drift_distance, last_suite_change
 
     config, _ = _config(config_path)
     ledger = _reader(config_path)
@@ -419,14 +420,18 @@ def status(config_path: Path, as_json: bool, no_verify: bool) -> None:
     drift = None
     if served and anchor:
         drift = drift_distance(ledger.get_state(anchor), ledger.get_state(served))
-    recent = [d for d in (e.decision for e in ledger.entries(max(0, len(ledger) - 5)))
-              if d is not None]
+    window = list(ledger.entries(max(0, len(ledger) - 5)))
+    recent = [d for d in (e.decision for e in window) if d is not None]
+    last_change = last_suite_change(ledger)  # however far back: the bar in force since then
+    changes = [] if last_change is None else [last_change]
     data = {"served": served, "anchor": anchor, "drift": drift, "verified": not no_verify,
             "drift_budget": config.constraints.drift_budget, "entries": len(ledger),
             "pending": len(ledger.pending()),
             "recent": [{"verdict": d.verdict.value, "status": _status_word(d), "kind": d.kind,
                         "proposal": d.proposal_id, "entry": d.entry_index,
-                        "why": _summary(d)} for d in recent]}
+                        "why": _summary(d)} for d in recent],
+            "suite_changed": [{"entry": e.index, "changed": e.body.get("changed")}
+                              for e in changes]}
     text = [f"served   {served}", f"anchor   {anchor}",
             f"drift    {drift if drift is None else round(drift, 4)} "
             f"(budget {config.constraints.drift_budget})",
@@ -434,6 +439,7 @@ def status(config_path: Path, as_json: bool, no_verify: bool) -> None:
             + ("" if no_verify else "   ledger verified"), "recent:"]
     text += [f"  #{d.entry_index:<5} {_status_word(d):<13} {d.kind:<10} "
              f"{(d.proposal_id or '-')[:12]:<12} {_summary(d)}" for d in recent]
+    text += [f"suite    changed at entry #{e.index}:{_changes(e.body)}" for e in changes]
     _emit(data, as_json, "\n".join(text))
 
 
@@ -694,9 +700,25 @@ def _open_file(path: Path, key: Any = None) -> SQLiteLedger:
 def _show_row(entry: LedgerEntry) -> str:
     decision = entry.decision
     if decision is None:
-        return f"#{entry.index:<5} event        {entry.body.get('event')}"
+        return (f"#{entry.index:<5} event        {entry.body.get('event')}"
+                + _changes(entry.body))
     return (f"#{entry.index:<5} {_status_word(decision):<12} {decision.kind:<10} "
             f"{(decision.candidate or '-')[:12]:<12} {_summary(decision)}")
+
+
+def _changes(body: dict[str, Any]) -> str:
+    """What a ``suite_changed`` event changed, old -> new (fingerprints shortened)."""
+    changed = body.get("changed") if body.get("event") == "suite_changed" else None
+    if not isinstance(changed, dict):
+        return ""
+
+    def short(value: Any) -> str:
+        text = json.dumps(value, sort_keys=True, default=str)
+        return text[1:13] if isinstance(value, str) and len(value) == 64 else text
+
+    parts = [f"{key} {short(c.get('old'))} -> {short(c.get('new'))}"
+             for key, c in changed.items() if isinstance(c, dict)]
+    return "  " + "; ".join(parts)
 
 
 @ledger.command("show")

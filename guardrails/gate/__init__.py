@@ -20,7 +20,13 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         request_approval,
     )
     from ._checks import ReviewContext, UpdateCheck, run_update_checks
-    from ._control import CONTROL_ALPHA, SUITE_CHANGED, fisher_less, rule_lock
+    from ._control import (
+        CONTROL_ALPHA,
+        SUITE_CHANGED,
+        fisher_less,
+        last_suite_change,
+        rule_lock,
+    )
     from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
     from ._drift import DriftBudget, DriftSettings, drift_distance
     from ._outcome import finish, report, review_proposal
@@ -43,6 +49,7 @@ _LAZY: dict[str, str] = {
     "CONTROL_ALPHA": "._control",
     "SUITE_CHANGED": "._control",
     "fisher_less": "._control",
+    "last_suite_change": "._control",
     "rule_lock": "._control",
     "AllOf": "._constraints",
     "AnyOf": "._constraints",
@@ -101,6 +108,7 @@ __all__ = [
     "expire_pending",
     "finish",
     "fisher_less",
+    "last_suite_change",
     "reject_pending",
     "report",
     "request_approval",

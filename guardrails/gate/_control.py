@@ -100,6 +100,12 @@ def last_lock(ledger: Ledger) -> dict[str, Any] | None:
     return None
 
 
+def last_suite_change(ledger: Ledger) -> LedgerEntry | None:
+    """The newest ``suite_changed`` event within the last ``RECORD_SCAN`` entries, if any."""
+    return next((e for e in newest_first(ledger)
+                 if e.type == "event" and e.body.get("event") == SUITE_CHANGED), None)
+
+
 def suite_change(ledger: Ledger, lock: dict[str, Any]) -> dict[str, Any] | None:
     """The ``suite_changed`` event's details when ``lock`` differs from the last one recorded
     (what changed, old and new); ``None`` when nothing changed or nothing was recorded yet."""
