@@ -324,7 +324,7 @@ def check(config_path: Path, as_json: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, once, with the summary
         guard = Guard.from_config(config_path)
-    client = _check_client(config, root)
+    client = _check_client(config, root, guard)
     summary: dict[str, Any] = {"config": str(config_path), "cases": len(guard.canaries),
                "safety_cases": len(guard.canaries.safety),
                "frozen": list(guard.constraints.frozen), "fingerprint": guard.fingerprint(),
@@ -336,16 +336,25 @@ def check(config_path: Path, as_json: bool) -> None:
                             + "".join(f"\nwarning: {w}" for w in guard.suite_warnings))
 
 
-def _check_client(config: Config, root: Path) -> str:
-    """What ``check`` found of the [client]: imported and built, or why it was not built."""
+def _check_client(config: Config, root: Path, guard: Any) -> str:
+    """What ``check`` found of the [client]: imported and built, or why it was not built.
+
+    A built client's state resolves every frozen and mutable pointer (exit 3 naming the
+    pointer and the closest path otherwise), as ``Guard.wrap`` requires."""
     if config.client is None:
         return "none configured (review and rollback need a [client] section)"
     config.client.load_factory(root)  # ConfigError, exit 3: the configuration is wrong
     try:
-        config.client.build(root)
+        built = config.client.build(root)
     except ConfigError as exc:
         return f"{config.client.factory} imports, but was not built here: {exc}"
-    return f"{config.client.factory} imported and built"
+    try:
+        state = built.snapshot()
+    except Exception as exc:
+        return (f"{config.client.factory} built, but its state could not be read here "
+                f"({type(exc).__name__}: {exc}); pointers not checked")
+    guard.constraints.check_pointers(state, f"the state of {config.client.factory}")
+    return f"{config.client.factory} imported and built; every pointer resolves in its state"
 
 
 def _check_jail(guard: Any, summary: dict[str, Any]) -> str:

@@ -75,6 +75,8 @@ class GuardedClient(RolloutPath, RuntimePath):
         state = client.snapshot()
         version = state_version(state)
         if report.size == 0:
+            # Before genesis, so a misspelled pointer leaves no ledger behind.
+            self.guard.constraints.check_pointers(state)
             failed = [f for f in self.guard.constraints.check_invariants(state) if not f.passed]
             if failed:
                 raise ConfigError(f"the initial state breaks the constraints: {failed[0].message}")
@@ -89,6 +91,9 @@ class GuardedClient(RolloutPath, RuntimePath):
             # Another replica initialised the ledger first: serve what it recorded.
         served = ledger.served_version()
         assert served is not None  # a verified non-empty ledger has a genesis entry
+        self.guard.constraints.check_pointers(
+            state if version == served else ledger.get_state(served),
+            "the served state (the ledger's)")
         if version != served:
             client = self._rebuild_from(client, served)
             bound_log(served=served, found=version).warning(
