@@ -112,6 +112,20 @@ def _model_response(result: Any) -> ModelResponse:
     return response
 
 
+def _usable_output(message: AIMessage | None) -> Any:
+    """A model call's answer for the runtime chain; ``UnusableResponseError`` when there is
+    none (no AIMessage, a refusal, neither text nor a tool call), as the agent adapter does:
+    an empty output is not an answer, so it never passes the chain as one."""
+    if message is None:
+        raise unusable("langchain", "no_answer", "the model call returned no AIMessage")
+    if _refused(message):
+        raise unusable("langchain", "refusal",
+                       "the model refused (a refusal field or block), no text was returned")
+    if not message.tool_calls:
+        usable_text("langchain", str(message.text), "the AIMessage's text")
+    return _output_of(message)
+
+
 class GuardrailsMiddleware(AgentMiddleware):
     """Run the guardrails runtime chain around every model call of a LangChain agent.
 
@@ -165,7 +179,7 @@ class GuardrailsMiddleware(AgentMiddleware):
     def _response(self, result: Any, box: list[Any]) -> gr.Response:
         box.append(result)
         ai = next((m for m in _model_response(result).result if isinstance(m, AIMessage)), None)
-        return gr.Response(output=None if ai is None else _output_of(ai), version=self.version)
+        return gr.Response(output=_usable_output(ai), version=self.version)
 
     @staticmethod
     def _result(response: gr.Response, box: list[Any]) -> Any:
