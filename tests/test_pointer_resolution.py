@@ -35,7 +35,7 @@ def test_a_misspelled_frozen_pointer_is_refused_with_the_closest_path() -> None:
 
 def test_a_misspelled_mutable_pointer_is_refused_too() -> None:
     """A mutable scope at nothing would make every change out of scope, silently."""
-    with pytest.raises(gr.ConfigError, match="mutable pointer '/param' .*did you mean '/params'"):
+    with pytest.raises(gr.ConfigError, match=r"mutable pointer '/param' .*did you mean '/params'"):
         _guard(mutable=["/param"]).wrap(DictClient(STATE))
 
 

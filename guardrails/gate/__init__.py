@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         request_approval,
     )
     from ._checks import ReviewContext, UpdateCheck, run_update_checks
+    from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
     from ._control import (
         CONTROL_ALPHA,
         SUITE_CHANGED,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         last_suite_change,
         rule_lock,
     )
-    from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
     from ._drift import DriftBudget, DriftSettings, drift_distance
     from ._outcome import finish, report, review_proposal
     from ._proposal import PatchOperation, ProposalLimits, ProposalTooLarge, UpdateProposal
