@@ -34,8 +34,9 @@ SUITE_CHANGED = "suite_changed"
 CONTROL_ALPHA = 0.01
 """One-sided level of the record test: a healthy incumbent's review is voided by chance at
 most this often (a void review is never accepted, so a false alarm costs a re-proposal)."""
-RECORD_REVIEWS = 50
-"""The most recent earlier reviews (same incumbent version, same suite) pooled as its record."""
+RECORD_REVIEWS = 20
+"""The most recent earlier reviews (same incumbent version, same suite) pooled as its record:
+enough for the test's power, few enough that reading them costs a few milliseconds."""
 RECORD_SCAN = 5000
 """How many ledger entries back the record is looked for (bounds the cost of a review)."""
 _MAX_IDS = 50
@@ -65,8 +66,9 @@ def rule_lock(suite: CanarySuite, rule: Any) -> dict[str, Any]:
 
 
 def newest_first(ledger: Ledger, limit: int = RECORD_SCAN) -> Iterator[LedgerEntry]:
-    """The ledger's entries from the newest back, at most ``limit``, read in growing spans."""
-    end, span, seen = len(ledger), 64, 0
+    """The ledger's entries from the newest back, at most ``limit``, read in growing spans
+    (the first small: the last review is usually the newest entry or close to it)."""
+    end, span, seen = len(ledger), 8, 0
     while end > 0 and seen < limit:
         start = max(0, end - span, end - (limit - seen))
         chunk = list(islice(ledger.entries(start), end - start))
