@@ -112,20 +112,6 @@ def _model_response(result: Any) -> ModelResponse:
     return response
 
 
-def _usable_output(message: AIMessage | None) -> Any:
-    """A model call's answer for the runtime chain; ``UnusableResponseError`` when there is
-    none (no AIMessage, a refusal, neither text nor a tool call), as the agent adapter does:
-    an empty output is not an answer, so it never passes the chain as one."""
-    if message is None:
-        raise unusable("langchain", "no_answer", "the model call returned no AIMessage")
-    if _refused(message):
-        raise unusable("langchain", "refusal",
-                       "the model refused (a refusal field or block), no text was returned")
-    if not message.tool_calls:
-        usable_text("langchain", str(message.text), "the AIMessage's text")
-    return _output_of(message)
-
-
 class GuardrailsMiddleware(AgentMiddleware):
     """Run the guardrails runtime chain around every model call of a LangChain agent.
 
@@ -280,6 +266,20 @@ def _refused(message: AIMessage) -> bool:
         return True
     content = message.content if isinstance(message.content, list) else []
     return any(isinstance(block, Mapping) and block.get("type") == "refusal" for block in content)
+
+
+def _usable_output(message: AIMessage | None) -> Any:
+    """A model call's answer for the runtime chain; ``UnusableResponseError`` when there is
+    none (no AIMessage, a refusal, neither text nor a tool call), as the agent adapter does:
+    an empty output is not an answer, so it never passes the chain as one."""
+    if message is None:
+        raise unusable("langchain", "no_answer", "the model call returned no AIMessage")
+    if _refused(message):
+        raise unusable("langchain", "refusal",
+                       "the model refused (a refusal field or block), no text was returned")
+    if not message.tool_calls:
+        usable_text("langchain", str(message.text), "the AIMessage's text")
+    return _output_of(message)
 
 
 def _usable_answer(result: Any, messages: Sequence[Any]) -> str:
