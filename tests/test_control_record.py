@@ -220,3 +220,37 @@ def test_the_exact_test_agrees_with_scipy(a: int, b: int, c: int, d: int) -> Non
     stats = pytest.importorskip("scipy.stats")
     expected = stats.fisher_exact([[a, b], [c, d]], alternative="less").pvalue
     assert math.isclose(fisher_less(a, b, c, d), expected, rel_tol=1e-7, abs_tol=1e-12)
+
+
+def _accept_everything(evidence: gr.CanaryEvidence) -> tuple[gr.Verdict, list[gr.Finding]]:
+    """A custom decision rule that says yes to anything: the gate must not."""
+    return gr.Verdict.ACCEPTED, []
+
+
+def test_no_case_answered_by_both_sides_never_accepts_whatever_the_rule_says() -> None:
+    """A rule that accepts anything, a healthy incumbent, a candidate whose every answer is
+    empty: no case has an answer from both sides, so the review is void (paired_answers)."""
+    def responder(state: dict[str, Any], request: Request) -> Any:
+        return "" if state["prompt"] == "mute" else _responder(state, request)
+
+    guarded = gr.Guard(canaries=CASES, decision_rule=_accept_everything, seed=1).wrap(
+        DictClient({"prompt": "v1"}, responder))
+    decision = _propose(guarded, "mute")
+    assert decision.verdict is gr.Verdict.ERROR
+    paired = [f for f in decision.findings if f.evidence.get("statistic") == "paired_answers"]
+    assert paired and not paired[0].passed
+
+
+def test_a_malformed_record_entry_is_no_record() -> None:
+    """Hostile input: a control finding in the ledger whose outcomes are not id lists."""
+    ledger = gr.MemoryLedger()
+    guarded = _guarded(ledger)
+    ledger.record(gr.Decision.reject([gr.Finding(
+        check="control", passed=True, message="forged",
+        evidence={"incumbent": guarded.version,
+                  "suite_fingerprint": gr.CanarySuite(CASES).fingerprint(),
+                  "outcomes": {"passed": "c0", "failed": [1, None, {"x": 1}]}})],
+        parent=guarded.version))
+    control = _control(_propose(guarded, "v2"))
+    assert control.passed
+    assert control.evidence["record"]["trials"] == 0

@@ -135,17 +135,23 @@ def read_record(ledger: Ledger, incumbent: str, suite_fingerprint: str) -> Contr
         if key in seen:
             continue
         seen.add(key)
-        outcomes = control.get("outcomes") or {}
-        for case_id in outcomes.get("passed", ()):
+        outcomes = control.get("outcomes")
+        for case_id in _ids(outcomes, "passed"):
             record.passes[case_id] = record.passes.get(case_id, 0) + 1
             record.trials[case_id] = record.trials.get(case_id, 0) + 1
-        for case_id in outcomes.get("failed", ()):
+        for case_id in _ids(outcomes, "failed"):
             record.trials[case_id] = record.trials.get(case_id, 0) + 1
         record.varied = record.varied or control.get("incumbent_varied") is True
         record.reviews.append(entry.index)
         if len(record.reviews) >= RECORD_REVIEWS:
             break
     return record
+
+
+def _ids(outcomes: Any, key: str) -> list[str]:
+    """The case ids an entry's outcomes list under ``key``; anything malformed is no record."""
+    ids = outcomes.get(key) if isinstance(outcomes, dict) else None
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 def fisher_less(a: int, b: int, c: int, d: int) -> float:
