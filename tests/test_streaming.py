@@ -508,3 +508,65 @@ def test_during_a_rollout_the_stream_comes_from_the_assigned_version_and_says_so
             "candidate" if version == decision.candidate else "incumbent")
         arms.add(end.metadata["guardrails.rollout.arm"])
     assert arms == {"candidate", "incumbent"}
+
+
+# -- hostile clients --------------------------------------------------------------------------
+
+
+def test_a_stream_yielding_something_else_than_text_ends_with_a_typed_error() -> None:
+    """A client whose stream yields a dict gets UnusableResponseError, nothing released."""
+    client = StreamClient(["fine text ", {"not": "a chunk"}])  # type: ignore[list-item]
+    _, items, error = drain(guarded(None, policy("regex", rules=[KEY_RULE]),
+                                    client=client).stream("hi"))
+    assert isinstance(error, gr.UnusableResponseError) and error.reason == "wrong_type"
+    assert client.closed and not any(isinstance(i, gr.StreamEnd) for i in items)
+
+
+def test_a_stream_method_that_raises_before_yielding_is_recorded_as_a_failed_call() -> None:
+    """stream() raising at once (not a generator) ends the stream with its error, on the span."""
+
+    class Refusing(StreamClient):
+        def stream(self, request: gr.Request) -> Iterator[str]:  # type: ignore[override]
+            raise ConnectionError("refused")
+
+    tracer_provider, exporter, meter_provider, _ = capture_telemetry()
+    guard = gr.Guard(canaries=CASES, middleware=[policy("regex", rules=[KEY_RULE])],
+                     tracer_provider=tracer_provider, meter_provider=meter_provider)
+    with pytest.raises(ConnectionError):
+        list(guard.wrap(Refusing(["x"])).stream("hi"))
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == SPAN_INVOKE]
+    assert span.attributes[ATTR_STREAM_ABORT] == "error"
+
+
+def test_an_async_upstream_error_ends_astream_with_that_error() -> None:
+    """astream passes the client's own exception on; no StreamEnd."""
+    client = StreamClient(["some text that is long ", "tail"], fail_after=1,
+                          error=gr.UnusableResponseError("bad", adapter="t", reason="no_answer"))
+    guard = guarded(None, policy("regex", rules=[KEY_RULE]), client=client)
+    items, error = asyncio.run(adrain(guard.astream("hi")))
+    assert isinstance(error, gr.UnusableResponseError)
+    assert not any(isinstance(item, gr.StreamEnd) for item in items)
+
+
+class _Named(StreamClient):
+    def genai_attributes(self) -> dict[str, Any]:
+        return {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}
+
+    def with_state(self, state: dict[str, Any]) -> _Named:
+        return _Named(self.chunks, state)
+
+
+@pytest.mark.parametrize(("capture", "expected"), [("SPAN_ONLY", '"a [KEY] b"'),
+                                                    ("NO_CONTENT", None)])
+def test_content_capture_records_only_released_text_and_only_when_opted_in(
+        capture: str, expected: str | None) -> None:
+    """The GenAI span's output is the released (redacted) text with capture on, absent off."""
+    tracer_provider, exporter, meter_provider, _ = capture_telemetry()
+    rule = {**KEY_RULE, "action": "redact", "replacement": "[KEY]"}
+    guard = gr.Guard(canaries=CASES, middleware=[policy("regex", rules=[rule])],
+                     tracer_provider=tracer_provider, meter_provider=meter_provider,
+                     capture_content=capture).wrap(_Named(["a s", "k-abcd b"]))
+    list(guard.stream("hi"))
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "chat m"]
+    assert span.attributes.get("gen_ai.output.messages") == expected
+    assert span.parent is not None

@@ -218,9 +218,9 @@ class StreamPath:
 
     def _stream(self, request: Request, policies: tuple[StreamPolicy, ...]) -> Iterator[Item]:
         call = self._stream_open(request, policies)
-        call.upstream = upstream = _upstream(call.client, request)
         buffer = call.buffer
         try:
+            call.upstream = upstream = _upstream(call.client, request)
             for item in upstream:
                 call.chunks += 1
                 out = buffer.feed(item)
@@ -230,7 +230,7 @@ class StreamPath:
             if tail is not None:
                 yield call.released(tail)
         except BaseException as exc:
-            _close(upstream)
+            _close(call.upstream)
             self._stream_failed(call, exc)
             raise
         _close(upstream)
