@@ -203,7 +203,7 @@ class StreamPath:
         policies = self.guard.stream_policies
         client = self._served.client
         if policies is None or not callable(getattr(client, "stream", None)):
-            return _whole(self.invoke(request))
+            return self._stream_via_invoke(request)
         return self._stream(request, policies)
 
     def astream(self, request: Request | Any) -> AsyncIterator[StreamChunk | StreamEnd]:
@@ -215,6 +215,10 @@ class StreamPath:
         if type(request) is not Request:
             request = Request(input=request)
         return self._astream(request)
+
+    def _stream_via_invoke(self, request: Request) -> Iterator[Item]:
+        # A generator, so that nothing runs before the first next(), as with a real stream.
+        yield from _whole(self.invoke(request))
 
     def _stream(self, request: Request, policies: tuple[StreamPolicy, ...]) -> Iterator[Item]:
         call = self._stream_open(request, policies)
