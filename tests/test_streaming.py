@@ -570,3 +570,22 @@ def test_content_capture_records_only_released_text_and_only_when_opted_in(
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "chat m"]
     assert span.attributes.get("gen_ai.output.messages") == expected
     assert span.parent is not None
+
+
+def test_an_overflow_is_recorded_like_a_blocked_call_with_its_own_reason() -> None:
+    """Passing stream_max_held counts as blocked by `stream_max_held`, abort reason overflow."""
+    tracer_provider, exporter, meter_provider, reader = capture_telemetry()
+    schema = policy("json_schema", output_schema={"type": "string"}, parse_json=False)
+    guard = gr.Guard(canaries=CASES, middleware=[schema], stream_max_held=100,
+                     tracer_provider=tracer_provider, meter_provider=meter_provider)
+    drain(guard.wrap(StreamClient(["y" * 60] * 3)).stream("hi"))
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == SPAN_INVOKE]
+    assert span.attributes[ATTR_STREAM_ABORT] == "overflow"
+    (point,) = _counter(reader, METRIC_BLOCKED)
+    assert point.attributes[ATTR_BLOCKED_BY] == "stream_max_held"
+
+
+def test_a_negative_cap_is_refused_when_the_guard_is_built() -> None:
+    """stream_max_held is a number of bytes >= 0; a negative one is a ConfigError."""
+    with pytest.raises(gr.ConfigError, match="stream_max_held"):
+        gr.Guard(canaries=CASES, stream_max_held=-1)
