@@ -589,3 +589,13 @@ def test_a_negative_cap_is_refused_when_the_guard_is_built() -> None:
     """stream_max_held is a number of bytes >= 0; a negative one is a ConfigError."""
     with pytest.raises(gr.ConfigError, match="stream_max_held"):
         gr.Guard(canaries=CASES, stream_max_held=-1)
+
+
+def test_the_client_is_asked_the_request_as_the_input_policies_left_it() -> None:
+    """An input redaction applies before the stream opens, as in invoke."""
+    client = StreamClient(["fine"])
+    rule = {**KEY_RULE, "apply_to": ["input"], "action": "redact", "replacement": "[KEY]"}
+    list(guarded(None, policy("regex", rules=[rule]), client=client).stream("key sk-abcd"))
+    asyncio.run(adrain(guarded(None, policy("regex", rules=[rule]),
+                               client=client).astream("key sk-wxyz")))
+    assert [request.input for request in client.calls] == ["key [KEY]", "key [KEY]"]

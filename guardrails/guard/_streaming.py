@@ -49,7 +49,8 @@ class _Call:
     """One streamed call: what answers it, its buffer, its clock and counters."""
 
     __slots__ = ("buffer", "chunks", "client", "first", "genai", "metadata", "rcall",
-                 "rollout", "served", "span", "started", "text", "upstream", "version")
+                 "request", "rollout", "served", "span", "started", "text", "upstream",
+                 "version")
 
     def __init__(self, span: Any, served: Served, buffer: StreamBuffer) -> None:
         self.span, self.served, self.buffer = span, served, buffer
@@ -57,6 +58,8 @@ class _Call:
         self.metadata: dict[str, Any] = dict(served.disclosure)
         self.rollout: Any = None
         self.rcall: Any = None
+        self.request: Any = None
+        """The request as the input policies left it: what the client is asked."""
         self.upstream: Any = None
         self.genai: Any = None
         self.chunks = 0
@@ -224,7 +227,7 @@ class StreamPath:
         call = self._stream_open(request, policies)
         buffer = call.buffer
         try:
-            call.upstream = upstream = _upstream(call.client, request)
+            call.upstream = upstream = _upstream(call.client, call.request)
             for item in upstream:
                 call.chunks += 1
                 out = buffer.feed(item)
@@ -251,7 +254,7 @@ class StreamPath:
         call = self._stream_open(request, policies)
         buffer = call.buffer
         try:
-            call.upstream = upstream = _aupstream(call.client, request)
+            call.upstream = upstream = _aupstream(call.client, call.request)
             async for item in upstream:
                 call.chunks += 1
                 out = buffer.feed(item)
@@ -279,6 +282,7 @@ class StreamPath:
             for policy in policies:
                 if policy.before is not None:
                     request = policy.before(request)
+            call.request = request
             self._assign(call, request)
             if call.served.genai is not None:
                 genai = self._genai_start(call.served, request)
