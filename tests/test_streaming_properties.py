@@ -55,6 +55,10 @@ def policies(block_only: bool = False) -> st.SearchStrategy[list[dict[str, Any]]
     return st.lists(one, min_size=1, max_size=3)
 
 
+size_limits = st.builds(lambda n: {"plugin": "size_limit", "max_output_chars": n},
+                        st.integers(1, 60))
+
+
 @st.composite
 def chunked(draw: Any) -> list[str]:
     """A text cut at any points, empty chunks included."""
@@ -115,7 +119,8 @@ FAST = settings(max_examples=250, deadline=None,
 
 
 @FAST
-@given(configs=policies(), chunks=chunked())
+@given(configs=st.one_of(policies(), st.tuples(policies(), size_limits).map(
+    lambda pair: [*pair[0], pair[1]])), chunks=chunked())
 def test_the_streamed_verdict_and_text_are_invokes_for_any_chunking(
         configs: list[dict[str, Any]], chunks: list[str]) -> None:
     """Blocked exactly when invoke blocks; otherwise the released text joined is invoke's
@@ -195,3 +200,29 @@ def test_reasoning_and_tool_arguments_obey_the_same_law_as_text(
     assert other_blocked == blocked
     if not blocked:
         assert (reasoning if channel == "reasoning" else tool) == text
+
+
+class _Boom(Exception):
+    """The client's own failure, mid-stream."""
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(configs=policies(), chunks=chunked(), data=st.data())
+def test_a_client_failing_at_any_point_ends_the_stream_with_its_error_and_a_prefix(
+        configs: list[dict[str, Any]], chunks: list[str], data: Any) -> None:
+    """Wherever the client's stream fails, the caller gets that error, never a StreamEnd,
+    and what was released is a prefix of what the whole stream would release."""
+    whole, _ = _stream(_guarded(configs, chunks))
+    fail_after = data.draw(st.integers(0, len(chunks)))
+    client = StreamClient(chunks, fail_after=fail_after, error=_Boom())
+    guard = gr.Guard(canaries=CASES, middleware=_middleware(configs)).wrap(client)
+    released: list[str] = []
+    try:
+        for item in guard.stream("q"):
+            assert isinstance(item, gr.StreamChunk), "a StreamEnd after a failure"
+            released.append(item.text)
+    except _Boom:
+        pass
+    except gr.GuardrailViolation:
+        return  # a block decided before the failure point: the law above covers it
+    assert whole.startswith("".join(released))
