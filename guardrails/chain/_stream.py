@@ -83,7 +83,13 @@ def stream_policies(middlewares: Sequence[Any]) -> tuple[StreamPolicy, ...] | No
     policies = []
     for middleware in middlewares:
         offer = getattr(middleware, "streaming", None)
-        policy = offer() if callable(offer) else None
+        try:
+            policy = offer() if callable(offer) else None
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"middleware {middleware!r}: streaming() raised "
+                              f"{type(exc).__name__}: {exc}") from exc
         if policy is None:
             return None
         if not isinstance(policy, StreamPolicy):
