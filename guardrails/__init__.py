@@ -56,14 +56,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         RunSettings,
         Scorer,
     )
-    from .chain import (
-        AsyncMiddleware,
-        Middleware,
-        StreamCheck,
-        StreamHit,
-        StreamPolicy,
-        regex_span,
-    )
+    from .chain import AsyncMiddleware, Middleware, StreamCheck, StreamHit, StreamPolicy, regex_span
     from .gate import (
         AllOf,
         AnyOf,
