@@ -220,7 +220,7 @@ class _StreamState:
             raise unusable("openai", "wrong_schema", "a streamed tool call has no valid 'index'")
         function = getattr(call, "function", None)
         name = getattr(function, "name", None)
-        self.calls[index] = self.calls.get(index, False) or isinstance(name, str) and bool(name)
+        self.calls[index] = self.calls.get(index, False) or (isinstance(name, str) and bool(name))
         return gr.ToolCallDelta(index=index, id=getattr(call, "id", None), name=name,
                                 arguments=_delta_text(getattr(function, "arguments", None),
                                                       "a tool call's arguments"))
@@ -395,8 +395,8 @@ class OpenAIChatClient:
         ``aclose()`` closes the HTTP response.
         """
         if self._async is None:
-            async for item in _in_thread(self.stream(request)):
-                yield item
+            async for threaded in _in_thread(self.stream(request)):
+                yield threaded
             return
         sdk_stream = await self._async.chat.completions.create(**self._stream_args(request))
         state = _StreamState()
