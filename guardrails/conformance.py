@@ -45,13 +45,15 @@ For an adapter that streams (``stream`` and/or ``astream``; the checks pass
 trivially for one that does not):
 
 - every item is a ``StreamChunk`` or a ``str``, and the streamed text joins
-  to the text ``invoke`` answers;
+  to the text ``invoke`` answers; through a guard, ``guarded.stream`` releases
+  the same text and ends with a ``StreamEnd``;
 - ``stream`` is a generator the guard can ``close()`` (``astream`` one it can
   ``aclose()``) after its first item, and closing it releases the upstream
   (``AdapterCase.stream_release`` says how to see that);
 - streaming an unusable answer (``unusable``) or a broken upstream
   (``broken_streams``: a cut-off body, a malformed chunk) raises
-  ``UnusableResponseError``, never a quietly shorter answer.
+  ``UnusableResponseError``, directly and through a guard, never a quietly
+  shorter answer.
 
 No pytest import here: the module is usable from any test runner.
 """
@@ -67,7 +69,7 @@ from typing import Any
 from ._canonical import canonical_json, state_version
 from ._decision import Verdict
 from ._errors import ConfigError, UnusableResponseError
-from ._messages import Request, StreamChunk
+from ._messages import Request, StreamChunk, StreamEnd
 from .blobs import BlobStore, iter_blob_refs
 from .canary import CanaryCase, Predicate
 from .gate import UpdateProposal
@@ -426,6 +428,20 @@ def check_stream_yields_chunks(case: AdapterCase) -> None:
         if isinstance(answer, str) and not case.compare(text, answer):
             raise _fail(case, f"{how} joins to {text!r:.80}, invoke answered {answer!r:.80}; "
                               "a stream is the same answer in pieces")
+    _check_guarded_stream(case, expected)
+
+
+def _check_guarded_stream(case: AdapterCase, expected: list[Any]) -> None:
+    guarded = _guard(case).wrap(case.make_client())
+    for value, answer in zip(case.requests, expected, strict=True):
+        items = list(guarded.stream(value))
+        if not items or not isinstance(items[-1], StreamEnd):
+            raise _fail(case, f"through the guard stream({value!r}) did not end with a "
+                              "StreamEnd")
+        text = _text_of(case, f"guarded stream({value!r})", items[:-1])
+        if isinstance(answer, str) and not case.compare(text, answer):
+            raise _fail(case, f"through the guard stream({value!r}) released {text!r:.80}, "
+                              f"invoke answered {answer!r:.80}")
 
 
 def _close_early(case: AdapterCase, client: Any, value: Any) -> None:
@@ -488,10 +504,12 @@ def check_broken_streams_raise(case: AdapterCase) -> None:
                                             ("astream", True, has_astream)):
                 if not present:
                     continue
-                outcome = _stream_outcome(make_client(), Request(input=value), use_async)
-                problem = _not_unusable(case, shape, f"{how}({value!r})", outcome)
-                if problem is not None:
-                    raise _fail(case, problem)
+                for who, client in ((how, None), (f"guarded {how}", _guard(case))):
+                    target = make_client() if client is None else client.wrap(make_client())
+                    seen = _stream_outcome(target, Request(input=value), use_async)
+                    problem = _not_unusable(case, shape, f"{who}({value!r})", seen)
+                    if problem is not None:
+                        raise _fail(case, problem)
 
 
 CHECKS: tuple[Callable[[AdapterCase], None], ...] = (

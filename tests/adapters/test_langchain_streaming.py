@@ -290,3 +290,72 @@ def test_the_stream_is_a_generator_the_guard_can_close() -> None:
     assert callable(stream.close) and callable(astream.aclose)  # type: ignore[attr-defined]
     assert _iter_types(stream) == {"StreamChunk"}
     asyncio.run(astream.aclose())  # type: ignore[attr-defined]
+
+
+# -- through the guard (GuardedClient.stream / astream) ---------------------------------------
+
+KEY_RULE = {"name": "api_key", "pattern": "sk-[a-z]{4}", "action": "block"}
+
+
+def key_guard(client: LangChainAgentClient) -> gr.GuardedClient:
+    (regex,) = gr.load_plugin("regex").build({"rules": [KEY_RULE]}).middleware
+    canaries = [gr.CanaryCase(id="a", input="a", expect=gr.Predicate(fn=bool, label="any"))]
+    return gr.Guard(canaries=canaries, middleware=[regex]).wrap(client)
+
+
+def guarded_items(guarded: gr.GuardedClient, mode: str) -> tuple[list[Any], Exception | None]:
+    seen: list[Any] = []
+
+    async def drain() -> None:
+        async for item in guarded.astream("key?"):
+            seen.append(item)
+
+    try:
+        if mode == "sync":
+            for item in guarded.stream("key?"):
+                seen.append(item)
+        else:
+            asyncio.run(drain())
+    except Exception as exc:
+        return seen, exc
+    return seen, None
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_key_split_across_agent_chunks_never_reaches_the_caller(mode: str) -> None:
+    """The agent's model streams 'sk-abcd' in 4-character pieces ('y sk', '-abc', 'd ...'): the
+    guard blocks, nothing of the key is released and no StreamEnd follows."""
+    client = LangChainAgentClient(RuleChatModel(rule=lambda s, q: "your key sk-abcd is here"))
+    pieces = [c.text for c in client.stream(gr.Request(input="key?"))]
+    assert not any("sk-abcd" in piece for piece in pieces)  # unguarded: split, never whole
+    seen, error = guarded_items(key_guard(client), mode)
+    assert isinstance(error, gr.GuardrailViolation) and error.policy == "regex"
+    released = "".join(i.text for i in seen if isinstance(i, gr.StreamChunk))
+    assert "sk-" not in released and not any(isinstance(i, gr.StreamEnd) for i in seen)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_clean_agent_stream_ends_with_usage_and_disclosure(mode: str) -> None:
+    """The released text is the agent's answer; StreamEnd carries the summed usage and the
+    served version."""
+    guarded = key_guard(langchain_client())
+    seen, error = guarded_items(guarded, mode)
+    assert error is None
+    *chunks, end = seen
+    assert isinstance(end, gr.StreamEnd) and end.version == guarded.version
+    assert "".join(c.text for c in chunks) == "I don't know."
+    assert end.usage is not None and end.usage["output_tokens"] == 3
+    assert end.finish_reason == "stop"
+
+
+def test_a_blocked_agent_stream_stops_the_run() -> None:
+    """A block in the first turn closes the agent's stream: the tool that turn asked for never
+    runs."""
+    lookups = Lookups()
+    script = [AIMessage(content="my key is sk-abcd, let me look",
+                        tool_calls=[{"name": "lookup", "args": {"city": "Köln"}, "id": "c1"}]),
+              AIMessage(content="done")]
+    client = LangChainAgentClient(ScriptedChatModel(messages=iter(script)), tools=[lookups.tool])
+    seen, error = guarded_items(key_guard(client), "sync")
+    assert isinstance(error, gr.GuardrailViolation) and lookups.calls == []
+    assert "sk-" not in "".join(i.text for i in seen if isinstance(i, gr.StreamChunk))

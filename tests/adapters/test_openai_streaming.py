@@ -352,3 +352,79 @@ def test_the_server_streams_the_events_a_real_one_would(server: FakeOpenAIServer
         lines = [line for line in response.read().decode().split("\n") if line]
     assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
     assert json.loads(lines[0][6:])["object"] == "chat.completion.chunk"
+
+
+# -- through the guard (GuardedClient.stream / astream) ---------------------------------------
+
+KEY_RULE = {"name": "api_key", "pattern": "sk-[a-z]{4}", "action": "block"}
+KEY_ANSWER = "your key is sk-abcd, keep it safe and never share it with anyone"
+
+
+def key_guard(server: FakeOpenAIServer) -> gr.GuardedClient:
+    (regex,) = gr.load_plugin("regex").build({"rules": [KEY_RULE]}).middleware
+    canaries = [gr.CanaryCase(id="a", input="a", expect=gr.Predicate(fn=bool, label="any"))]
+    return gr.Guard(canaries=canaries, middleware=[regex]).wrap(client_for(server))
+
+
+def guarded_outcome(guarded: gr.GuardedClient, mode: str, text: str = "key?"
+                    ) -> tuple[list[Any], Exception | None]:
+    """Every item the guard's caller got, and the error that ended the stream (if any)."""
+    seen: list[Any] = []
+
+    async def drain() -> None:
+        async for item in guarded.astream(text):
+            seen.append(item)
+
+    try:
+        if mode == "sync":
+            for item in guarded.stream(text):
+                seen.append(item)
+        else:
+            asyncio.run(drain())
+    except Exception as exc:
+        return seen, exc
+    return seen, None
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_key_split_across_two_sse_events_never_reaches_the_caller(mode: str) -> None:
+    """'sk-abcd' arrives as 'sk-a' and 'bcd,' (two SSE events, each harmless alone): the guard
+    blocks, nothing of the key is released, no StreamEnd follows, and the block closes the HTTP
+    stream (the server, waiting before its next event, sees the client go away)."""
+    with FakeOpenAIServer(lambda request: KEY_ANSWER) as server:
+        server.plan_stream(StreamPlan(delta_chars=4))
+        pieces = [c.text for c in client_for(server).stream(gr.Request(input="key?"))]
+        assert "sk-a" in pieces and "bcd," in pieces  # unguarded: the key, split in two events
+        server.plan_stream(StreamPlan(delta_chars=4, hold_after=8))
+        seen, error = guarded_outcome(key_guard(server), mode)
+        assert isinstance(error, gr.GuardrailViolation) and error.policy == "regex"
+        released = "".join(i.text for i in seen if isinstance(i, gr.StreamChunk))
+        assert "sk-" not in released and not any(isinstance(i, gr.StreamEnd) for i in seen)
+        assert server.wait_abandoned(1)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_clean_stream_ends_with_usage_and_disclosure(mode: str) -> None:
+    """A stream the policy clears: the released text is the whole answer, and the StreamEnd
+    carries the usage of the server's final chunk, the finish reason and the served version."""
+    with FakeOpenAIServer(lambda request: ANSWER) as server:
+        guarded = key_guard(server)
+        seen, error = guarded_outcome(guarded, mode)
+    assert error is None
+    *chunks, end = seen
+    assert isinstance(end, gr.StreamEnd)
+    assert "".join(c.text for c in chunks) == ANSWER
+    assert end.usage == {"input_tokens": 1, "output_tokens": 8, "total_tokens": 9}
+    assert end.finish_reason == "stop" and end.version == guarded.version
+    assert end.metadata["guardrails.served_version"] == guarded.version
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_broken_upstream_reaches_the_caller_as_the_typed_error(mode: str) -> None:
+    """A body cut off before [DONE] ends the caller's stream with UnusableResponseError, not
+    with a StreamEnd after a shorter answer."""
+    with FakeOpenAIServer(lambda request: ANSWER) as server:
+        server.plan_stream(StreamPlan(end_after=5))
+        seen, error = guarded_outcome(key_guard(server), mode)
+    assert isinstance(error, gr.UnusableResponseError) and error.reason == "truncated"
+    assert not any(isinstance(i, gr.StreamEnd) for i in seen)
