@@ -428,3 +428,18 @@ def test_a_broken_upstream_reaches_the_caller_as_the_typed_error(mode: str) -> N
         seen, error = guarded_outcome(key_guard(server), mode)
     assert isinstance(error, gr.UnusableResponseError) and error.reason == "truncated"
     assert not any(isinstance(i, gr.StreamEnd) for i in seen)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_key_split_across_tool_argument_deltas_is_blocked(mode: str) -> None:
+    """The same key inside a tool call's arguments, split over argument deltas: the guard's
+    tool-argument channel blocks it, and no delta holding part of it is released."""
+    call = {"id": "call_k", "type": "function",
+            "function": {"name": "store", "arguments": '{"note": "sk-abcd is the key"}'}}
+    with FakeOpenAIServer(lambda request: {"tool_calls": [call]}) as server:
+        server.plan_stream(StreamPlan(delta_chars=3))
+        seen, error = guarded_outcome(key_guard(server), mode)
+    assert isinstance(error, gr.GuardrailViolation) and error.policy == "regex"
+    released = "".join(d.arguments for i in seen if isinstance(i, gr.StreamChunk)
+                       for d in i.tool_calls)
+    assert "sk-" not in released
