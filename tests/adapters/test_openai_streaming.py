@@ -443,3 +443,23 @@ def test_a_key_split_across_tool_argument_deltas_is_blocked(mode: str) -> None:
     released = "".join(d.arguments for i in seen if isinstance(i, gr.StreamChunk)
                        for d in i.tool_calls)
     assert "sk-" not in released
+
+
+def test_cancelling_a_thread_backed_astream_mid_read_closes_it_cleanly(server: FakeOpenAIServer
+                                                                       ) -> None:
+    """The consumer is cancelled while the worker thread waits for the next event: it sees
+    CancelledError (not 'generator already executing'), and the sync stream is closed once the
+    read in flight returns."""
+    server.plan_stream(StreamPlan(hold_after=3, hold_timeout=0.5))
+
+    async def cancelled_mid_read() -> None:
+        stream = client_for(server, with_async=False).astream(gr.Request(input="hi"))
+        assert (await stream.__anext__()).text and (await stream.__anext__()).text
+        reader = asyncio.ensure_future(stream.__anext__())  # waits: the server holds event 3
+        await asyncio.sleep(0)
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        await stream.aclose()
+
+    asyncio.run(cancelled_mid_read())

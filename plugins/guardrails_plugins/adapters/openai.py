@@ -33,9 +33,10 @@ or a body that ended without a finish reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -366,7 +367,7 @@ class OpenAIChatClient:
         return {**self._call_args(request), "stream": True,
                 "stream_options": dict(STREAM_OPTIONS)}
 
-    def stream(self, request: gr.Request) -> Iterator[gr.StreamChunk]:
+    def stream(self, request: gr.Request) -> Generator[gr.StreamChunk, None, None]:
         """The answer as ``StreamChunk`` items, the last one with finish reason and usage.
 
         Closing the generator early closes the HTTP response. SDK errors
@@ -475,16 +476,24 @@ class OpenAIChatClient:
 _DONE = object()
 
 
-async def _in_thread(iterator: Iterator[gr.StreamChunk]) -> AsyncIterator[gr.StreamChunk]:
+async def _in_thread(iterator: Generator[gr.StreamChunk, None, None]
+                     ) -> AsyncIterator[gr.StreamChunk]:
     """A sync generator consumed from a worker thread, one item per hop; closed (in a thread)
-    when the consumer stops early, so the sync SDK stream is closed too."""
+    when the consumer stops early or is cancelled, so the sync SDK stream is closed too."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[Any] | None = None
     try:
         while True:
-            item = await asyncio.to_thread(next, iterator, _DONE)
+            pending = loop.run_in_executor(None, next, iterator, _DONE)
+            # Shielded: a cancelled consumer must not leave next() running while close() is
+            # called from another thread (a generator that is executing cannot be closed).
+            item = await asyncio.shield(pending)
+            pending = None
             if item is _DONE:
                 return
-            yield item  # type: ignore[misc]
+            yield item
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending
+        await asyncio.to_thread(iterator.close)
