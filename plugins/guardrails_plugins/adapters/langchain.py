@@ -56,6 +56,7 @@ from langchain_core.messages import (
     BaseMessage,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
 )
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.constants import TAG_NOSTREAM
@@ -355,31 +356,28 @@ class _Turns:
 
     ids: list[str] = field(default_factory=list)
     """Model turns seen, in order (a message id per turn)."""
-    whole: set[str] = field(default_factory=set)
-    """Turns whose complete message was already read (later copies are skipped)."""
     calls: dict[tuple[str, int], int] = field(default_factory=dict)
     """(turn, index in the turn) -> index across the run."""
     text: list[str] = field(default_factory=list)
     """The text of the last model turn."""
-    last_node: str | None = None
+    ended_on_tool: bool = False
+    """Whether a tool result came after the last model turn (a ``return_direct`` tool)."""
     usage: dict[str, int] = field(default_factory=dict)
 
     def read(self, event: Any) -> gr.StreamChunk | None:
         message, metadata = event
         node = metadata.get("langgraph_node") if isinstance(metadata, Mapping) else None
+        if isinstance(message, ToolMessage):
+            self.ended_on_tool = True
         if node != "model" or not isinstance(message, AIMessage):
-            if node is not None and not isinstance(message, HumanMessage):
-                self.last_node = str(node)
             return None
-        self.last_node = "model"
+        self.ended_on_tool = False
         turn = message.id or f"turn-{len(self.ids)}"
-        if turn in self.whole:
+        if turn in self.ids and not isinstance(message, AIMessageChunk):
             return None  # the whole message after its streamed chunks: already read
         if turn not in self.ids:
             self.ids.append(turn)
             self.text = []
-        if not isinstance(message, AIMessageChunk):
-            self.whole.add(turn)
         if _refused(message):
             raise unusable("langchain", "refusal",
                            "the model refused (a refusal field or block), no text was returned")
@@ -414,9 +412,9 @@ class _Turns:
         """``UnusableResponseError`` unless the run ended on a model turn with usable text."""
         if not self.ids:
             raise unusable("langchain", "no_answer", "the agent's run streamed no model message")
-        if self.last_node != "model":
-            raise unusable("langchain", "wrong_type", "the agent's run ended on a "
-                                                      f"{self.last_node!r} step, not the model's")
+        if self.ended_on_tool:
+            raise unusable("langchain", "wrong_type", "the agent's run ended on a tool result, "
+                                                      "not on a model turn")
         usable_text("langchain", "".join(self.text), "the last model turn's text")
 
 
