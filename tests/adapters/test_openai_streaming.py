@@ -463,3 +463,21 @@ def test_cancelling_a_thread_backed_astream_mid_read_closes_it_cleanly(server: F
         await stream.aclose()
 
     asyncio.run(cancelled_mid_read())
+
+
+SAFE = st.text(alphabet="abc xyz,.Äö✓\n", max_size=30)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=SAFE, after=SAFE, delta_chars=st.integers(1, 6), write_size=st.integers(1, 17))
+def test_however_the_wire_cuts_a_key_the_guard_releases_only_text_before_it(
+        before: str, after: str, delta_chars: int, write_size: int) -> None:
+    """For any text around the key and any cutting of deltas and TCP writes, the guard blocks,
+    and what it released is a prefix of the answer that ends before the key starts."""
+    answer = f"{before} sk-abcd {after}"
+    with FakeOpenAIServer(lambda request: answer) as server:
+        server.plan_stream(StreamPlan(delta_chars=delta_chars, write_size=write_size))
+        seen, error = guarded_outcome(key_guard(server), "sync")
+    assert isinstance(error, gr.GuardrailViolation)
+    released = "".join(i.text for i in seen if isinstance(i, gr.StreamChunk))
+    assert answer.startswith(released) and len(released) <= answer.index("sk-abcd")
