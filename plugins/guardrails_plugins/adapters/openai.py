@@ -388,7 +388,9 @@ class OpenAIChatClient:
             self._record_stream_usage(state)
             yield last
         finally:
-            sdk_stream.close()
+            close = getattr(sdk_stream, "close", None)  # any object with the SDK's API may serve
+            if callable(close):
+                close()
 
     async def astream(self, request: gr.Request) -> AsyncIterator[gr.StreamChunk]:
         """``stream`` on the async SDK client; without one, the sync stream in a worker thread.
@@ -413,7 +415,9 @@ class OpenAIChatClient:
             self._record_stream_usage(state)
             yield last
         finally:
-            await sdk_stream.close()
+            close = getattr(sdk_stream, "close", None)
+            if callable(close):
+                await close()
 
     def propose_update(self) -> gr.UpdateProposal | None:
         """One step of the optimiser on a copy of the state; ``self`` is left unchanged."""
