@@ -255,7 +255,8 @@ class _Pipeline:
         return text
 
     def held(self) -> int:
-        return sum(stage.held() for stage in self.stages)
+        stages = self.stages
+        return stages[0].held() if len(stages) == 1 else sum(s.held() for s in stages)
 
 
 class StreamBuffer:
@@ -288,7 +289,9 @@ class StreamBuffer:
         return pipe
 
     def _measure(self) -> None:
-        held = sum(pipe.held() for pipe in self._pipes.values())
+        pipes = self._pipes
+        held = (self._text.held() if len(pipes) == 1
+                else sum(pipe.held() for pipe in pipes.values()))
         if held > self.max_seen:
             self.max_seen = held
         if self.max_held and held > self.max_held:
@@ -304,7 +307,7 @@ class StreamBuffer:
         if type(item) is str:
             text = self._text.push(item)
             self._measure()
-            return StreamChunk.model_construct(text=text) if text else None
+            return StreamChunk(text=text) if text else None
         if not isinstance(item, StreamChunk):
             raise TypeError(f"a client's stream yielded {type(item).__name__}; it must yield "
                             "str or guardrails.StreamChunk")
@@ -318,7 +321,7 @@ class StreamBuffer:
         self._measure()
         if not (text or reasoning or tools):
             return None
-        return StreamChunk.model_construct(text=text, reasoning=reasoning, tool_calls=tools)
+        return StreamChunk(text=text, reasoning=reasoning, tool_calls=tools)
 
     def _channel(self, key: Any, text: str) -> str:
         pipe = self._pipes.get(key) or self._pipe(key)
@@ -343,5 +346,4 @@ class StreamBuffer:
                     tools.append(ToolCallDelta(index=key[1], arguments=rest))
         if not (text or reasoning or tools):
             return None
-        return StreamChunk.model_construct(text=text, reasoning=reasoning,
-                                           tool_calls=tuple(tools))
+        return StreamChunk(text=text, reasoning=reasoning, tool_calls=tuple(tools))

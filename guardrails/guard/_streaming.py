@@ -351,10 +351,11 @@ class StreamPath:
                 self._telemetry.count(self._telemetry.invocations, CLOSED)
             else:
                 self._failed_call(span, exc)
-            with contextlib.suppress(Exception):
-                bound_log(version=call.version, reason=reason, policy=policy,
-                          chunks=call.chunks, error_type=type(exc).__qualname__).warning(
-                              "guardrails.stream_aborted")
+            if not closed:  # a caller that stops reading is no event worth a warning
+                with contextlib.suppress(Exception):
+                    bound_log(version=call.version, reason=reason, policy=policy,
+                              chunks=call.chunks, error_type=type(exc).__qualname__).warning(
+                                  "guardrails.stream_aborted")
         finally:
             if span is not None:
                 end_span(span, token)

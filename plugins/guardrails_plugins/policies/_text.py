@@ -190,11 +190,13 @@ class PatternCheck:
         span = gr.regex_span(pattern)
         self.max_span = span if span is not None or window is None else window + 2
 
-    def find(self, text: str, pos: int, offset: int) -> Iterator[gr.StreamHit]:
-        replacement, label = self.replacement, self.label
-        for match in self.pattern.finditer(text, pos):
-            yield gr.StreamHit(match.start(), match.end(), replacement,
-                               label if isinstance(label, str) else label(match))
+    def find(self, text: str, pos: int, offset: int) -> list[gr.StreamHit]:
+        replacement, label, hit = self.replacement, self.label, gr.StreamHit
+        if isinstance(label, str):
+            return [hit(m.start(), m.end(), replacement, label)
+                    for m in self.pattern.finditer(text, pos)]
+        return [hit(m.start(), m.end(), replacement, label(m))
+                for m in self.pattern.finditer(text, pos)]
 
 
 class WholeScan:
