@@ -205,8 +205,9 @@ class _StreamState:
             raise unusable("openai", "refusal", "the model refused (delta.refusal is set), "
                                                 "no content was returned")
         text = _delta_text(getattr(delta, "content", None), "delta.content")
-        reasoning = "".join(_delta_text((getattr(delta, "model_extra", None) or {}).get(name),
-                                        f"delta.{name}") for name in REASONING_FIELDS)
+        extra = getattr(delta, "model_extra", None)  # fields the SDK's model does not name
+        reasoning = "".join(_delta_text(extra.get(name), f"delta.{name}")
+                            for name in REASONING_FIELDS) if extra else ""
         calls = tuple(self._call(call) for call in getattr(delta, "tool_calls", None) or [])
         self.text.append(text)
         if getattr(choice, "finish_reason", None):
