@@ -508,3 +508,94 @@ def test_during_a_rollout_the_stream_comes_from_the_assigned_version_and_says_so
             "candidate" if version == decision.candidate else "incumbent")
         arms.add(end.metadata["guardrails.rollout.arm"])
     assert arms == {"candidate", "incumbent"}
+
+
+# -- hostile clients --------------------------------------------------------------------------
+
+
+def test_a_stream_yielding_something_else_than_text_ends_with_a_typed_error() -> None:
+    """A client whose stream yields a dict gets UnusableResponseError, nothing released."""
+    client = StreamClient(["fine text ", {"not": "a chunk"}])  # type: ignore[list-item]
+    _, items, error = drain(guarded(None, policy("regex", rules=[KEY_RULE]),
+                                    client=client).stream("hi"))
+    assert isinstance(error, gr.UnusableResponseError) and error.reason == "wrong_type"
+    assert client.closed and not any(isinstance(i, gr.StreamEnd) for i in items)
+
+
+def test_a_stream_method_that_raises_before_yielding_is_recorded_as_a_failed_call() -> None:
+    """stream() raising at once (not a generator) ends the stream with its error, on the span."""
+
+    class Refusing(StreamClient):
+        def stream(self, request: gr.Request) -> Iterator[str]:  # type: ignore[override]
+            raise ConnectionError("refused")
+
+    tracer_provider, exporter, meter_provider, _ = capture_telemetry()
+    guard = gr.Guard(canaries=CASES, middleware=[policy("regex", rules=[KEY_RULE])],
+                     tracer_provider=tracer_provider, meter_provider=meter_provider)
+    with pytest.raises(ConnectionError):
+        list(guard.wrap(Refusing(["x"])).stream("hi"))
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == SPAN_INVOKE]
+    assert span.attributes[ATTR_STREAM_ABORT] == "error"
+
+
+def test_an_async_upstream_error_ends_astream_with_that_error() -> None:
+    """astream passes the client's own exception on; no StreamEnd."""
+    client = StreamClient(["some text that is long ", "tail"], fail_after=1,
+                          error=gr.UnusableResponseError("bad", adapter="t", reason="no_answer"))
+    guard = guarded(None, policy("regex", rules=[KEY_RULE]), client=client)
+    items, error = asyncio.run(adrain(guard.astream("hi")))
+    assert isinstance(error, gr.UnusableResponseError)
+    assert not any(isinstance(item, gr.StreamEnd) for item in items)
+
+
+class _Named(StreamClient):
+    def genai_attributes(self) -> dict[str, Any]:
+        return {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}
+
+    def with_state(self, state: dict[str, Any]) -> _Named:
+        return _Named(self.chunks, state)
+
+
+@pytest.mark.parametrize(("capture", "expected"), [("SPAN_ONLY", '"a [KEY] b"'),
+                                                    ("NO_CONTENT", None)])
+def test_content_capture_records_only_released_text_and_only_when_opted_in(
+        capture: str, expected: str | None) -> None:
+    """The GenAI span's output is the released (redacted) text with capture on, absent off."""
+    tracer_provider, exporter, meter_provider, _ = capture_telemetry()
+    rule = {**KEY_RULE, "action": "redact", "replacement": "[KEY]"}
+    guard = gr.Guard(canaries=CASES, middleware=[policy("regex", rules=[rule])],
+                     tracer_provider=tracer_provider, meter_provider=meter_provider,
+                     capture_content=capture).wrap(_Named(["a s", "k-abcd b"]))
+    list(guard.stream("hi"))
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "chat m"]
+    assert span.attributes.get("gen_ai.output.messages") == expected
+    assert span.parent is not None
+
+
+def test_an_overflow_is_recorded_like_a_blocked_call_with_its_own_reason() -> None:
+    """Passing stream_max_held counts as blocked by `stream_max_held`, abort reason overflow."""
+    tracer_provider, exporter, meter_provider, reader = capture_telemetry()
+    schema = policy("json_schema", output_schema={"type": "string"}, parse_json=False)
+    guard = gr.Guard(canaries=CASES, middleware=[schema], stream_max_held=100,
+                     tracer_provider=tracer_provider, meter_provider=meter_provider)
+    drain(guard.wrap(StreamClient(["y" * 60] * 3)).stream("hi"))
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == SPAN_INVOKE]
+    assert span.attributes[ATTR_STREAM_ABORT] == "overflow"
+    (point,) = _counter(reader, METRIC_BLOCKED)
+    assert point.attributes[ATTR_BLOCKED_BY] == "stream_max_held"
+
+
+def test_a_negative_cap_is_refused_when_the_guard_is_built() -> None:
+    """stream_max_held is a number of bytes >= 0; a negative one is a ConfigError."""
+    with pytest.raises(gr.ConfigError, match="stream_max_held"):
+        gr.Guard(canaries=CASES, stream_max_held=-1)
+
+
+def test_the_client_is_asked_the_request_as_the_input_policies_left_it() -> None:
+    """An input redaction applies before the stream opens, as in invoke."""
+    client = StreamClient(["fine"])
+    rule = {**KEY_RULE, "apply_to": ["input"], "action": "redact", "replacement": "[KEY]"}
+    list(guarded(None, policy("regex", rules=[rule]), client=client).stream("key sk-abcd"))
+    asyncio.run(adrain(guarded(None, policy("regex", rules=[rule]),
+                               client=client).astream("key sk-wxyz")))
+    assert [request.input for request in client.calls] == ["key [KEY]", "key [KEY]"]

@@ -161,3 +161,37 @@ def test_astream_releases_what_stream_releases(configs: list[dict[str, Any]],
         return "".join(released), False
 
     assert asyncio.run(run()) == _stream(guard)
+
+
+def _released(guard: gr.GuardedClient) -> tuple[str, str, str, bool]:
+    """(text, reasoning, tool call 0 arguments) released, and whether the stream was blocked."""
+    parts: dict[str, list[str]] = {"text": [], "reasoning": [], "tool": []}
+    try:
+        for item in guard.stream("q"):
+            if isinstance(item, gr.StreamChunk):
+                parts["text"].append(item.text)
+                parts["reasoning"].append(item.reasoning)
+                parts["tool"].extend(d.arguments for d in item.tool_calls)
+    except gr.GuardrailViolation:
+        return *("".join(p) for p in parts.values()), True  # type: ignore[return-value]
+    return *("".join(p) for p in parts.values()), False  # type: ignore[return-value]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(configs=policies(), chunks=chunked(), channel=st.sampled_from(["reasoning", "tool"]))
+def test_reasoning_and_tool_arguments_obey_the_same_law_as_text(
+        configs: list[dict[str, Any]], chunks: list[str], channel: str) -> None:
+    """The same chunks sent as reasoning deltas or as one tool call's argument deltas are
+    released (or blocked) exactly as the text channel releases them."""
+    text, _, _, blocked = _released(_guarded(configs, chunks))
+
+    def item(piece: str) -> gr.StreamChunk:
+        if channel == "reasoning":
+            return gr.StreamChunk(reasoning=piece)
+        return gr.StreamChunk(tool_calls=(gr.ToolCallDelta(index=0, arguments=piece),))
+
+    other = _guarded(configs, [item(piece) for piece in chunks])  # type: ignore[misc]
+    _, reasoning, tool, other_blocked = _released(other)
+    assert other_blocked == blocked
+    if not blocked:
+        assert (reasoning if channel == "reasoning" else tool) == text

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._decision import Finding
-from .._errors import ConfigError, GuardrailViolation
+from .._errors import ConfigError, GuardrailViolation, UnusableResponseError
 from .._messages import Request, StreamChunk, ToolCallDelta
 
 CHANNELS = frozenset({"text", "reasoning", "tool_arguments"})
@@ -309,8 +309,9 @@ class StreamBuffer:
             self._measure()
             return StreamChunk(text=text) if text else None
         if not isinstance(item, StreamChunk):
-            raise TypeError(f"a client's stream yielded {type(item).__name__}; it must yield "
-                            "str or guardrails.StreamChunk")
+            raise UnusableResponseError(
+                f"the client's stream yielded a {type(item).__name__}; a stream yields str or "
+                "guardrails.StreamChunk", adapter="stream", reason="wrong_type")
         if item.usage is not None:
             self.usage = item.usage
         if item.finish_reason is not None:

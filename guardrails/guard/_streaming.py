@@ -49,7 +49,8 @@ class _Call:
     """One streamed call: what answers it, its buffer, its clock and counters."""
 
     __slots__ = ("buffer", "chunks", "client", "first", "genai", "metadata", "rcall",
-                 "rollout", "served", "span", "started", "text", "upstream", "version")
+                 "request", "rollout", "served", "span", "started", "text", "upstream",
+                 "version")
 
     def __init__(self, span: Any, served: Served, buffer: StreamBuffer) -> None:
         self.span, self.served, self.buffer = span, served, buffer
@@ -57,6 +58,8 @@ class _Call:
         self.metadata: dict[str, Any] = dict(served.disclosure)
         self.rollout: Any = None
         self.rcall: Any = None
+        self.request: Any = None
+        """The request as the input policies left it: what the client is asked."""
         self.upstream: Any = None
         self.genai: Any = None
         self.chunks = 0
@@ -203,7 +206,7 @@ class StreamPath:
         policies = self.guard.stream_policies
         client = self._served.client
         if policies is None or not callable(getattr(client, "stream", None)):
-            return _whole(self.invoke(request))
+            return self._stream_via_invoke(request)
         return self._stream(request, policies)
 
     def astream(self, request: Request | Any) -> AsyncIterator[StreamChunk | StreamEnd]:
@@ -216,11 +219,15 @@ class StreamPath:
             request = Request(input=request)
         return self._astream(request)
 
+    def _stream_via_invoke(self, request: Request) -> Iterator[Item]:
+        # A generator, so that nothing runs before the first next(), as with a real stream.
+        yield from _whole(self.invoke(request))
+
     def _stream(self, request: Request, policies: tuple[StreamPolicy, ...]) -> Iterator[Item]:
         call = self._stream_open(request, policies)
-        call.upstream = upstream = _upstream(call.client, request)
         buffer = call.buffer
         try:
+            call.upstream = upstream = _upstream(call.client, call.request)
             for item in upstream:
                 call.chunks += 1
                 out = buffer.feed(item)
@@ -230,7 +237,7 @@ class StreamPath:
             if tail is not None:
                 yield call.released(tail)
         except BaseException as exc:
-            _close(upstream)
+            _close(call.upstream)
             self._stream_failed(call, exc)
             raise
         _close(upstream)
@@ -247,7 +254,7 @@ class StreamPath:
         call = self._stream_open(request, policies)
         buffer = call.buffer
         try:
-            call.upstream = upstream = _aupstream(call.client, request)
+            call.upstream = upstream = _aupstream(call.client, call.request)
             async for item in upstream:
                 call.chunks += 1
                 out = buffer.feed(item)
@@ -275,6 +282,7 @@ class StreamPath:
             for policy in policies:
                 if policy.before is not None:
                     request = policy.before(request)
+            call.request = request
             self._assign(call, request)
             if call.served.genai is not None:
                 genai = self._genai_start(call.served, request)
