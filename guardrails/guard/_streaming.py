@@ -137,6 +137,15 @@ def _aupstream(client: Any, request: Request) -> AsyncIterator[Any]:
     return _aone(client, request)
 
 
+def _usage_attributes(span: Any, usage: dict[str, int] | None) -> None:
+    """Token counts on the GenAI client span: a streaming adapter cannot reach the span."""
+    if span is None or not usage:
+        return
+    for key in ("input_tokens", "output_tokens"):
+        if isinstance(usage.get(key), int):
+            span.set_attribute(f"gen_ai.usage.{key}", usage[key])
+
+
 def _close(upstream: Any) -> None:
     close = getattr(upstream, "close", None)
     if close is not None:
@@ -323,6 +332,7 @@ class StreamPath:
     def _stream_done(self, call: _Call) -> StreamEnd:
         text = None if call.text is None else "".join(call.text)
         if call.genai is not None:
+            _usage_attributes(call.genai[0], call.buffer.usage)
             self._genai_end(call.served, call.genai, text, None)
         if call.rollout is not None:
             self._keep(call.rcall.rid, text)
