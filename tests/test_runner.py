@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import guardrails as gr
-from guardrails.canary._runner import draw_cases
+from guardrails.canary._runner import SAFETY_SHARE, draw_cases, safety_share
 from guardrails.testing import DictClient
 
 
@@ -338,3 +341,51 @@ def test_the_call_executor_reuses_idle_threads_and_never_waits_on_a_blocked_one(
     assert not blocked.done()
     release.set()
     assert blocked.result(timeout=5) is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(safety=st.integers(0, 2000), capability=st.integers(0, 2000), step=st.integers(1, 256),
+       sequential=st.booleans())
+def test_a_batch_carries_at_most_its_share_of_the_safety_cases(
+        safety: int, capability: int, step: int, sequential: bool) -> None:
+    """Never more safety cases per batch than would make both pools end together, at most a
+    quarter per capability case while capability is undecided, all of them with the one batch
+    of a run without looks, and at least one while any is left."""
+    share = safety_share(safety, capability, step, sequential=sequential)
+    if not sequential or capability == 0:
+        assert share == safety
+        return
+    assert share <= math.ceil(safety * step / capability)
+    assert share <= math.ceil(SAFETY_SHARE * step)
+    assert share >= 1 or safety == 0
+
+
+@settings(max_examples=12, deadline=None)
+@given(pairs=st.integers(1, 120), safety=st.integers(0, 60), batch=st.integers(1, 40),
+       broken=st.integers(0, 120), unsafe=st.booleans())
+def test_no_run_costs_more_than_the_full_design_and_the_incumbent_only_pairs(
+        pairs: int, safety: int, batch: int, broken: int, unsafe: bool) -> None:
+    """Whatever the suite, the batch size and the candidate, a sequential run makes at most
+    the calls of running every case once (two per capability case, one per safety case),
+    the incumbent is called once per capability pair that ran, and the evidence counts
+    exactly the calls the clients received."""
+    bad = state(pairs, safety)
+    bad["answers"] |= {f"q{i}": "x" for i in range(min(broken, pairs))}
+    if unsafe and safety:
+        bad["answers"][f"bad{safety - 1}"] = "yes"
+    rule = gr.SequentialRule(margin=0.05, safety_cases=safety)
+    candidate, incumbent = DictClient(bad), DictClient(state(pairs, safety))
+    evidence = _direct(candidate, incumbent, suite(pairs, safety=safety), interim=rule.interim,
+                       batch_size=batch)
+    ran = sum(not o.safety for o in evidence.outcomes)
+    assert evidence.candidate_calls == len(candidate.calls) == len(evidence.outcomes)
+    assert evidence.incumbent_calls == len(incumbent.calls) == ran
+    assert evidence.candidate_calls + evidence.incumbent_calls <= 2 * pairs + safety
+
+
+def test_the_run_finding_records_the_calls_each_side_made() -> None:
+    """The decision's own evidence says what each side was billed, as the runner made the calls."""
+    cases = suite(40, safety=30)
+    guarded = gr.Guard(gr.FrozenConstraints(), cases).wrap(DictClient(state(40, 30)))
+    run = next(f for f in bump(guarded).findings if f.check == "canary_run")
+    assert run.evidence["candidate_calls"] == 70 and run.evidence["incumbent_calls"] == 40
