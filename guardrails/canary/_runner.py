@@ -186,8 +186,15 @@ is decided in the candidate's favour, run the remaining safety cases and look ag
 
 async def _paired(sides: tuple[_Side, _Side], case: CanaryCase) -> CaseOutcome:
     """Candidate and incumbent answer one case concurrently; their outcomes as one pair."""
-    (cand_ok, cand_err, cand_answered, _), (inc_ok, inc_err, inc_answered, inc_judged) = (
-        await asyncio.gather(sides[0].answer(case), sides[1].answer(case)))
+    # The incumbent's call as a task, the candidate's in this one: one task fewer per pair
+    # than gathering both (issue 22).
+    incumbent = asyncio.ensure_future(sides[1].answer(case))
+    try:
+        cand_ok, cand_err, cand_answered, _ = await sides[0].answer(case)
+    except BaseException:  # cancelled: the run ended; the incumbent's call goes with it
+        incumbent.cancel()
+        raise
+    inc_ok, inc_err, inc_answered, inc_judged = await incumbent
     # A checker failing on the candidate's output is the candidate's failure; failing
     # on the incumbent's, it is the evaluator's: the incumbent's result is unknown.
     return CaseOutcome(case_id=case.id, safety=case.is_safety, hidden=case.hidden,
