@@ -389,3 +389,62 @@ def test_the_run_finding_records_the_calls_each_side_made() -> None:
     guarded = gr.Guard(gr.FrozenConstraints(), cases).wrap(DictClient(state(40, 30)))
     run = next(f for f in bump(guarded).findings if f.check == "canary_run")
     assert run.evidence["candidate_calls"] == 70 and run.evidence["incumbent_calls"] == 40
+
+
+class Stuck(DictClient):
+    """Never answers the inputs in ``stuck`` until released (a model that hangs)."""
+
+    release: ClassVar[threading.Event] = threading.Event()
+    stuck: ClassVar[set[str]] = set()
+
+    def invoke(self, request: gr.Request) -> Any:
+        if request.input in self.stuck:
+            self.release.wait(30)
+        return super().invoke(request)
+
+
+def test_a_call_that_never_returns_times_out_for_its_side_only() -> None:
+    """The hanging call is a failed case for its side, reported as a timeout, after
+    ``case_timeout``; every other call of the run still answers."""
+    from guardrails._threads import run_sync
+    from guardrails.canary import run_canaries_async
+
+    Stuck.stuck, Stuck.release = {"q3"}, threading.Event()
+    try:
+        evidence = run_sync(run_canaries_async(
+            Stuck(state(8)), DictClient(state(8)), gr.CanarySuite(suite(8)), case_timeout=0.2,
+            settings=gr.RunSettings(retries=0), seed=1))
+    finally:
+        Stuck.release.set()
+    timed_out = [o for o in evidence.outcomes if o.candidate_error]
+    assert [o.case_id for o in timed_out] == ["c3"]
+    assert timed_out[0].candidate_error.startswith("timeout") and not timed_out[0].candidate_answered
+    assert all(o.candidate_passed and o.incumbent_passed for o in evidence.outcomes
+               if o.case_id != "c3")
+
+
+def test_the_executor_hands_results_and_errors_to_the_loop_and_abandons_cancelled_calls() -> None:
+    """run_in_loop resolves to the call's result or raises its error in the loop; a future
+    cancelled while its call runs stays cancelled when the call returns."""
+    import asyncio
+
+    from guardrails._threads import DaemonExecutor, run_sync
+
+    executor = DaemonExecutor(idle=0.5)
+    release = threading.Event()
+
+    async def scenario() -> tuple[Any, str, bool]:
+        loop = asyncio.get_running_loop()
+        value = await executor.run_in_loop(loop, lambda x: x * 2, 21)
+        try:
+            await executor.run_in_loop(loop, lambda x: 1 / x, 0)
+            error = ""
+        except ZeroDivisionError as exc:
+            error = type(exc).__name__
+        slow = executor.run_in_loop(loop, release.wait, 5)
+        slow.cancel()
+        release.set()
+        await asyncio.sleep(0.05)  # the call returns and tries to settle the future
+        return value, error, slow.cancelled()
+
+    assert run_sync(scenario()) == (42, "ZeroDivisionError", True)
