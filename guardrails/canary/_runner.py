@@ -5,9 +5,9 @@ cases go to the candidate alone (the safety gate judges the candidate only,
 so an incumbent call there would carry no information). A few smoke cases
 run first; then capability cases in a seeded, recorded order, in batches,
 each batch carrying a share of the safety cases (``SAFETY_SHARE``), so a
-failing candidate stops on whichever shows first: the first safety failure ends the run, and
-after every complete batch a sequential rule may stop it early in either
-direction. Once the rule has seen enough capability pairs (its interim look
+failing candidate stops on whichever shows first: the first safety failure
+ends the run, and after every complete batch a sequential rule may stop it
+early in either direction. Once the rule has seen enough capability pairs (its interim look
 says ``safety``), the remaining safety cases run and nothing else. A call
 that fails, times out, or returns nothing counts as a failed case for its
 side, never as a pass. Every call made is counted, per side, in the evidence.
