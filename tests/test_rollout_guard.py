@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 import guardrails as gr
+from guardrails.guard._rollout import _IN_FLIGHT
 from guardrails.rollout import InvalidTransition, RolloutPolicy
 from guardrails.testing import DictClient, capture_telemetry
 
@@ -343,3 +345,93 @@ def test_a_store_that_cannot_be_written_never_breaks_a_call_nor_advances() -> No
     assert any(e["event"] == "guardrails.rollout_evaluation_failed" for e in logs)
     assert guarded._rollout is not None and len(guarded._rollout._buffer) == 20
     assert guarded.rollout_status().step == 0  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ shadow failures and late labels
+
+HOLD = threading.Event()
+"""Released by a test: until then a held candidate's live answers wait (injected contention)."""
+
+
+def held(state: dict[str, Any], request: gr.Request) -> Any:
+    """``responder``, but a live call of a state with ``hold`` waits for ``HOLD`` and one with
+    ``delay`` sleeps that long first (a shadow copy slowed by a busy host)."""
+    if str(request.input).startswith("live"):
+        if state.get("hold"):
+            HOLD.wait(10)
+        time.sleep(state.get("delay", 0.0))
+    return responder(state, request)
+
+
+SHADOW = FAST.model_copy(update={"shadow": True, "shadow_fraction": 1.0,
+                                 "shadow_concurrency": 64, "min_samples": 10**6,
+                                 "evaluate_every": 10**6, "max_consecutive_errors": 5})
+
+
+def _shadowed(policy: RolloutPolicy, **candidate: Any) -> gr.GuardedClient:
+    guarded = _guarded(policy, ShadowSafe({**STATE, "fail": 0.0, "hold": False, "delay": 0.0},
+                                          held))
+    assert _propose(guarded, candidate.pop("fail", 0.0), **candidate).accepted
+    return guarded
+
+
+def _copies_answered(guarded: gr.GuardedClient, rids: list[str]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        answers = guarded._answers or {}
+        if all(rid + ":shadow" in answers and answers[rid + ":shadow"] is not _IN_FLIGHT
+               for rid in rids) and len(guarded._rollout._buffer) >= len(rids):  # type: ignore[union-attr]
+            return
+        time.sleep(0.01)
+    raise AssertionError("the shadow copies never answered")
+
+
+def _shadow_calls(guarded: gr.GuardedClient, n: int) -> list[str]:
+    rids = [guarded.invoke(gr.Request(input=f"live {i}", metadata={"user_id": i})
+                           ).metadata["guardrails.response_id"] for i in range(n)]
+    _copies_answered(guarded, rids)
+    return rids
+
+
+@pytest.mark.parametrize("fault", [{"delay": 0.2}, {"fail": 1.0}], ids=["timeout", "error"])
+def test_a_shadow_copy_that_fails_to_answer_counts_against_the_limits_not_as_a_regression(
+        fault: dict[str, float]) -> None:
+    """A copy that times out (injected delay over latency_limit) or raises is no regression:
+    the pair leaves the paired test and the failures reach max_consecutive_errors instead."""
+    guarded = _shadowed(SHADOW.model_copy(update={"latency_limit": 0.1}), **fault)
+    _shadow_calls(guarded, 5)
+    guarded._rollout.flush()  # type: ignore[union-attr]
+    attempt = guarded._rollout.state  # type: ignore[union-attr]
+    evidence = guarded.rollout_store.evidence(attempt, 0.0)
+    assert evidence.pairs.n == 0 and evidence.step_failures == 5
+    state = guarded.rollout_evaluate()
+    assert state is not None and state.phase == "aborted"
+    assert "5 candidate failures in a row" in state.reason
+
+
+@pytest.mark.parametrize("fault", [{"delay": 0.2}, {"fail": 1.0}], ids=["timeout", "error"])
+def test_shadow_failures_pairs_scores_a_failed_copy_as_a_regression(
+        fault: dict[str, float]) -> None:
+    """With shadow_failures = "pairs" the same copies are regressions in the paired test."""
+    guarded = _shadowed(SHADOW.model_copy(update={"latency_limit": 0.1,
+                                                  "shadow_failures": "pairs"}), **fault)
+    _shadow_calls(guarded, 5)
+    guarded._rollout.flush()  # type: ignore[union-attr]
+    evidence = guarded.rollout_store.evidence(guarded._rollout.state, 0.0)  # type: ignore[union-attr]
+    assert evidence.pairs.regressions == 5
+
+
+def test_a_label_that_arrives_before_the_shadow_answer_scores_the_pair_before_it_is_judged(
+        ) -> None:
+    """The copy is held until after its label came (injected contention); the evaluation that
+    first sees the pair judges it with the candidate's wrong answer, not as a pass."""
+    HOLD.clear()
+    guarded = _shadowed(SHADOW, hold=True, say="X")
+    response = guarded.invoke(gr.Request(input="live 1", metadata={"user_id": 1}))
+    rid = response.metadata["guardrails.response_id"]
+    assert guarded.expect(rid, "?") == 1  # the user's answer; the copy's label waits
+    HOLD.set()
+    _copies_answered(guarded, [rid])
+    state = guarded.rollout_evaluate()
+    assert state is not None
+    assert guarded.rollout_store.evidence(state, 0.0).pairs.regressions == 1

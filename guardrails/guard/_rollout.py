@@ -222,6 +222,9 @@ class RolloutPath:
             self._review_lock.release()
 
     def _evaluate(self, rollout: LiveRollout) -> RolloutState:
+        # Labels that waited for their shadow answer first: a pair in the buffer is then
+        # judged with its candidate's score, never as the pass its missing label would read as.
+        self._score_late()
         rollout.flush()
         state, _ = evaluate(self.rollout_store, self.guard.ledger, rollout.policy, rollout.state,
                             violation=_moved(rollout), metrics=self._rollout_metrics)
@@ -456,7 +459,14 @@ class _Pair:
             if len(self._sides) < 2:
                 return
         rid = self.call.rid if self.call is not None else ""
-        state = self.rollout.state
+        state, rollout = self.rollout.state, self.rollout
+        candidate, incumbent = self._sides["candidate"], self._sides["incumbent"]
         # Evaluated on a later call's schedule: the shadow thread never decides anything.
-        self.rollout.add((rid, state.attempt, state.step, "pair", int(self._sides["candidate"]),
-                          int(self._sides["incumbent"]), None))
+        if (candidate or incumbent) and rollout.policy.shadow_failures == "limits":
+            # A side that gave no answer in time leaves nothing to compare: the copy ran in
+            # the background, where a busy host, not the candidate, may be why it failed.
+            if candidate:
+                rollout.add((rid, state.attempt, state.step, "unpaired", 1, None, None))
+            return
+        rollout.add((rid, state.attempt, state.step, "pair", int(candidate), int(incumbent),
+                     None))

@@ -23,6 +23,10 @@ from ._machine import RolloutState
 CallRow = tuple[str, str, int, str, int, int | None, str | None]
 """(response id, attempt, step, arm, failed, incumbent failed (pairs only), safety violation).
 
+``arm`` is ``candidate`` or ``incumbent`` (a call in a step), ``pair`` (a shadow pair) or
+``unpaired`` (a shadow copy that raised or timed out, under ``shadow_failures = "limits"``:
+a candidate failure for the limits, never part of the paired test).
+
 Feedback on a response id scores the answer the user got (the incumbent's, for a shadow
 pair); feedback on ``id + ":shadow"`` scores the candidate's shadow answer."""
 
@@ -164,6 +168,8 @@ def reduce_rows(rows: Sequence[Sequence[Any]], step: int, elapsed: float) -> Ste
     for row_step, arm, failed, inc_failed, safety in rows:
         if arm == "pair":
             pairs.append((not inc_failed, not failed))
+        elif arm == "unpaired":
+            pass  # no answer to compare: only the limits below see it
         else:
             other = waiting["incumbent" if arm == "candidate" else "candidate"]
             if other:
