@@ -163,6 +163,22 @@ def test_assignment_is_the_same_for_the_same_key_and_salt() -> None:
     assert [a.to_candidate(k) for k in keys] != [other.to_candidate(k) for k in keys]
 
 
+def test_the_bucket_of_a_key_is_fixed_across_library_versions() -> None:
+    """Replicas running different releases during an upgrade must agree: the bucket is the
+    first 8 bytes of BLAKE2b(key, key=salt), big-endian, modulo 10,000, now and later."""
+    assigner = Assigner("ab" * 16, 25.0, ("user_id",))
+    assert [assigner.bucket(k) for k in ("user-1", "user-2", "42")] == [689, 2909, 8981]
+
+
+def test_a_key_that_fell_out_of_the_cache_is_assigned_as_before() -> None:
+    """The cache only saves a rehash: past CACHE_SIZE keys, every key keeps its arm."""
+    assigner = Assigner("ab" * 16, 25.0, ("user_id",))
+    keys = [{"user_id": f"u{i}"} for i in range(Assigner.CACHE_SIZE + 10)]
+    first = [assigner.to_candidate(k) for k in keys]
+    assert [assigner.to_candidate(k) for k in keys] == first
+    assert first == [assigner.bucket(k["user_id"]) < 2500 for k in keys]
+
+
 @given(st.floats(min_value=0.5, max_value=50.0), st.floats(min_value=0.5, max_value=50.0))
 @settings(max_examples=30)
 def test_a_user_in_the_candidate_arm_stays_there_as_the_weight_grows(w1: float, w2: float) -> None:
