@@ -435,3 +435,81 @@ def test_a_label_that_arrives_before_the_shadow_answer_scores_the_pair_before_it
     state = guarded.rollout_evaluate()
     assert state is not None
     assert guarded.rollout_store.evidence(state, 0.0).pairs.regressions == 1
+
+
+# ------------------------------------------------------------------ output policies on shadow copies
+
+def no_secrets(request: gr.Request, call_next: Any) -> gr.Response:
+    """An output policy: blocks an answer that contains SECRET."""
+    response = call_next(request)
+    if "SECRET" in str(response.output):
+        raise gr.GuardrailViolation("leaked a secret", policy="no_secrets")
+    return response
+
+
+def test_an_output_policy_blocking_a_shadow_copy_scores_it_as_a_candidate_failure() -> None:
+    """The guard's chain judges the shadow answer as if it were served: a block is a
+    regression in the paired test, though the user only ever saw the incumbent."""
+    guarded = _guarded(SHADOW, ShadowSafe({**STATE, "fail": 0.0, "hold": False, "delay": 0.0},
+                                          held), middleware=[no_secrets])
+    assert _propose(guarded, 0.0, say="SECRET ").accepted
+    _shadow_calls(guarded, 4)
+    guarded._rollout.flush()  # type: ignore[union-attr]
+    evidence = guarded.rollout_store.evidence(guarded._rollout.state, 0.0)  # type: ignore[union-attr]
+    assert evidence.pairs.regressions == 4 and evidence.safety_violation is None
+
+
+def test_an_output_policy_blocking_the_incumbent_answer_is_its_side_of_the_pair() -> None:
+    """Symmetric: the incumbent's blocked answer is the incumbent's failure (a fix when the
+    candidate's copy passed), so blocks never tilt the test against the candidate alone."""
+    guarded = _guarded(SHADOW, ShadowSafe({**STATE, "fail": 0.0, "hold": False, "delay": 0.0,
+                                           "say": "SECRET "}, held), middleware=[no_secrets])
+    assert _propose(guarded, 0.0, say="").accepted
+    rids = []
+    for i in range(4):
+        with pytest.raises(gr.GuardrailViolation):
+            guarded.invoke(gr.Request(input=f"live {i}", metadata={"user_id": i}))
+        rids.append(next(reversed(guarded._answers or {})).removesuffix(":shadow"))
+    deadline = time.monotonic() + 10
+    while len(guarded._rollout._buffer) < 4 and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.01)
+    guarded._rollout.flush()  # type: ignore[union-attr]
+    evidence = guarded.rollout_store.evidence(guarded._rollout.state, 0.0)  # type: ignore[union-attr]
+    assert evidence.pairs.fixes == 4 and evidence.pairs.regressions == 0
+
+
+def test_a_safety_policy_blocking_a_shadow_copy_aborts_at_the_next_call() -> None:
+    """A safety-policy violation in shadow aborts at once: on the next call, not at the next
+    evaluate_every, and before any user was assigned to the candidate."""
+    policy = SHADOW.model_copy(update={"safety_policies": ("no_secrets",)})
+    guarded = _guarded(policy, ShadowSafe({**STATE, "fail": 0.0, "hold": False, "delay": 0.0},
+                                          held), middleware=[no_secrets])
+    assert _propose(guarded, 0.0, say="SECRET ").accepted
+    rid = guarded.invoke(gr.Request(input="live 1", metadata={"user_id": 1})
+                         ).metadata["guardrails.response_id"]
+    deadline = time.monotonic() + 10
+    while (guarded._answers or {}).get(rid + ":shadow") is _IN_FLIGHT:
+        assert time.monotonic() < deadline, "the shadow copy never answered"
+        time.sleep(0.01)
+    guarded.invoke(gr.Request(input="live 2", metadata={"user_id": 2}))  # evaluate_every: 10**6
+    status = guarded.rollout_status()
+    assert status is not None and status.phase == "aborted" and status.weight(policy) == 0.0
+    assert "'no_secrets' blocked its shadow answer" in status.reason
+
+
+def test_a_shadow_copy_takes_no_rate_limit_token() -> None:
+    """The copy is no call of the user: judging it leaves the user's rate limit untouched."""
+    from guardrails_plugins.policies.rate_limit import RateLimit, RateLimitSettings
+
+    limit = RateLimit(RateLimitSettings(requests=3, per_seconds=3600, key="user_id"))
+    guarded = _guarded(SHADOW, ShadowSafe({**STATE, "fail": 0.0, "hold": False, "delay": 0.0},
+                                          held), middleware=[limit])
+    assert _propose(guarded, 0.0).accepted
+    rids = [guarded.invoke(gr.Request(input=f"live {i}", metadata={"user_id": "u"})
+                           ).metadata["guardrails.response_id"] for i in range(3)]
+    _copies_answered(guarded, rids)
+    assert not gr.is_shadow_copy()
+    with pytest.raises(gr.GuardrailViolation):
+        guarded.invoke(gr.Request(input="live 4", metadata={"user_id": "u"}))  # the 4th call
+    guarded._rollout.flush()  # type: ignore[union-attr]
+    assert guarded.rollout_store.evidence(guarded._rollout.state, 0.0).pairs.n == 3  # type: ignore[union-attr]

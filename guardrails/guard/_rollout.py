@@ -22,6 +22,7 @@ from .._errors import GuardrailViolation
 from .._messages import DISCLOSURE_VERSION, Request, Response
 from .._telemetry import bound_log
 from .._threads import _start_daemon, call_with_timeout
+from ..chain import build_chain
 from ..rollout import (
     Action,
     Call,
@@ -31,6 +32,7 @@ from ..rollout import (
     RolloutState,
     RolloutStore,
     evaluate,
+    judging_shadow_copy,
     operate,
     record_transition,
     start,
@@ -166,7 +168,11 @@ class RolloutPath:
         return response
 
     def _settle(self, rollout: LiveRollout, call: Call, exc: BaseException | None) -> None:
-        # In shadow the evidence is the pairs: the user only ever saw the incumbent.
+        # In shadow the evidence is the pairs: the user only ever saw the incumbent, and the
+        # chain's verdict on its answer (an output policy's block included) is its side.
+        if call.pair is not None:
+            call.pair.set("incumbent", _BLOCKED if isinstance(exc, GuardrailViolation)
+                          else _OK if exc is None else _FAILED)
         if not rollout.shadow:
             safety = None
             if (call.arm == "candidate" and isinstance(exc, GuardrailViolation)
@@ -186,7 +192,8 @@ class RolloutPath:
         if candidate:
             output, version = rollout.candidate.invoke(request), rollout.state.candidate
         else:
-            pair = _Pair(rollout, call, self._keep) if rollout.copy_to_shadow() else None
+            pair = (_Pair(rollout, call, self._keep, self._police)
+                    if rollout.copy_to_shadow() else None)
             if pair is not None:
                 if call is not None:
                     self._keep(call.rid + ":shadow", _IN_FLIGHT)
@@ -195,10 +202,15 @@ class RolloutPath:
                 output = served.client.invoke(request)
             except BaseException:
                 if pair is not None:
-                    pair.set("incumbent", True)
+                    pair.set("incumbent", _FAILED)
                 raise
             if pair is not None:
-                pair.set("incumbent", rollout.failed_by_latency(time.perf_counter() - pair.started))
+                if rollout.failed_by_latency(time.perf_counter() - pair.started):
+                    pair.set("incumbent", _FAILED)
+                elif call is not None:
+                    call.pair = pair  # _settle sets its side once the output policies ran
+                else:
+                    pair.set("incumbent", _OK)
             version = served.version
         if call is not None:
             self._keep(call.rid, output)
@@ -206,6 +218,31 @@ class RolloutPath:
             **served.disclosure, DISCLOSURE_VERSION: version, **rollout.metadata,
             ROLLOUT_ARM: "candidate" if candidate else "incumbent",
             RESPONSE_ID: call.rid if call is not None else ""})
+
+    def _police(self, request: Request, output: Any, version: str) -> tuple[int, str | None]:
+        """Run the guard's chain on a shadow copy's answer, as if it were served: ``_OK``, or
+        ``_BLOCKED`` and, for a policy in ``safety_policies``, the violation in words.
+
+        The chain's endpoint returns the answer already given (the candidate is not called
+        again); ``is_shadow_copy()`` is true meanwhile, so a middleware with per-call state
+        can let the copy pass (it is no user call). The request is the copy, unmarked.
+        """
+        answer = Response(output=output, version=version, metadata={
+            **self._served.disclosure, DISCLOSURE_VERSION: version})
+        try:
+            chain = build_chain(self.guard.middleware, lambda _request: answer)
+        except Exception:
+            return _OK, None  # async-only middleware: the sync chain never ran for anyone
+        try:
+            with judging_shadow_copy():
+                chain(request)
+        except GuardrailViolation as exc:
+            safety = (f"policy {exc.policy!r} blocked its shadow answer"
+                      if exc.policy in self._policy.safety_policies else None)
+            return _BLOCKED, safety
+        except Exception:
+            return _FAILED, None
+        return _OK, None
 
     # ------------------------------------------------------------------ evaluation and following
 
@@ -422,15 +459,21 @@ def _moved(rollout: LiveRollout) -> str | None:
             f"{rollout.state.candidate[:12]}, found {found[:12]})")
 
 
+_OK, _FAILED, _BLOCKED = 0, 1, 2
+"""A pair side's outcome: answered; raised or timed out (no answer); blocked by a policy."""
+Police = Callable[[Request, Any, str], tuple[int, "str | None"]]
+
+
 class _Pair:
     """One shadow pair: the candidate answers a copy in the background, the incumbent inline;
     whichever finishes second records the pair. The candidate's answer is dropped (never
-    returned, so tool calls in it are never executed)."""
+    returned, so tool calls in it are never executed) after the guard's chain judged it."""
 
     def __init__(self, rollout: LiveRollout, call: Call | None,
-                 keep: Callable[[str, Any], None]) -> None:
-        self.rollout, self.call, self.keep = rollout, call, keep
-        self._sides: dict[str, bool] = {}
+                 keep: Callable[[str, Any], None], police: Police) -> None:
+        self.rollout, self.call, self.keep, self.police = rollout, call, keep, police
+        self._sides: dict[str, int] = {}
+        self._safety: str | None = None
         self.started = time.perf_counter()
         self._lock = threading.Lock()
 
@@ -440,33 +483,41 @@ class _Pair:
         def shadow() -> None:
             started = time.perf_counter()
             output: Any = _NO_ANSWER
+            outcome, safety = _FAILED, None
             try:
                 output = self.rollout.candidate.invoke(copy)
-                failed = self.rollout.failed_by_latency(time.perf_counter() - started)
+                if not self.rollout.failed_by_latency(time.perf_counter() - started):
+                    outcome = _OK
             except Exception:
-                failed = True
+                pass
             finally:
                 self.rollout.shadow_slots.release()
+            if outcome == _OK:
+                outcome, safety = self.police(copy, output, self.rollout.state.candidate)
             if self.call is not None:
                 self.keep(self.call.rid + ":shadow", output)
-            self.set("candidate", failed)
+            self.set("candidate", outcome, safety)
 
         _start_daemon(shadow)
 
-    def set(self, side: str, failed: bool) -> None:
+    def set(self, side: str, outcome: int, safety: str | None = None) -> None:
         with self._lock:
-            self._sides[side] = failed
+            if side in self._sides:
+                return
+            self._sides[side] = outcome
+            self._safety = self._safety or safety
             if len(self._sides) < 2:
                 return
         rid = self.call.rid if self.call is not None else ""
         state, rollout = self.rollout.state, self.rollout
         candidate, incumbent = self._sides["candidate"], self._sides["incumbent"]
         # Evaluated on a later call's schedule: the shadow thread never decides anything.
-        if (candidate or incumbent) and rollout.policy.shadow_failures == "limits":
+        if _FAILED in (candidate, incumbent) and rollout.policy.shadow_failures == "limits":
             # A side that gave no answer in time leaves nothing to compare: the copy ran in
             # the background, where a busy host, not the candidate, may be why it failed.
-            if candidate:
-                rollout.add((rid, state.attempt, state.step, "unpaired", 1, None, None))
+            if candidate != _OK:
+                rollout.add((rid, state.attempt, state.step, "unpaired", 1, None,
+                             self._safety))
             return
-        rollout.add((rid, state.attempt, state.step, "pair", int(candidate), int(incumbent),
-                     None))
+        rollout.add((rid, state.attempt, state.step, "pair", int(candidate != _OK),
+                     int(incumbent != _OK), self._safety))

@@ -21,6 +21,8 @@ from ._live import (
     RolloutMetrics,
     apply_action,
     evaluate,
+    is_shadow_copy,
+    judging_shadow_copy,
     operate,
     record_transition,
 )
@@ -59,7 +61,9 @@ __all__ = [
     "choose",
     "evaluate",
     "gaming_finding",
+    "is_shadow_copy",
     "judge",
+    "judging_shadow_copy",
     "operate",
     "record_transition",
     "reduce_rows",

@@ -8,11 +8,13 @@ replica needs: the candidate client, the assignment and the buffered calls.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -175,14 +177,37 @@ def operate(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy, state: R
     raise RuntimeError("the rollout kept moving under the action; try again")
 
 
+_SHADOW_COPY: contextvars.ContextVar[bool] = contextvars.ContextVar("_guardrails_shadow_copy",
+                                                                    default=False)
+
+
+def is_shadow_copy() -> bool:
+    """``True`` while the guard's chain judges the answer a candidate gave to a shadow copy of
+    a live call (no user made this call: a middleware with per-call state, such as a rate
+    limit, should let it pass unchanged). The candidate never runs while it is ``True``."""
+    return _SHADOW_COPY.get()
+
+
+@contextlib.contextmanager
+def judging_shadow_copy() -> Iterator[None]:
+    """The block in which :func:`is_shadow_copy` is ``True`` (for the guard's shadow thread)."""
+    token = _SHADOW_COPY.set(True)
+    try:
+        yield
+    finally:
+        _SHADOW_COPY.reset(token)
+
+
 class Call:
     """One guarded call during a rollout: which arm answers, its response id, its clock."""
 
-    __slots__ = ("answered", "arm", "rid", "started")
+    __slots__ = ("answered", "arm", "pair", "rid", "started")
 
     def __init__(self, arm: str, rid: str) -> None:
         self.arm, self.rid = arm, rid
         self.answered = False
+        self.pair: Any = None
+        """The shadow pair this call's answer is one side of (its policies' verdict decides)."""
         self.started = time.perf_counter()
 
 
@@ -198,6 +223,7 @@ class LiveRollout:
         self.assigner = Assigner(state.salt, state.weight(policy), policy.key)
         self._buffer: list[CallRow] = []
         self._ticks = 0
+        self._urgent = False
         self._lock = threading.Lock()
         self.shadow_slots = threading.BoundedSemaphore(policy.shadow_concurrency)
         self.metadata = {"guardrails.rollout.attempt": state.attempt,
@@ -232,10 +258,16 @@ class LiveRollout:
     def add(self, row: CallRow) -> None:
         with self._lock:
             self._buffer.append(row)
+            if row[6] is not None:
+                self._urgent = True  # a safety violation aborts at the next call, not later
 
     def tick(self) -> bool:
-        """Count one call; ``True`` every ``evaluate_every`` calls (time to evaluate)."""
+        """Count one call; ``True`` every ``evaluate_every`` calls (time to evaluate), and on
+        the first call after a safety violation was buffered."""
         self._ticks += 1
+        if self._urgent:
+            self._urgent = False
+            return True
         return self._ticks % self.policy.evaluate_every == 0
 
     def flush(self) -> None:
