@@ -513,3 +513,43 @@ def test_a_shadow_copy_takes_no_rate_limit_token() -> None:
         guarded.invoke(gr.Request(input="live 4", metadata={"user_id": "u"}))  # the 4th call
     guarded._rollout.flush()  # type: ignore[union-attr]
     assert guarded.rollout_store.evidence(guarded._rollout.state, 0.0).pairs.n == 3  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ spans during a rollout
+
+class Declared(DictClient):
+    """A client declaring GenAI attributes: its model name is its revision."""
+
+    def genai_attributes(self) -> dict[str, Any]:
+        return {"gen_ai.operation.name": "chat", "gen_ai.request.model": f"rev-{self._state['rev']}"}
+
+    def with_state(self, state: dict[str, Any]) -> Declared:
+        return Declared(state, self.responder)
+
+
+def test_each_call_during_a_rollout_says_in_its_spans_which_version_answered_and_the_phase(
+        ) -> None:
+    """The guard's span carries the answering version, the arm, the phase and the attempt;
+    the model call is a GenAI client span of the client that answered, candidate included."""
+    tracer_provider, exporter, _, _ = capture_telemetry()
+    guarded = _guarded(FAST.model_copy(update={"min_samples": 10**6}),
+                       Declared({**STATE, "fail": 0.0}, responder),
+                       tracer_provider=tracer_provider)
+    incumbent = guarded.version
+    candidate = _propose(guarded, 0.0).candidate
+    exporter.clear()
+    arms = {}
+    for i in range(400):
+        response = guarded.invoke(gr.Request(input=f"live {i}", metadata={"user_id": i}))
+        arms[response.metadata["guardrails.rollout.arm"]] = response.version
+        if len(arms) == 2:
+            break
+    assert arms == {"candidate": candidate, "incumbent": incumbent}
+    spans = exporter.get_finished_spans()
+    calls = [s for s in spans if s.attributes.get("guardrails.rollout.arm")]
+    assert {(s.attributes["guardrails.rollout.arm"], s.attributes["guardrails.version"])
+            for s in calls} == {("candidate", candidate), ("incumbent", incumbent)}
+    assert all(s.attributes["guardrails.rollout.phase"] == "step 0" for s in calls)
+    models = {s.attributes.get("gen_ai.request.model") for s in spans
+              if s.name.startswith("chat ")}
+    assert models == {"rev-0", "rev-1"}

@@ -16,14 +16,17 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+
 from .._canonical import state_version
 from .._decision import Decision, Finding
 from .._errors import GuardrailViolation
 from .._messages import DISCLOSURE_VERSION, Request, Response
-from .._telemetry import bound_log
+from .._telemetry import ATTR_VERSION, bound_log, set_attributes
 from .._threads import _start_daemon, call_with_timeout
 from ..chain import build_chain
 from ..rollout import (
+    ATTR_ARM,
     Action,
     Call,
     LiveRollout,
@@ -53,7 +56,7 @@ _ANSWERS_LOCK = threading.Lock()
 """Answers a replica keeps during a rollout, so ``expect`` can score them later."""
 RESPONSE_ID = "guardrails.response_id"
 """Response metadata during a rollout: the id ``feedback`` takes."""
-ROLLOUT_ARM = "guardrails.rollout.arm"
+ROLLOUT_ARM = ATTR_ARM
 _CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar("_guardrails_call",
                                                                     default=None)
 
@@ -71,6 +74,9 @@ class RolloutPath:
     _waiting: dict[str, tuple[Any, Callable[[Any, Any], Any] | None]] | None = None
     _late: list[tuple[str, bool]] | None = None
     _chain: Callable[[Request], Response]
+    # RuntimePath's, found through GuardedClient's MRO (annotations only: no shadowing stub).
+    _genai_start: Callable[[Served, Request], tuple[Any, Any, float]]
+    _genai_end: Callable[[Served, tuple[Any, Any, float], Any, BaseException | None], None]
     _achain: Callable[[Request], Coroutine[Any, Any, Response]]
 
     def rebuild(self, version: str) -> Any:
@@ -190,7 +196,11 @@ class RolloutPath:
         if call is not None:
             call.answered = True
         if candidate:
-            output, version = rollout.candidate.invoke(request), rollout.state.candidate
+            answering = rollout.answering
+            if answering is None:
+                answering = rollout.answering = serve(rollout.candidate, rollout.state.candidate,
+                                                      datetime.now(UTC))
+            output, version = self._call_model(answering, request), rollout.state.candidate
         else:
             pair = (_Pair(rollout, call, self._keep, self._police)
                     if rollout.copy_to_shadow() else None)
@@ -199,7 +209,7 @@ class RolloutPath:
                     self._keep(call.rid + ":shadow", _IN_FLIGHT)
                 pair.send(request)
             try:
-                output = served.client.invoke(request)
+                output = self._call_model(served, request)
             except BaseException:
                 if pair is not None:
                     pair.set("incumbent", _FAILED)
@@ -214,10 +224,28 @@ class RolloutPath:
             version = served.version
         if call is not None:
             self._keep(call.rid, output)
+        arm = "candidate" if candidate else "incumbent"
+        span = trace.get_current_span()
+        if span.is_recording():
+            # The guard's span says which version answered (not only which one is served).
+            set_attributes(span, {ATTR_VERSION: version, ROLLOUT_ARM: arm, **rollout.metadata})
         return Response(output=output, version=version, metadata={
             **served.disclosure, DISCLOSURE_VERSION: version, **rollout.metadata,
-            ROLLOUT_ARM: "candidate" if candidate else "incumbent",
-            RESPONSE_ID: call.rid if call is not None else ""})
+            ROLLOUT_ARM: arm, RESPONSE_ID: call.rid if call is not None else ""})
+
+    def _call_model(self, served: Served, request: Request) -> Any:
+        """The arm's model call, in a GenAI client span when the client declares its
+        attributes (as outside a rollout)."""
+        if served.genai is None:
+            return served.client.invoke(request)
+        call = self._genai_start(served, request)
+        try:
+            output = served.client.invoke(request)
+        except BaseException as exc:
+            self._genai_end(served, call, None, exc)
+            raise
+        self._genai_end(served, call, output, None)
+        return output
 
     def _police(self, request: Request, output: Any, version: str) -> tuple[int, str | None]:
         """Run the guard's chain on a shadow copy's answer, as if it were served: ``_OK``, or

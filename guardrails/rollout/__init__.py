@@ -12,6 +12,7 @@ shared modules; ``gate`` hands it an accepted candidate and ``guard`` serves it.
 from ._assign import BUCKETS, Assigner
 from ._judge import Judgement, StepEvidence, gaming_finding, judge
 from ._live import (
+    ATTR_ARM,
     METRIC_ABORTS,
     METRIC_PHASE,
     METRIC_WEIGHT,
@@ -37,6 +38,7 @@ from ._store import (
 )
 
 __all__ = [
+    "ATTR_ARM",
     "BUCKETS",
     "FINAL",
     "METRIC_ABORTS",

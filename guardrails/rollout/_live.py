@@ -39,6 +39,8 @@ METRIC_ABORTS = "guardrails.rollout.aborts"
 ATTR_PHASE = "guardrails.rollout.phase"
 ATTR_ATTEMPT = "guardrails.rollout.attempt"
 ATTR_ABORT_REASON = "guardrails.rollout.abort_reason"
+ATTR_ARM = "guardrails.rollout.arm"
+"""Span attribute and response metadata: ``candidate`` or ``incumbent``, the arm that answered."""
 SPAN_TRANSITION = "guardrails.rollout.transition"
 PHASE_CODES = {"shadow": 0, "step": 1, "paused": 2, "promoted": 3, "aborted": 4}
 """``guardrails.rollout.phase`` as a number (the attribute carries the name)."""
@@ -226,8 +228,10 @@ class LiveRollout:
         self._urgent = False
         self._lock = threading.Lock()
         self.shadow_slots = threading.BoundedSemaphore(policy.shadow_concurrency)
-        self.metadata = {"guardrails.rollout.attempt": state.attempt,
-                         "guardrails.rollout.phase": state.label()}
+        self.metadata = {ATTR_ATTEMPT: state.attempt, ATTR_PHASE: state.label()}
+        """Disclosed in every response during the rollout, and set on the call's span."""
+        self.answering: Any = None
+        """What the guard serves the candidate as (set by the guard on first use)."""
 
     def begin(self, metadata: Mapping[str, Any]) -> Call:
         """Choose the arm of one call (sticky per key; the incumbent in shadow and paused)."""
