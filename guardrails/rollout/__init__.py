@@ -16,7 +16,6 @@ from ._live import (
     METRIC_ABORTS,
     METRIC_PHASE,
     METRIC_WEIGHT,
-    ROLLOUT_EVENT,
     Call,
     LiveRollout,
     RolloutMetrics,
@@ -29,6 +28,7 @@ from ._live import (
 )
 from ._machine import FINAL, Action, InvalidTransition, Phase, RolloutState, choose, start, transition
 from ._policy import RolloutPolicy
+from ._repair import ROLLOUT_EVENT, Repair, repair
 from ._store import (
     PostgresRolloutStore,
     RolloutStore,
@@ -53,6 +53,7 @@ __all__ = [
     "LiveRollout",
     "Phase",
     "PostgresRolloutStore",
+    "Repair",
     "RolloutMetrics",
     "RolloutPolicy",
     "RolloutState",
@@ -69,6 +70,7 @@ __all__ = [
     "operate",
     "record_transition",
     "reduce_rows",
+    "repair",
     "start",
     "store_for",
     "transition",

@@ -27,12 +27,11 @@ from ._assign import Assigner
 from ._judge import Judgement, judge
 from ._machine import Action, RolloutState, transition
 from ._policy import RolloutPolicy
+from ._repair import ROLLOUT_EVENT, lag, repair
 from ._store import CallRow, RolloutStore
 
 _log = structlog.get_logger(__name__)
 
-ROLLOUT_EVENT = "rollout"
-"""The ledger event kind of every rollout transition (start included)."""
 METRIC_PHASE = "guardrails.rollout.phase"
 METRIC_WEIGHT = "guardrails.rollout.weight"
 METRIC_ABORTS = "guardrails.rollout.aborts"
@@ -97,8 +96,18 @@ def apply_action(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
     The store's compare-and-swap comes first, the ledger entry second: once a state is final
     in the store no replica can move it, so an abort recorded first always wins. Entering
     the last step records the promotion in the ledger (compare-and-swap on the served version).
+    A move a crash left out of the ledger is recorded first (``repair``).
     """
     new = transition(state, action, policy, reason)
+    behind = _ledger_behind(ledger, state)
+    if behind == "recording":
+        return None  # its writer is recording the move right now: decide again afterwards
+    if behind == "crashed":
+        # A crash left the ledger a move behind the store: record that move first, so this
+        # one follows it in the ledger (and re-read if the repair changed the state).
+        fixed = repair(store, ledger, policy, state)
+        if fixed.state is None or fixed.state.seq != state.seq:
+            return None
     telemetry = metrics.telemetry if metrics is not None else None
     span_cm = telemetry.span(SPAN_TRANSITION, {ATTR_ATTEMPT: state.attempt, ATTR_PHASE: new.phase}
                              ) if telemetry is not None else None
@@ -113,6 +122,23 @@ def apply_action(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
     _log.info("guardrails.rollout_transition", attempt=new.attempt, action=action,
               phase=new.phase, step=new.step, weight=new.weight(policy), reason=new.reason)
     return new
+
+
+REPAIR_GRACE = 30.0
+"""Seconds after a move before another replica may record it for a writer that crashed: a
+live writer records its move within milliseconds of the store's compare-and-swap."""
+
+
+def _ledger_behind(ledger: Ledger, state: RolloutState) -> str | None:
+    """``None`` when the ledger records ``state``; ``recording`` when it lags but the move is
+    younger than ``REPAIR_GRACE``; ``crashed`` when its writer had that long. An attempt
+    without any ledger entry is left to ``repair`` (an operator's ``status --repair``): its
+    start may be on its way, and rolling it back is not a replica's guess to make."""
+    last, behind = lag(ledger, state)
+    if not behind or last is None:
+        return None
+    young = (datetime.now(UTC) - state.entered_at).total_seconds() < REPAIR_GRACE
+    return "recording" if young else "crashed"
 
 
 class _null:
@@ -176,7 +202,8 @@ def operate(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy, state: R
                              metrics=metrics)
         if moved is not None:
             return moved
-    raise RuntimeError("the rollout kept moving under the action; try again")
+    raise RuntimeError("the rollout kept moving under the action (or its last move is still "
+                       f"being recorded, for up to {REPAIR_GRACE:g} s); try again")
 
 
 _SHADOW_COPY: contextvars.ContextVar[bool] = contextvars.ContextVar("_guardrails_shadow_copy",
