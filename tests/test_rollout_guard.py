@@ -553,3 +553,17 @@ def test_each_call_during_a_rollout_says_in_its_spans_which_version_answered_and
     models = {s.attributes.get("gen_ai.request.model") for s in spans
               if s.name.startswith("chat ")}
     assert models == {"rev-0", "rev-1"}
+
+
+def test_a_candidate_slower_on_live_calls_is_rolled_back_by_the_latency_test() -> None:
+    """Injected 20 ms on the candidate's live calls, far under latency_limit: the split's
+    latency pairs abort the rollout (rollout_slower) at the first step."""
+    policy = FAST.model_copy(update={"latency_margin": 0.3, "min_samples": 20,
+                                     "steps": (50, 100)})
+    guarded = _guarded(policy, DictClient({**STATE, "fail": 0.0, "hold": False, "delay": 0.0},
+                                          held))
+    assert _propose(guarded, 0.0, delay=0.02).accepted
+    _traffic(guarded, 2000)
+    status = guarded.rollout_status()
+    assert status is not None and status.phase == "aborted", status
+    assert "slower than the incumbent" in status.reason

@@ -545,7 +545,7 @@ class _Pair:
             # the background, where a busy host, not the candidate, may be why it failed.
             if candidate != _OK:
                 rollout.add((rid, state.attempt, state.step, "unpaired", 1, None,
-                             self._safety))
+                             self._safety, None))
             return
         rollout.add((rid, state.attempt, state.step, "pair", int(candidate != _OK),
-                     int(incumbent != _OK), self._safety))
+                     int(incumbent != _OK), self._safety, None))

@@ -282,9 +282,10 @@ class LiveRollout:
         """Buffer the call's outcome (a call blocked before any model answered is no evidence
         about either version)."""
         if call.answered:
-            failed = failed or self.failed_by_latency(time.perf_counter() - call.started)
+            seconds = time.perf_counter() - call.started
+            failed = failed or self.failed_by_latency(seconds)
             self.add((call.rid, self.state.attempt, self.state.step, call.arm, int(failed),
-                      None, safety))
+                      None, safety, seconds))
 
     def add(self, row: CallRow) -> None:
         with self._lock:
