@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         LedgerIntegrityError,
         UnusableResponseError,
     )
-    from ._messages import Request, Response, StreamChunk, ToolCallDelta
+    from ._messages import Request, Response, StreamChunk, StreamEnd, ToolCallDelta
     from .blobs import (
         BlobError,
         BlobIntegrityError,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         RunSettings,
         Scorer,
     )
-    from .chain import AsyncMiddleware, Middleware
+    from .chain import AsyncMiddleware, Middleware, StreamCheck, StreamHit, StreamPolicy, regex_span
     from .gate import (
         AllOf,
         AnyOf,
@@ -136,6 +136,7 @@ _LAZY: dict[str, str] = {
     "Request": "._messages",
     "Response": "._messages",
     "StreamChunk": "._messages",
+    "StreamEnd": "._messages",
     "ToolCallDelta": "._messages",
     "BlobError": ".blobs",
     "BlobIntegrityError": ".blobs",
@@ -168,6 +169,10 @@ _LAZY: dict[str, str] = {
     "Scorer": ".canary",
     "AsyncMiddleware": ".chain",
     "Middleware": ".chain",
+    "StreamCheck": ".chain",
+    "StreamHit": ".chain",
+    "StreamPolicy": ".chain",
+    "regex_span": ".chain",
     "AllOf": ".gate",
     "AnyOf": ".gate",
     "ApprovalPolicy": ".gate",
@@ -311,7 +316,11 @@ __all__ = [
     "SequentialRule",
     "SigningKey",
     "Stage",
+    "StreamCheck",
     "StreamChunk",
+    "StreamEnd",
+    "StreamHit",
+    "StreamPolicy",
     "StreamingBlobStore",
     "ToolCallDelta",
     "UnusableResponseError",
@@ -333,6 +342,7 @@ __all__ = [
     "load_plugin",
     "merge_parts",
     "open_blob_store",
+    "regex_span",
     "reject_pending",
     "resolve_proposal",
     "resolve_version",

@@ -43,6 +43,9 @@ class GuardSettings(_Section):
     """GenAI message content capture; ``None`` reads the OpenTelemetry environment variable."""
     seed: int | None = None
     """Fixes the canary order and hidden draw (default: a fresh seed per review, recorded)."""
+    stream_max_held: int = Field(default=1_048_576, ge=0)
+    """Bytes a stream may hold back for the output policies; past it the stream fails
+    closed (0: no cap)."""
 
 
 class SandboxSettings(_Section):

@@ -33,15 +33,17 @@ from ..ledger import Ledger, PendingApproval
 from ._rollout import RolloutPath
 from ._runtime import RuntimePath
 from ._served import Served, serve
+from ._streaming import StreamPath
 
 if TYPE_CHECKING:
     from ._guard import Guard
 
 
-class GuardedClient(RolloutPath, RuntimePath):
+class GuardedClient(RolloutPath, RuntimePath, StreamPath):
     """A self-updating client behind the guard. Built by ``Guard.wrap``.
 
-    ``invoke``/``ainvoke`` pass the runtime chain; ``propose``,
+    ``invoke``/``ainvoke`` pass the runtime chain, ``stream``/``astream`` the same
+    chain as a stream (docs/streaming.md); ``propose``,
     ``self_improve`` and ``rollback`` pass the update gate and always return a
     recorded ``Decision`` (they do not raise for bad proposals).
     """

@@ -111,6 +111,14 @@ class RateLimit:
         self._admit(request)
         return await call_next(request)
 
+    def streaming(self) -> gr.StreamPolicy:
+        """The stream side: one token taken before the stream opens; no output checks."""
+        return gr.StreamPolicy(self.name, before=self._stream_before)
+
+    def _stream_before(self, request: gr.Request) -> gr.Request:
+        self._admit(request)
+        return request
+
 
 def build(settings: RateLimitSettings) -> gr.PluginParts:
     return gr.PluginParts(middleware=[RateLimit(settings)])
