@@ -115,7 +115,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         load_plugin,
         merge_parts,
     )
-    from .rollout import RolloutPolicy, RolloutState
+    from .rollout import RolloutPolicy, RolloutState, is_shadow_copy
     from .sandbox import JailPolicy, ProcessSandbox, SandboxLimits, SandboxUnavailable
 
 _LAZY: dict[str, str] = {
@@ -132,6 +132,7 @@ _LAZY: dict[str, str] = {
     "UnusableResponseError": "._errors",
     "RolloutPolicy": ".rollout",
     "RolloutState": ".rollout",
+    "is_shadow_copy": ".rollout",
     "Request": "._messages",
     "Response": "._messages",
     "StreamChunk": "._messages",
@@ -336,6 +337,7 @@ __all__ = [
     "expire_pending",
     "export_transparency_log",
     "installed_plugins",
+    "is_shadow_copy",
     "iter_blob_refs",
     "load_plugin",
     "merge_parts",

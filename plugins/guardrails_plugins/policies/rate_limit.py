@@ -91,6 +91,8 @@ class RateLimit:
             return wait
 
     def _admit(self, request: gr.Request) -> None:
+        if gr.is_shadow_copy():
+            return  # a rollout's shadow copy is no call of the user: it takes no token
         wait = self.take(self._key(request))
         if wait > 0:
             raise violation(self.name, f"rate limit of {self.settings.requests} calls per "
