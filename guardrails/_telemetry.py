@@ -146,11 +146,9 @@ class Telemetry:
         is never made current, which keeps the API-only cost near a microsecond.
         """
         try:
-            span = self.tracer.start_span(SPAN_INVOKE)
-            if not span.is_recording():
-                return None
-            span.set_attribute(ATTR_VERSION, version)
-            return span
+            # The version rides in at start: one attribute set, not a second locked call.
+            span = self.tracer.start_span(SPAN_INVOKE, attributes={ATTR_VERSION: version})
+            return span if span.is_recording() else None
         except Exception:
             _log.warning("guardrails.telemetry_failed", span=SPAN_INVOKE, exc_info=True)
             return None

@@ -99,9 +99,11 @@ def build_async_chain(middlewares: Sequence[Any], endpoint: AsyncHandler) -> Asy
 
 
 def _async_link(middleware: Any, call_next: AsyncHandler) -> AsyncHandler:
-    async def link(request: Request) -> Response:
-        response: Response = await middleware(request, call_next)
-        return response
+    # A plain function handing back the middleware's own coroutine: one coroutine frame
+    # per link instead of two, which 1,000 concurrent calls pay on every resumption.
+    def link(request: Request) -> Coroutine[Any, Any, Response]:
+        coroutine: Coroutine[Any, Any, Response] = middleware(request, call_next)
+        return coroutine
 
     return link
 

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from .._canonical import state_version
 from .._decision import Finding
 from .._errors import GuardrailViolation, UnusableResponseError
-from .._messages import Request, Response
+from .._messages import Request, Response, served_response
 from .._telemetry import (
     ATTR_BLOCKED_BY,
     ATTR_OUTCOME,
@@ -105,7 +105,7 @@ class RuntimePath:
                 self._genai_end(served, call, None, exc)
                 raise
             self._genai_end(served, call, output, None)
-        return Response(output=output, version=served.version, metadata=dict(served.disclosure))
+        return served_response(output, served.version, dict(served.disclosure))
 
     async def _aendpoint(self, request: Request) -> Response:
         rollout = self._rollout
@@ -125,7 +125,7 @@ class RuntimePath:
             raise
         if call is not None:
             self._genai_end(served, call, output, None)
-        return Response(output=output, version=served.version, metadata=dict(served.disclosure))
+        return served_response(output, served.version, dict(served.disclosure))
 
     def _genai_start(self, served: Served, request: Request) -> tuple[Any, Any, float]:
         """Open the GenAI client span (only under a recording guard span) and start the clock."""

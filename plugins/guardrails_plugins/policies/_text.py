@@ -114,14 +114,18 @@ class ScanPolicy:
         return f"ScanPolicy({self.name!r})"
 
     def _scan(self, value: Any, scanner: Scanner, where: Direction) -> tuple[Any, Counter[str]]:
-        hits: list[Hit] = []
+        hits: list[Hit]
+        if type(value) is str:  # the common case, without the walk's closure
+            new_value, hits = scanner(value)
+        else:
+            hits = []
 
-        def scan(text: str) -> str:
-            new, found = scanner(text)
-            hits.extend(found)
-            return new
+            def scan(text: str) -> str:
+                new, found = scanner(text)
+                hits.extend(found)
+                return new
 
-        new_value = map_strings(value, scan)
+            new_value = map_strings(value, scan)
         if not hits:
             return new_value, _NONE  # the common case: no counting, no copies
         blocking = Counter(hit.label for hit in hits if hit.action == "block")
