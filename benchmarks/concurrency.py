@@ -6,7 +6,8 @@ answers after ``asyncio.sleep(0.05)``. The ideal wall time is the latency,
 the guarded runs: the ideal, and the bare client under the same
 concurrency (asyncio's own cost of scheduling that many tasks on this
 machine, which the guard cannot go below). Each setting is the median of
-a few repeats.
+a few rounds, the settings alternating within each round; min and max
+show the spread.
 
     python benchmarks/concurrency.py                       # 1,000 concurrent calls
     GUARDRAILS_BENCH_N=100 python benchmarks/concurrency.py   # short mode
@@ -15,7 +16,8 @@ Settings: the guard with an empty chain and with the ``regex`` runtime
 policy on the output, with the OpenTelemetry API only (no-op spans), and
 the ``regex`` guard with the SDK recording spans and metrics in memory. With
 the SDK installed, the bare call inside one SDK span and one histogram point
-is the SDK's own floor under the same concurrency.
+is the SDK's own floor under the same concurrency; the SDK row is printed
+against both the bare client and that floor.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from guardrails.testing import DictClient
 
 CALLS = int(os.environ.get("GUARDRAILS_BENCH_N", "1000"))
 LATENCY = 0.050
-REPEATS = 5
+REPEATS = 7
+BARE = "bare client.ainvoke"
+FLOOR = "bare + 1 SDK span, 1 metric (SDK floor)"
 DENY_PATTERN = r"\b\d{3}-\d{2}-\d{4}\b"
 """The output check: block an answer that contains an SSN-like number (the fixed answer has none)."""
 
@@ -112,11 +116,18 @@ async def wall_ms(call: Callable[[], Awaitable[Any]], calls: int) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-async def measure(call: Callable[[], Awaitable[Any]], calls: int = CALLS,
-                  repeats: int = REPEATS) -> list[float]:
-    """Wall times of ``repeats`` rounds of ``calls`` concurrent calls, after a small warm-up."""
-    await wall_ms(call, min(calls, 50))
-    return [await wall_ms(call, calls) for _ in range(repeats)]
+async def measure(calls_by_label: list[tuple[str, Callable[[], Awaitable[Any]]]],
+                  calls: int = CALLS, repeats: int = REPEATS) -> list[tuple[str, list[float]]]:
+    """Wall times of ``repeats`` rounds of ``calls`` concurrent calls per setting, after a
+    small warm-up. The settings alternate within each round (bare, floor, guarded, bare,
+    ...), so a burst of load from other processes touches every setting alike."""
+    for _, call in calls_by_label:
+        await wall_ms(call, min(calls, 50))
+    walls: dict[str, list[float]] = {label: [] for label, _ in calls_by_label}
+    for _ in range(repeats):
+        for label, call in calls_by_label:
+            walls[label].append(await wall_ms(call, calls))
+    return [(label, walls[label]) for label, _ in calls_by_label]
 
 
 async def run(calls: int = CALLS) -> list[tuple[str, list[float]]]:
@@ -128,27 +139,34 @@ async def run(calls: int = CALLS) -> list[tuple[str, list[float]]]:
     providers = sdk_providers()
     if providers is not None:
         settings.append(("guarded, regex policy, SDK in memory", regex_policy(), providers))
-    rows = [("bare client.ainvoke", await measure(lambda: bare.ainvoke(request), calls))]
+    calls_by_label: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        (BARE, lambda: bare.ainvoke(request))]
     if providers is not None:
-        rows.append(("bare + 1 SDK span, 1 metric (SDK floor)",
-                     await measure(sdk_floor(bare, request, providers), calls)))
+        calls_by_label.append((FLOOR, sdk_floor(bare, request, providers)))
     for label, middleware, provider_pair in settings:
         client = guarded(SleepyClient({"prompt": "p"}), middleware, provider_pair)
-        rows.append((label, await measure(lambda c=client: c.ainvoke(request), calls)))
-    return rows
+        calls_by_label.append((label, lambda c=client: c.ainvoke(request)))
+    return await measure(calls_by_label, calls)
 
 
 def main() -> None:
     rows = asyncio.run(run())
     ideal = LATENCY * 1000
-    bare = statistics.median(rows[0][1])
+    medians = {label: statistics.median(walls) for label, walls in rows}
+    bare = medians[BARE]
+    floor = medians.get(FLOOR)
     print(f"concurrent calls: {CALLS}, model latency {ideal:.0f} ms (the ideal wall time), "
-          f"median of {REPEATS} rounds")
-    print(f"{'setting':<40} {'wall ms':>9} {'min ms':>9} {'x ideal':>8} {'x bare':>8}")
+          f"median of {REPEATS} rounds, settings alternating within each round")
+    print(f"{'setting':<40} {'wall ms':>9} {'min ms':>9} {'max ms':>9} {'x ideal':>8} "
+          f"{'x bare':>8} {'x floor':>8}")
     for label, walls in rows:
-        median = statistics.median(walls)
-        print(f"{label:<40} {median:>9.1f} {min(walls):>9.1f} {median / ideal:>8.2f} "
-              f"{median / bare:>8.2f}")
+        median = medians[label]
+        over_floor = f"{median / floor:>8.2f}" if floor and "SDK" in label else f"{'':>8}"
+        print(f"{label:<40} {median:>9.1f} {min(walls):>9.1f} {max(walls):>9.1f} "
+              f"{median / ideal:>8.2f} {median / bare:>8.2f} {over_floor}")
+    if floor:
+        print(f"SDK floor: {floor / bare:.2f}x the bare client; 'x floor' is an SDK row's wall "
+              "time over the floor's (the guard's own share with the SDK recording)")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ guard with an empty chain and with three trivial middlewares, once with the
 OpenTelemetry API alone (no SDK: no-op spans) and with the SDK recording
 spans and metrics (spans to an in-memory exporter, synchronously and through
 a batch processor). The guard's cost is the difference
-from the bare call measured in the same run.
+from the bare call measured in the same run. With the SDK, a floor row
+times what the SDK alone costs around the bare call (one current span and
+one counter point, no guard), and the last lines split the guard's added
+cost into that floor and the guard's own part.
 
     python benchmarks/overhead.py            # 20,000 calls per row
     GUARDRAILS_BENCH_N=500 python benchmarks/overhead.py   # short mode
@@ -54,6 +57,23 @@ def timed(call: Callable[[], Any]) -> tuple[float, float]:
     return statistics.median(samples) / 1000, samples[int(len(samples) * 0.99)] / 1000
 
 
+def sdk_floor(call: Callable[[], Any], tracer_provider: Any, meter_provider: Any
+              ) -> Callable[[], Any]:
+    """The bare call as the SDK alone would record it: one current span around it and one
+    counter point after it (what any instrumented call pays, with no guard)."""
+    tracer = tracer_provider.get_tracer("floor")
+    counter = meter_provider.get_meter("floor").create_counter("floor.invocations")
+    outcome = {"outcome": "ok"}
+
+    def floor() -> Any:
+        with tracer.start_as_current_span("floor", attributes={"version": "v"}):
+            output = call()
+        counter.add(1, outcome)
+        return output
+
+    return floor
+
+
 def guarded(middleware: tuple[Any, ...], tracer_provider: Any = None,
             meter_provider: Any = None) -> gr.GuardedClient:
     suite = gr.CanarySuite([gr.CanaryCase(id="ok", input="x", expect="ok")])
@@ -86,7 +106,12 @@ def main() -> None:
             settings.append((label, provider, meters))
     except ImportError:
         pass  # the SDK is a test dependency; API-only rows still run
+    floors: dict[str, float] = {}
     for label, provider, meters in settings:
+        if provider is not None:
+            median, p99 = timed(sdk_floor(lambda: client.invoke(request), provider, meters))
+            floors[label] = median - raw_median
+            rows.append((f"SDK floor (span + 1 counter point), {label[5:]}", median, p99))
         for chain_label, chain in (("empty chain", ()), ("3 middlewares", (passthrough,) * 3)):
             guarded_client = guarded(chain, provider, meters)
             median, p99 = timed(lambda g=guarded_client: g.invoke(request))
@@ -94,9 +119,13 @@ def main() -> None:
             for exporter in exporters:
                 exporter.clear()
     print(f"calls per row: {N}")
-    print(f"{'setting':<48} {'median us':>10} {'p99 us':>10} {'added us':>10}")
+    print(f"{'setting':<56} {'median us':>10} {'p99 us':>10} {'added us':>10}")
     for label, median, p99 in rows:
-        print(f"{label:<48} {median:>10.2f} {p99:>10.2f} {median - raw_median:>10.2f}")
+        print(f"{label:<56} {median:>10.2f} {p99:>10.2f} {median - raw_median:>10.2f}")
+    for label, floor in floors.items():
+        added = {row[0]: row[1] - raw_median for row in rows}[f"guarded, empty chain, {label}"]
+        print(f"guarded, empty chain, {label}: added {added:.2f} us = SDK floor {floor:.2f} us "
+              f"+ {added - floor:.2f} us of the guard ({added / floor:.2f}x the floor)")
     assignment_rows()
 
 
@@ -135,7 +164,7 @@ def assignment_rows() -> None:
         median, p99 = timed(call)
         base = baseline_next if ("new" in label) else empty_median
         added[label] = median - base
-        print(f"{label:<48} {median:>10.2f} {p99:>10.2f} {median - base:>10.2f}")
+        print(f"{label:<56} {median:>10.2f} {p99:>10.2f} {median - base:>10.2f}")
     floor = added["floor: salted BLAKE2b of a new key alone"]
     if floor > 0:
         print(f"new user / floor: {added['rollout assignment, new user (hash)'] / floor:.2f}x")
