@@ -14,7 +14,7 @@ import difflib
 import inspect
 import json
 import types
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, get_args
 
@@ -637,8 +637,10 @@ class _AsyncMixin(_Boundary):
 
 
 class _DualBoundary(_SyncBoundary, _AsyncMixin):
-    async def acall(self, request: Request, call_next: AsyncHandler) -> Response:
-        return await self._acall(self.middleware.acall, request, call_next)
+    def acall(self, request: Request, call_next: AsyncHandler) -> Coroutine[Any, Any, Response]:
+        # Hands back ``_acall``'s coroutine instead of awaiting it in one of its own: the
+        # caller awaits the same thing, through one coroutine frame per call, not two.
+        return self._acall(self.middleware.acall, request, call_next)
 
 
 class _AsyncBoundary(_AsyncMixin):
