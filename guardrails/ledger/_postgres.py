@@ -57,7 +57,7 @@ from ._ledger import (
     _ReadOnlyTx,
     verify_records,
 )
-from ._merkle import DictNodeStore, InclusionProof, MerkleTree
+from ._merkle import ConsistencyProof, DictNodeStore, InclusionProof, MerkleTree
 
 if TYPE_CHECKING:
     import psycopg
@@ -781,6 +781,10 @@ class PostgresLedger(StoreLedger):
     def prove(self, index: int) -> InclusionProof:
         with self._lock, self._snapshot():
             return super().prove(index)
+
+    def prove_consistency(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+        with self._lock, self._snapshot():
+            return super().prove_consistency(old_size, new_size)
 
     def verify(self, blob_store: BlobStore | None = None) -> LedgerReport:
         """Check everything from one snapshot, so replicas writing meanwhile cannot disturb it.
