@@ -151,10 +151,19 @@ class BlobSettings(_Section):
     AWS_ENDPOINT_URL, else AWS)."""
     region: str | None = None
     """S3 only (default: AWS_REGION, else us-east-1)."""
+    cache_dir: str | None = None
+    """S3 and PostgreSQL only: a local folder (relative to the configuration file) caching the
+    blobs read, verified on every read, so a follower fetches a promoted state's weights once."""
+    cache_max_bytes: int = Field(default=1 << 30, ge=1)
+    """The most the cache folder holds; the least recently used blobs go first."""
 
     @model_validator(mode="after")
     def _options_fit(self) -> BlobSettings:
         lowered = self.url.lower()
+        if self.cache_dir is not None and not lowered.startswith(
+                ("s3://", "postgresql://", "postgres://")):
+            raise ValueError("cache_dir applies to a remote (s3:// or postgresql://) blob store "
+                             "only: a local folder needs no cache; remove it")
         if self.schema_ is not None and not lowered.startswith(("postgresql://", "postgres://")):
             raise ValueError("schema applies to a postgresql:// blob store only; remove it")
         for key, value in (("endpoint", self.endpoint), ("region", self.region)):
@@ -471,9 +480,14 @@ def open_blobs(config: Config, root: Path, source: str) -> Any:
                           "keep [blobs] url and remove [ledger] blobs")
     url, options = blob_url(config, root)
     try:
-        return open_blob_store(url, **options)
+        store = open_blob_store(url, **options)
     except ConfigError as exc:
         raise ConfigError(f"{source} [blobs]: {exc}") from None
+    if config.blobs is not None and config.blobs.cache_dir is not None:
+        from .blobs import CachedBlobStore
+
+        return CachedBlobStore(store, root / config.blobs.cache_dir, config.blobs.cache_max_bytes)
+    return store
 
 
 def _dask(config: Config, root: Path, source: str) -> Any:
