@@ -156,29 +156,49 @@ class DaskBackend:
                 client.close()
 
 
-class _DaskRun:
-    """One canary run's tasks on the cluster: every future it submitted, to cancel at the end.
+class _ClusterRun:
+    """One canary run's tasks on a cluster (Dask or Ray): every task it submitted, to cancel.
 
     Calls that arrive together (one batch of the runner) are grouped into tasks of at most
     ``settings.chunk`` calls of one side: a task costs the scheduler milliseconds, a call of
     a local model may cost less. Each call still has its own result and its own timeout; a
     call that times out cancels its task, failing the calls grouped with it (fail closed).
+    A subclass says how a state is shipped and a task submitted, watched, read and cancelled.
     """
 
-    def __init__(self, client: Any, settings: DaskSettings) -> None:
-        self.client = client
+    def __init__(self, settings: Any) -> None:
         self.settings = settings
         self.outstanding: set[Any] = set()
         self._lock = threading.Lock()
+
+    # -- what a cluster provides ----------------------------------------------------------
+
+    def ship(self, state: dict[str, Any]) -> Any:
+        """Put ``state`` on the cluster once; what tasks refer to it by."""
+        raise NotImplementedError
+
+    def submit(self, version: str, shipped: Any, requests: list[dict[str, Any]]) -> Any:
+        """Start ``answer_on_worker`` for ``requests``; a handle on the task."""
+        raise NotImplementedError
+
+    def when_done(self, task: Any, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from any thread) once ``task`` has ended, however it ended."""
+        raise NotImplementedError
+
+    def outcome(self, task: Any) -> list[Any]:
+        """The answers of an ended task; raises what made it fail."""
+        raise NotImplementedError
+
+    def cancel(self, tasks: list[Any]) -> None:
+        raise NotImplementedError
+
+    # -- the same on every cluster ---------------------------------------------------------
 
     def caller(self, side: Any) -> Caller:
         # The state is read here, at home, with a time limit: the worker builds from exactly it.
         state = call_with_timeout(side.snapshot, self.settings.connect_timeout)
         version = state_version(state)
-        # A list: scattering a dict itself would scatter each of its values. Broadcast: a task
-        # goes where its data is, so a state held by one worker would draw every task there.
-        [shipped] = self.client.scatter([state], hash=False, broadcast=True)
-        self.outstanding.add(shipped)
+        shipped = self.ship(state)
         waiting: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
         tasks: dict[asyncio.Future[Any], Any] = {}
 
@@ -187,15 +207,12 @@ class _DaskRun:
             loop = asyncio.get_running_loop()
             for start in range(0, len(batch), self.settings.chunk):
                 chunk = batch[start:start + self.settings.chunk]
-                future = self.client.submit(
-                    answer_on_worker, self.settings.build, self.settings.blobs,
-                    self.settings.blob_options, version, shipped, [r for r, _ in chunk],
-                    pure=False)
+                task = self.submit(version, shipped, [r for r, _ in chunk])
                 with self._lock:
-                    self.outstanding.add(future)
+                    self.outstanding.add(task)
                 for _, result in chunk:
-                    tasks[result] = future
-                future.add_done_callback(functools.partial(self._wake, loop, chunk))
+                    tasks[result] = task
+                self.when_done(task, functools.partial(self._wake, loop, chunk, task))
 
         async def call(request: Request, timeout: float) -> Any:
             loop = asyncio.get_running_loop()
@@ -208,7 +225,7 @@ class _DaskRun:
                 return await asyncio.wait_for(asyncio.shield(result), timeout)
             except TimeoutError:
                 if result in tasks:
-                    tasks[result].cancel()
+                    self.cancel([tasks[result]])
                 raise CallTimeout(f"no answer within {timeout:g} s") from None
             finally:
                 tasks.pop(result, None)
@@ -219,18 +236,18 @@ class _DaskRun:
         return call
 
     def _wake(self, loop: asyncio.AbstractEventLoop,
-              chunk: list[tuple[dict[str, Any], asyncio.Future[Any]]], done: Any) -> None:
-        """Called in the Dask client's thread when a task ends: settle on the run's loop."""
+              chunk: list[tuple[dict[str, Any], asyncio.Future[Any]]], task: Any) -> None:
+        """Called in the cluster client's thread when a task ends: settle on the run's loop."""
         with contextlib.suppress(RuntimeError):  # the run ended and its loop closed
-            loop.call_soon_threadsafe(self._settle, done, chunk)
+            loop.call_soon_threadsafe(self._settle, task, chunk)
 
-    def _settle(self, done: Any, chunk: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
+    def _settle(self, task: Any, chunk: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
         """Hand each call of a finished task its own output or exception (on the run's loop)."""
         with self._lock:
-            self.outstanding.discard(done)
+            self.outstanding.discard(task)
         try:
-            answers: list[Any] = done.result()
-        except Exception as exc:  # the task failed: every call in it fails
+            answers: list[Any] = self.outcome(task)
+        except Exception as exc:  # the task failed (a dead worker too): every call in it fails
             answers = [exc] * len(chunk)
         except BaseException:  # cancelled (a timeout of a call grouped with these)
             answers = [RuntimeError("the task was cancelled on the cluster")] * len(chunk)
@@ -246,7 +263,37 @@ class _DaskRun:
         with self._lock:
             pending, self.outstanding = list(self.outstanding), set()
         if pending:
-            self.client.cancel(pending)
+            self.cancel(pending)
+
+
+class _DaskRun(_ClusterRun):
+    """Tasks as Dask futures; each side's state scattered to every worker."""
+
+    def __init__(self, client: Any, settings: DaskSettings) -> None:
+        super().__init__(settings)
+        self.client = client
+
+    def ship(self, state: dict[str, Any]) -> Any:
+        # A list: scattering a dict itself would scatter each of its values. Broadcast: a task
+        # goes where its data is, so a state held by one worker would draw every task there.
+        [shipped] = self.client.scatter([state], hash=False, broadcast=True)
+        with self._lock:
+            self.outstanding.add(shipped)  # released with the run's tasks
+        return shipped
+
+    def submit(self, version: str, shipped: Any, requests: list[dict[str, Any]]) -> Any:
+        return self.client.submit(answer_on_worker, self.settings.build, self.settings.blobs,
+                                  self.settings.blob_options, version, shipped, requests,
+                                  pure=False)
+
+    def when_done(self, task: Any, callback: Callable[[], None]) -> None:
+        task.add_done_callback(lambda _: callback())
+
+    def outcome(self, task: Any) -> list[Any]:
+        return list(task.result())
+
+    def cancel(self, tasks: list[Any]) -> None:
+        self.client.cancel(tasks)
 
 
 # ---------------------------------------------------------------------------------------------
