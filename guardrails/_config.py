@@ -123,6 +123,21 @@ class DaskClusterSettings(_Section):
         return value
 
 
+class RayClusterSettings(_Section):
+    """``[canaries.ray]``: evaluate the cases on a Ray cluster (see docs/deployment.md)."""
+
+    address: str = Field(min_length=1)
+    """The cluster's ``HOST:PORT`` (its GCS), ``ray://HOST:PORT`` or ``auto``."""
+    build: str
+    """As in ``[canaries.dask]``: ``"package.module:callable"`` importable on every worker."""
+    connect_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("build")
+    @classmethod
+    def _build_form(cls, value: str) -> str:
+        return DaskClusterSettings._build_form(value)
+
+
 class CanarySettings(_Section):
     """``[canaries]``: JSONL case files, relative to the configuration file."""
 
@@ -135,6 +150,13 @@ class CanarySettings(_Section):
     smoke_cases: int = Field(default=4, ge=0)
     gaming_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     dask: DaskClusterSettings | None = None
+    ray: RayClusterSettings | None = None
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> CanarySettings:
+        if self.dask is not None and self.ray is not None:
+            raise ValueError("[canaries.dask] and [canaries.ray] both name a cluster; keep one")
+        return self
 
 
 class BlobSettings(_Section):
@@ -422,8 +444,9 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "ledger": open_ledger(config.ledger, root, source),
         "blob_store": open_blobs(config, root, source),
         "approval": approval,
-        "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files", "dask"}),
-                                  dask=_dask(config, root, source)),
+        "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files", "dask", "ray"}),
+                                  dask=_dask(config, root, source),
+                                  ray=_ray(config, root, source)),
         "sandbox": config.sandbox.mode,
         "sandbox_limits": _sandbox_limits(config.sandbox, root),
         "decision_rule": _decision_rule(config.decision, suite, source),
@@ -506,6 +529,22 @@ def _dask(config: Config, root: Path, source: str) -> Any:
     cluster = config.canaries.dask
     return DaskSettings(scheduler=cluster.scheduler, build=cluster.build, blobs=url,
                         blob_options=options, connect_timeout=cluster.connect_timeout)
+
+
+def _ray(config: Config, root: Path, source: str) -> Any:
+    if config.canaries.ray is None:
+        return None
+    from .canary import RaySettings
+
+    url, options = blob_url(config, root)
+    if config.sandbox.mode == "process":
+        raise ConfigError(f"{source}: [canaries.ray] runs candidates on the cluster's "
+                          "workers, outside the process sandbox; use [sandbox] mode = "
+                          "\"inline\" with a cluster of trusted candidates, or remove "
+                          "[canaries.ray]")
+    cluster = config.canaries.ray
+    return RaySettings(address=cluster.address, build=cluster.build, blobs=url,
+                       blob_options=options, connect_timeout=cluster.connect_timeout)
 
 
 def build_policies(policies: list[PolicySettings], source: str, root: Path | None = None) -> Any:

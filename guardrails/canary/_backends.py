@@ -89,13 +89,11 @@ def _importable(value: str) -> str:
     return value
 
 
-class DaskSettings(BaseModel):
-    """``[canaries.dask]``: evaluate canary cases on a Dask cluster. Part of the fingerprint."""
+class ClusterSettings(BaseModel):
+    """What every cluster backend needs: how workers build a side and reach the blobs."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    scheduler: str = Field(min_length=1)
-    """The scheduler's address, e.g. ``tcp://10.0.0.5:8786``."""
     build: str
     """``"package.module:callable"`` importable on every worker: ``build(state, blobs)`` returns
     the client serving ``state``, ``blobs`` being the shared blob store."""
@@ -104,7 +102,7 @@ class DaskSettings(BaseModel):
     blob_options: dict[str, Any] = {}
     """Keyword arguments for the store (``endpoint``, ``schema``, ...)."""
     connect_timeout: float = Field(default=10.0, gt=0)
-    """Seconds to reach the scheduler."""
+    """Seconds to reach the cluster."""
     chunk: int = Field(default=8, ge=1, le=1024)
     """Calls of one side grouped into one task, at most (a task costs the scheduler about a
     millisecond or more; see benchmarks/distributed_review.py)."""
@@ -113,6 +111,13 @@ class DaskSettings(BaseModel):
     @classmethod
     def _build_form(cls, value: str) -> str:
         return _importable(value)
+
+
+class DaskSettings(ClusterSettings):
+    """``[canaries.dask]``: evaluate canary cases on a Dask cluster. Part of the fingerprint."""
+
+    scheduler: str = Field(min_length=1)
+    """The scheduler's address, e.g. ``tcp://10.0.0.5:8786``."""
 
 
 class DaskBackend:

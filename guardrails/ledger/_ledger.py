@@ -477,15 +477,19 @@ class StoreLedger:
         with self._lock:
             return self._meta("checkpoint")
 
+    def _read_view(self) -> contextlib.AbstractContextManager[Any]:
+        """Where a read of several rows runs: one snapshot where the store has them."""
+        return contextlib.nullcontext()
+
     def root(self) -> tuple[int, bytes]:
         """``(size, root hash)`` of the Merkle tree over the entries."""
-        with self._lock:
+        with self._lock, self._read_view():
             tree = self._synced_tree()
             return tree.size, tree.root
 
     def prove(self, index: int) -> InclusionProof:
         """The inclusion proof of entry ``index`` in the current tree; ``IndexError`` if none."""
-        with self._lock:
+        with self._lock, self._read_view():
             tree = self._synced_tree()
             if not 0 <= index < tree.size:
                 raise IndexError(f"{self._where}: no entry {index} (the ledger has {tree.size} "
@@ -496,7 +500,7 @@ class StoreLedger:
         """That the tree of ``new_size`` entries (default: all) extends the tree of
         ``old_size``: the RFC 6962 consistency proof with both roots. ``IndexError`` unless
         ``1 <= old_size <= new_size <= len(self)``."""
-        with self._lock:
+        with self._lock, self._read_view():
             tree = self._synced_tree()
             size = tree.size if new_size is None else new_size
             if not 1 <= old_size <= size <= tree.size:
