@@ -195,7 +195,12 @@ class _ClusterRun:
         raise NotImplementedError
 
     def cancel(self, tasks: list[Any]) -> None:
+        """Drop ``tasks``: those queued never run; a running one may finish unheard."""
         raise NotImplementedError
+
+    def stop_hung(self, task: Any) -> None:
+        """Stop a task one of whose calls timed out (by default: ``cancel`` it)."""
+        self.cancel([task])
 
     # -- the same on every cluster ---------------------------------------------------------
 
@@ -230,7 +235,7 @@ class _ClusterRun:
                 return await asyncio.wait_for(asyncio.shield(result), timeout)
             except TimeoutError:
                 if result in tasks:
-                    self.cancel([tasks[result]])
+                    self.stop_hung(tasks[result])
                 raise CallTimeout(f"no answer within {timeout:g} s") from None
             finally:
                 tasks.pop(result, None)

@@ -13,8 +13,10 @@ Tasks are never retried by Ray (``max_retries=0``): a worker that dies fails
 the calls of its task, which count as failed cases for their side, so a
 review on a failing cluster is never accepted and each outcome names the
 error (``WorkerCrashedError``, ``NodeDiedError``...). A call that times out
-cancels its task; whatever is outstanding when the run ends (the rule
-stopped, a safety case failed) is cancelled too.
+ends the worker process running its task (Ray's gentle cancel cannot
+interrupt a call blocked in native code); whatever is outstanding when the
+run ends (the rule stopped, a safety case failed) is cancelled: queued tasks
+never run, a running one finishes unheard, as on Dask.
 
 The cluster is trusted infrastructure (Ray moves values with pickle), as for
 Dask. ``ray`` is imported when a review starts, never by ``import guardrails``.
@@ -142,10 +144,23 @@ class _RayRun(_ClusterRun):
         task.future.add_done_callback(lambda _: callback())
 
     def outcome(self, task: Any) -> list[Any]:
-        return list(task.future.result())
+        try:
+            return list(task.future.result())
+        except self.ray.exceptions.RayTaskError as exc:
+            # Ray wraps what the task raised; the evidence names the error itself, as on the
+            # other backends (a client that cannot be built: ValueError, BlobIntegrityError).
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
 
-    def cancel(self, tasks: list[Any]) -> None:
+    def cancel(self, tasks: list[Any], force: bool = False) -> None:
         for task in tasks:
             # Already finished, or the cluster is gone: nothing left to stop.
             with contextlib.suppress(Exception):
-                self.ray.cancel(task.ref)
+                self.ray.cancel(task.ref, force=force)
+
+    def stop_hung(self, task: Any) -> None:
+        # Ray's gentle cancel cannot interrupt a call blocked in C (a sleep, a lock, a native
+        # loop): the worker process running a hung call is ended, and Ray starts another.
+        self.cancel([task], force=True)
