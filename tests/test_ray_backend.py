@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +52,37 @@ def ray_cluster() -> Iterator[str]:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# These two run before the module's cluster starts: a process already connected to Ray
+# reviews on that connection and never dials the address.
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_an_unreachable_cluster_is_a_config_error_naming_it(address: str, tmp_path: Path) -> None:
+    assert not ray.is_initialized()
+    address = address.format(port=_closed_port())
+    client = DictClient({"default": "x"})
+    backend = RayBackend(RaySettings(address=address, build="dask_clients:build_dict",
+                                     blobs=str(tmp_path), connect_timeout=1))
+    with pytest.raises(gr.ConfigError, match=re.escape(address)):
+        _run(client, client, gr.CanarySuite([gr.CanaryCase(id="a", input="a", expect="x")]),
+             backend)
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("address", ["nowhere", "127.0.0.1:notaport", "ray://:10001"])
+def test_a_malformed_address_is_a_config_error(address: str, tmp_path: Path) -> None:
+    client = DictClient({"default": "x"})
+    backend = RayBackend(RaySettings(address=address, build="dask_clients:build_dict",
+                                     blobs=str(tmp_path)))
+    with pytest.raises(gr.ConfigError, match="not HOST:PORT"):
+        _run(client, client, gr.CanarySuite([gr.CanaryCase(id="a", input="a", expect="x")]),
+             backend)
 
 
 def _cases(n: int, dims: int = 6, seed: int = 1) -> tuple[list[gr.CanaryCase], list[float]]:
