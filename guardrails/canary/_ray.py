@@ -130,11 +130,12 @@ class _RayRun(_ClusterRun):
         if key not in _REMOTE:
             _REMOTE[key] = ray.remote(max_retries=0, num_cpus=1)(answer_on_worker)
         self.remote = _REMOTE[key]
+        self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def ship(self, state: dict[str, Any]) -> Any:
         return self.ray.put(state)
 
-    def submit(self, version: str, shipped: Any, requests: list[dict[str, Any]]) -> Any:
+    def submit(self, version: str, shipped: Any, requests: str) -> Any:
         # A reference passed as an argument arrives on the worker as its value.
         return _RayTask(self.remote.remote(self.settings.build, self.settings.blobs,
                                            self.settings.blob_options, version, shipped,
