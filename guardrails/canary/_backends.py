@@ -1,4 +1,4 @@
-"""Where the runner's calls run: this process (default) or a Dask cluster.
+"""Where the runner's calls run: this process (default) or a cluster (Dask here, Ray in ``_ray``).
 
 A backend turns (candidate, incumbent) into two callers, ``await
 caller(request, timeout)`` giving the side's output. Everything else (the
@@ -17,7 +17,10 @@ reviews, and checks that a client it built reports the state it was built
 from. Workers return outputs only, as JSON text; checkers and expectations
 never leave the reviewing process. A call that times out is cancelled on the
 cluster, and whatever is still outstanding when the run ends (the rule
-stopped, a safety case failed) is cancelled too.
+stopped, a safety case failed) is cancelled too. What is common to every
+cluster (grouping calls into tasks, timeouts, settling answers, cancelling)
+is ``_ClusterRun``; a cluster backend says only how it ships, submits,
+watches and cancels.
 
 The cluster is trusted infrastructure: Dask moves results with pickle, so a
 worker process the candidate could take over could also send the reviewing
