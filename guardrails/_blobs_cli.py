@@ -24,7 +24,6 @@ def _fail(message: str, code: int) -> NoReturn:
 def _open(config_path: Path) -> tuple[Any, Any]:
     """(ledger, blob store) as the configuration names them; exit 3 when it cannot."""
     from ._config import load_config, open_blobs, open_ledger
-
     from .blobs import CachedBlobStore
 
     try:
