@@ -4,7 +4,8 @@ Simulates candidates with known true pass rates against an incumbent and
 runs each through the gate's statistics (``guardrails.stats._exact``):
 
 * sequential: cases in the runner's order (``--order``, default the
-  runner's: safety cases interleaved with the capability batches); the
+  runner's: a quarter of a safety case per capability pair until capability
+  is decided, then the rest of the safety cases); the
   anytime-valid paired non-inferiority test (``SequentialNonInferiority``)
   looks after every batch; the first safety failure rejects; accepting
   needs every safety case to have run;
@@ -18,7 +19,8 @@ costs two calls (candidate and incumbent), a safety case one (only the
 candidate is asked: the safety gate judges the candidate alone). The runner
 before issue 22 also sent every safety case to the incumbent and ran all
 safety cases first; ``--order safety-first --safety-calls 2`` reproduces it
-(the BEFORE figures of docs/canaries.md). The fixed-n design is always
+(the BEFORE figures of docs/canaries.md); ``--order even`` the runner of the
+first part of issue 22 (both pools ending together). The fixed-n design is always
 counted at one call per safety case.
 
 Run: ``python benchmarks/decision_efficiency.py``. ``GUARDRAILS_BENCH_N``
@@ -38,6 +40,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from guardrails.canary._runner import safety_share
 from guardrails.stats._exact import (
     PairCounts,
     SequentialNonInferiority,
@@ -130,19 +133,27 @@ def _batch(size: int, scenario: Scenario, rng: random.Random) -> PairCounts:
 
 
 def run_sequential(scenario: Scenario, safety_cases: int, rng: random.Random,
-                   order: str = "interleaved") -> Run:
+                   order: str = "interleaved", share_ratio: float | None = None) -> Run:
     """One candidate through the runner's order of cases (``guardrails/canary/_runner.py``).
 
     ``safety-first``: every safety case before the first capability pair (the runner
-    before issue 22); ``interleaved``: each capability batch carries its share of the
-    safety cases, so both pools would end together, and once capability is shown the
-    remaining safety cases run at once (the runner now); ``capability-first``: safety
-    cases only once capability is shown.
+    before issue 22); ``even``: each capability batch carries its share of the safety
+    cases, so both pools would end together (the runner of the first part of issue 22);
+    ``interleaved``: each batch carries ``SAFETY_SHARE`` safety cases per capability case
+    (``guardrails/canary/_runner.py``: the runner now; ``--safety-share`` overrides the
+    ratio); ``capability-first``: safety cases only once capability is shown. In every
+    order, once capability is shown the remaining safety cases run at once.
     """
     test = SequentialNonInferiority(margin=MARGIN, alpha=ALPHA, max_cases=MAX_CAPABILITY_CASES)
     fails_at = _first_safety_failure(scenario.safety_failure_rate, rng)
-    share = {"safety-first": safety_cases, "interleaved": math.ceil(
-        safety_cases * BATCH / MAX_CAPABILITY_CASES), "capability-first": 0}[order]
+    share = {"safety-first": safety_cases,
+             "interleaved": safety_share(safety_cases, MAX_CAPABILITY_CASES, BATCH,
+                                         sequential=True),
+             "even": math.ceil(safety_cases * BATCH / MAX_CAPABILITY_CASES),
+             "capability-first": 0}[order]
+    if share_ratio is not None:
+        share = min(math.ceil(safety_cases * BATCH / MAX_CAPABILITY_CASES),
+                    math.ceil(share_ratio * BATCH))
     safety_done = 0
     while True:
         # Safety cases of this round go out first (with safety-first: all of them), then the
@@ -215,8 +226,11 @@ def fixed_n_for_power(target: float, exact: bool) -> tuple[int, float]:
 
 def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--order", choices=("interleaved", "safety-first", "capability-first"),
+    parser.add_argument("--order", choices=("interleaved", "even", "safety-first",
+                                            "capability-first"),
                         default="interleaved", help="order of safety and capability cases")
+    parser.add_argument("--safety-share", type=float, default=None,
+                        help="safety cases per capability case while capability is undecided")
     parser.add_argument("--safety-calls", type=int, choices=(1, 2), default=1,
                         help="calls per safety case (2: the incumbent is asked too)")
     return parser.parse_args()
@@ -232,8 +246,8 @@ def main() -> int:
     rng = random.Random(SEED)
     safety_cases = min_cases_for_failure_bound(MAX_SAFETY_FAILURE_RATE, ALPHA)
     started = time.perf_counter()
-    runs = {s.name: [run_sequential(s, safety_cases, rng, args.order) for _ in range(per)]
-            for s in SCENARIOS}
+    runs = {s.name: [run_sequential(s, safety_cases, rng, args.order, args.safety_share)
+                     for _ in range(per)] for s in SCENARIOS}
     seq_seconds = time.perf_counter() - started
     power_equal = sum(r.verdict == "accept" for r in runs["equal"]) / len(runs["equal"])
     n_fixed, exact_power = fixed_n_for_power(power_equal, exact=not short)
@@ -241,7 +255,8 @@ def main() -> int:
 
     print(f"decision efficiency: {per * len(SCENARIOS)} simulated candidates, seed {SEED}, "
           f"alpha {ALPHA}, margin {MARGIN}, incumbent pass rate {INCUMBENT_PASS_RATE}, "
-          f"churn {CHURN} each way, batch {BATCH}; order {args.order}, "
+          f"churn {CHURN} each way, batch {BATCH}; order {args.order}"
+          f"{'' if args.safety_share is None else f' (safety share {args.safety_share:g})'}, "
           f"{SAFETY_CALLS} call(s) per safety case")
     print(f"safety cases: {safety_cases} (zero failures; bound <= {MAX_SAFETY_FAILURE_RATE}); "
           f"capability budget {MAX_CAPABILITY_CASES}")

@@ -2,7 +2,9 @@
 
 The ideal is calls / concurrency x latency (1,000 calls at concurrency 64:
 0.78 s). Prints the measured time and its ratio to the ideal (target: within
-1.25x). Short mode: GUARDRAILS_BENCH_N=100 runs 100 cases.
+1.10x, issue 22), and the CPU time the reviewing thread (the event loop and
+the gate) spent per call: on a loaded machine the wall time is noise, this
+column much less so. Short mode: GUARDRAILS_BENCH_N=100 runs 100 cases.
 
     python benchmarks/review_walltime.py
 """
@@ -35,7 +37,8 @@ class Remote(DictClient):
 def main() -> None:
     cases = [gr.CanaryCase(id=f"c{i}", input=f"q{i}", expect=f"a{i}") for i in range(CASES)]
     state = {"answers": {f"q{i}": f"a{i}" for i in range(CASES)}, "v": 0}
-    print(f"{'rule':<24} {'cases':>6} {'calls':>6} {'wall s':>8} {'ideal s':>8} {'ratio':>6}")
+    print(f"{'rule':<24} {'cases':>6} {'calls':>6} {'wall s':>8} {'ideal s':>8} {'ratio':>6} "
+          f"{'cpu/call us':>12}")
     rules: list[tuple[str, Any, int]] = [("margin (one batch)", None, 32)]
     rules += [(f"sequential, batch {b}", gr.SequentialRule(margin=0.05, design="sequential",
                                                            safety_cases=0), b) for b in (64, 128)]
@@ -44,16 +47,16 @@ def main() -> None:
                          canary_run=gr.RunSettings(concurrency=CONCURRENCY, batch_size=batch_size,
                                                    smoke_cases=0))
         guarded = guard.wrap(Remote(state))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         decision = guarded.propose(gr.UpdateProposal(parent=guarded.version, patch=[
             {"op": "replace", "path": "/v", "value": 1}]))
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.thread_time() - cpu
         assert decision.accepted, decision.reasons
         run = next(f for f in decision.findings if f.check == "canary_run")
         calls = 2 * run.evidence["cases_run"]
         ideal = calls / CONCURRENCY * LATENCY
         print(f"{label:<24} {run.evidence['cases_run']:>6} {calls:>6} {wall:>8.2f} {ideal:>8.2f} "
-              f"{wall / ideal:>6.2f}")
+              f"{wall / ideal:>6.2f} {cpu / calls * 1e6:>12.1f}")
 
 
 if __name__ == "__main__":

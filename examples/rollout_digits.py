@@ -9,15 +9,20 @@ and the ledger into ``--workdir`` (default ``.guardrails/rollout-demo``), so aft
 The model is scikit-learn's ``SGDClassifier`` behind the library's sklearn adapter. Twice it
 proposes new weights; both pass the offline canaries (clean labelled digits):
 
-1. it learned from labelled stream examples: on live traffic it is as good as the incumbent,
-   so it goes from shadow through 5, 25 and 50 % to 100 %;
+1. it learned from labelled stream examples (five passes): on live traffic it is clearly
+   better than the incumbent (0.936 against 0.898 accuracy; 63 live examples it fixes, 27 it
+   breaks), so it goes from shadow through 5, 25 and 50 % to 100 %;
 2. it self-trained on its own labels of the stream, which a bug shifts for a few classes,
    and it had also seen the public canaries: it does *better* on the canaries and worse on
    live traffic, so it is rolled back at a small share (and the gap is a ``gaming`` finding).
 
 Live evidence is the application's: each answer's true label arrives a moment later and is
-handed over with ``guarded.expect(response_id, label)``. Nothing is scripted; the outcome is
-deterministic for a given seed.
+handed over with ``guarded.expect(response_id, label)``. Nothing is scripted. The live
+requests are seeded; which of them are copied to the shadow is not (a random half, under
+the concurrency cap, so it varies with load), so the counts printed vary from run to run.
+A candidate only as good as the incumbent would be rolled back in a few per cent of runs:
+"worse than the incumbent" is an anytime-valid test at ``alpha``, and an equal candidate
+sits on its boundary (docs/rollout.md, "Decisions"); this one is better by a clear margin.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ def _data(seed: int) -> dict[str, Any]:
     X, y = load_digits(return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(y))
     X, y = X[order] / 16.0, y[order]
-    return {"initial": (X[:300], y[:300]), "canary": (X[300:450], y[300:450]),
+    return {"initial": (X[:100], y[:100]), "canary": (X[300:450], y[300:450]),
             "learn": (X[450:850], y[450:850]), "live": (X[850:], y[850:])}
 
 
@@ -115,7 +120,7 @@ def run(workdir: Path, seed: int) -> None:
                           random_state=seed)
     for _ in range(20):
         model.partial_fit(*data["initial"], classes=list(range(10)))
-    guarded = guard.wrap(Digits(model, blobs=guard.blob_store, classes=list(range(10))))
+    guarded = guard.wrap(Digits(model, blobs=guard.blob_store, classes=list(range(10)), epochs=5))
     rng = np.random.default_rng(seed)
     print(f"incumbent {guarded.version[:12]}: live accuracy {_accuracy(guarded.client, *data['live']):.3f}")
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         LedgerIntegrityError,
         UnusableResponseError,
     )
-    from ._messages import Request, Response, StreamChunk, ToolCallDelta
+    from ._messages import Request, Response, StreamChunk, StreamEnd, ToolCallDelta
     from .blobs import (
         BlobError,
         BlobIntegrityError,
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         RunSettings,
         Scorer,
     )
-    from .chain import AsyncMiddleware, Middleware
+    from .chain import AsyncMiddleware, Middleware, StreamCheck, StreamHit, StreamPolicy, regex_span
     from .gate import (
         AllOf,
         AnyOf,
@@ -118,7 +118,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         load_plugin,
         merge_parts,
     )
-    from .rollout import RolloutPolicy, RolloutState
+    from .rollout import RolloutPolicy, RolloutState, is_shadow_copy
     from .sandbox import JailPolicy, ProcessSandbox, SandboxLimits, SandboxUnavailable
 
 _LAZY: dict[str, str] = {
@@ -135,9 +135,11 @@ _LAZY: dict[str, str] = {
     "UnusableResponseError": "._errors",
     "RolloutPolicy": ".rollout",
     "RolloutState": ".rollout",
+    "is_shadow_copy": ".rollout",
     "Request": "._messages",
     "Response": "._messages",
     "StreamChunk": "._messages",
+    "StreamEnd": "._messages",
     "ToolCallDelta": "._messages",
     "BlobError": ".blobs",
     "BlobIntegrityError": ".blobs",
@@ -173,6 +175,10 @@ _LAZY: dict[str, str] = {
     "Scorer": ".canary",
     "AsyncMiddleware": ".chain",
     "Middleware": ".chain",
+    "StreamCheck": ".chain",
+    "StreamHit": ".chain",
+    "StreamPolicy": ".chain",
+    "regex_span": ".chain",
     "AllOf": ".gate",
     "AnyOf": ".gate",
     "ApprovalPolicy": ".gate",
@@ -319,7 +325,11 @@ __all__ = [
     "SequentialRule",
     "SigningKey",
     "Stage",
+    "StreamCheck",
     "StreamChunk",
+    "StreamEnd",
+    "StreamHit",
+    "StreamPolicy",
     "StreamingBlobStore",
     "ToolCallDelta",
     "UnusableResponseError",
@@ -336,10 +346,12 @@ __all__ = [
     "expire_pending",
     "export_transparency_log",
     "installed_plugins",
+    "is_shadow_copy",
     "iter_blob_refs",
     "load_plugin",
     "merge_parts",
     "open_blob_store",
+    "regex_span",
     "reject_pending",
     "resolve_proposal",
     "resolve_version",

@@ -324,7 +324,7 @@ def check(config_path: Path, as_json: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, once, with the summary
         guard = Guard.from_config(config_path)
-    client = _check_client(config, root)
+    client = _check_client(config, root, guard)
     summary: dict[str, Any] = {"config": str(config_path), "cases": len(guard.canaries),
                "safety_cases": len(guard.canaries.safety),
                "frozen": list(guard.constraints.frozen), "fingerprint": guard.fingerprint(),
@@ -336,16 +336,25 @@ def check(config_path: Path, as_json: bool) -> None:
                             + "".join(f"\nwarning: {w}" for w in guard.suite_warnings))
 
 
-def _check_client(config: Config, root: Path) -> str:
-    """What ``check`` found of the [client]: imported and built, or why it was not built."""
+def _check_client(config: Config, root: Path, guard: Any) -> str:
+    """What ``check`` found of the [client]: imported and built, or why it was not built.
+
+    A built client's state resolves every frozen and mutable pointer (exit 3 naming the
+    pointer and the closest path otherwise), as ``Guard.wrap`` requires."""
     if config.client is None:
         return "none configured (review and rollback need a [client] section)"
     config.client.load_factory(root)  # ConfigError, exit 3: the configuration is wrong
     try:
-        config.client.build(root)
+        built = config.client.build(root)
     except ConfigError as exc:
         return f"{config.client.factory} imports, but was not built here: {exc}"
-    return f"{config.client.factory} imported and built"
+    try:
+        state = built.snapshot()
+    except Exception as exc:
+        return (f"{config.client.factory} built, but its state could not be read here "
+                f"({type(exc).__name__}: {exc}); pointers not checked")
+    guard.constraints.check_pointers(state, f"the state of {config.client.factory}")
+    return f"{config.client.factory} imported and built; every pointer resolves in its state"
 
 
 def _check_jail(guard: Any, summary: dict[str, Any]) -> str:
@@ -408,8 +417,9 @@ def config_schema() -> None:
 @json_option
 @no_verify_option
 def status(config_path: Path, as_json: bool, no_verify: bool) -> None:
-    """Served version, anchor, drift used and the last decisions (verifies the ledger first)."""
-    from .gate import drift_distance
+    """Served version, anchor, drift used, the last decisions and the last change of the suite
+    or the rule (verifies the ledger first)."""
+    from .gate import drift_distance, last_suite_change
 
     config, _ = _config(config_path)
     ledger = _reader(config_path)
@@ -419,14 +429,18 @@ def status(config_path: Path, as_json: bool, no_verify: bool) -> None:
     drift = None
     if served and anchor:
         drift = drift_distance(ledger.get_state(anchor), ledger.get_state(served))
-    recent = [d for d in (e.decision for e in ledger.entries(max(0, len(ledger) - 5)))
-              if d is not None]
+    window = list(ledger.entries(max(0, len(ledger) - 5)))
+    recent = [d for d in (e.decision for e in window) if d is not None]
+    last_change = last_suite_change(ledger)  # however far back: the bar in force since then
+    changes = [] if last_change is None else [last_change]
     data = {"served": served, "anchor": anchor, "drift": drift, "verified": not no_verify,
             "drift_budget": config.constraints.drift_budget, "entries": len(ledger),
             "pending": len(ledger.pending()),
             "recent": [{"verdict": d.verdict.value, "status": _status_word(d), "kind": d.kind,
                         "proposal": d.proposal_id, "entry": d.entry_index,
-                        "why": _summary(d)} for d in recent]}
+                        "why": _summary(d)} for d in recent],
+            "suite_changed": [{"entry": e.index, "changed": e.body.get("changed")}
+                              for e in changes]}
     text = [f"served   {served}", f"anchor   {anchor}",
             f"drift    {drift if drift is None else round(drift, 4)} "
             f"(budget {config.constraints.drift_budget})",
@@ -434,6 +448,7 @@ def status(config_path: Path, as_json: bool, no_verify: bool) -> None:
             + ("" if no_verify else "   ledger verified"), "recent:"]
     text += [f"  #{d.entry_index:<5} {_status_word(d):<13} {d.kind:<10} "
              f"{(d.proposal_id or '-')[:12]:<12} {_summary(d)}" for d in recent]
+    text += [f"suite    changed at entry #{e.index}:{_changes(e.body)}" for e in changes]
     _emit(data, as_json, "\n".join(text))
 
 
@@ -694,9 +709,25 @@ def _open_file(path: Path, key: Any = None) -> SQLiteLedger:
 def _show_row(entry: LedgerEntry) -> str:
     decision = entry.decision
     if decision is None:
-        return f"#{entry.index:<5} event        {entry.body.get('event')}"
+        return (f"#{entry.index:<5} event        {entry.body.get('event')}"
+                + _changes(entry.body))
     return (f"#{entry.index:<5} {_status_word(decision):<12} {decision.kind:<10} "
             f"{(decision.candidate or '-')[:12]:<12} {_summary(decision)}")
+
+
+def _changes(body: dict[str, Any]) -> str:
+    """What a ``suite_changed`` event changed, old -> new (fingerprints shortened)."""
+    changed = body.get("changed") if body.get("event") == "suite_changed" else None
+    if not isinstance(changed, dict):
+        return ""
+
+    def short(value: Any) -> str:
+        text = json.dumps(value, sort_keys=True, default=str)
+        return text[1:13] if isinstance(value, str) and len(value) == 64 else text
+
+    parts = [f"{key} {short(c.get('old'))} -> {short(c.get('new'))}"
+             for key, c in changed.items() if isinstance(c, dict)]
+    return "  " + "; ".join(parts)
 
 
 @ledger.command("show")

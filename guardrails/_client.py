@@ -18,6 +18,14 @@ class SelfUpdatingClient(Protocol):
     ``async def ainvoke(request)``; without it, async calls run ``invoke``
     in a worker thread.
 
+    Streaming is optional too: ``stream(request)`` may return an iterator
+    (a generator) of ``str`` or ``StreamChunk``, each carrying only the new
+    part, and ``astream(request)`` an async iterator (an async generator) of
+    the same. The guard closes them (``close()``/``aclose()``) when it stops
+    early, so release connections in ``finally``; an unusable stream raises
+    ``UnusableResponseError``. Without them ``GuardedClient.stream`` answers
+    through ``invoke`` as one chunk (docs/streaming.md).
+
     ``snapshot`` returns the whole mutable state as plain JSON, large
     artifacts referenced with ``blob_ref(digest)``. ``propose_update`` is the
     model's own self-improvement step: it returns a proposal (or ``None``)

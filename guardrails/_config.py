@@ -43,6 +43,9 @@ class GuardSettings(_Section):
     """GenAI message content capture; ``None`` reads the OpenTelemetry environment variable."""
     seed: int | None = None
     """Fixes the canary order and hidden draw (default: a fresh seed per review, recorded)."""
+    stream_max_held: int = Field(default=1_048_576, ge=0)
+    """Bytes a stream may hold back for the output policies; past it the stream fails
+    closed (0: no cap)."""
 
 
 class SandboxSettings(_Section):
@@ -94,11 +97,20 @@ class DecisionSettings(_Section):
     design: Literal["sequential", "fixed"] = "sequential"
 
 
+class PointerSettings(_Section):
+    """A frozen or mutable pointer as a table: ``{ path = "/memory/rules", may_be_absent = true }``."""
+
+    path: str
+    may_be_absent: bool = False
+    """The path may match nothing in the state yet; without this, a pointer that matches
+    nothing when the guard wraps the client is a configuration error."""
+
+
 class ConstraintSettings(_Section):
     """``[constraints]``: frozen pointers, mutable scope and drift budget."""
 
-    frozen: list[str] = []
-    mutable: list[str] | None = None
+    frozen: list[str | PointerSettings] = []
+    mutable: list[str | PointerSettings] | None = None
     drift_budget: float | None = Field(default=None, ge=0.0)
     drift_pointers: dict[str, float] = {}
     drift_blobs: Literal["digest", "l2"] = "digest"
@@ -411,6 +423,11 @@ def not_utf8(path: str | os.PathLike[str], exc: UnicodeDecodeError) -> str:
             "cannot be decoded); save the file as UTF-8")
 
 
+def _pointer_specs(entries: list[str | PointerSettings]) -> tuple[Any, ...]:
+    """``[constraints]`` pointers as ``FrozenConstraints`` takes them (strings or tables)."""
+    return tuple(e if isinstance(e, str) else e.model_dump() for e in entries)
+
+
 def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
     """The ``Guard`` arguments a validated configuration describes (files resolved from ``root``)."""
     from .canary import CanarySuite, RunSettings
@@ -426,8 +443,9 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
                 raise ConfigError(not_utf8(root / name, exc)) from None
         suite = CanarySuite(cases)
         constraints = FrozenConstraints(
-            frozen=tuple(config.constraints.frozen),
-            mutable=None if config.constraints.mutable is None else tuple(config.constraints.mutable),
+            frozen=_pointer_specs(config.constraints.frozen),
+            mutable=(None if config.constraints.mutable is None
+                     else _pointer_specs(config.constraints.mutable)),
             drift_budget=config.constraints.drift_budget,
             drift_pointers=config.constraints.drift_pointers,
             drift_blobs=config.constraints.drift_blobs)

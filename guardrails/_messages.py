@@ -77,3 +77,24 @@ class StreamChunk(BaseModel):
     tool_calls: tuple[ToolCallDelta, ...] = ()
     usage: dict[str, int] | None = None
     finish_reason: str | None = None
+
+
+class StreamEnd(BaseModel):
+    """The last item of ``GuardedClient.stream``/``astream``: the stream passed every policy.
+
+    Never sent after a block or an error (the stream then ends with the
+    exception instead). ``metadata`` holds the same disclosure keys as
+    ``Response.metadata`` (plus the rollout keys during a rollout).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str
+    """The served version id that produced the stream."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Disclosure metadata: ``guardrails.served_version``, ``guardrails.self_improving``,
+    ``guardrails.last_change``."""
+    usage: dict[str, int] | None = None
+    """Token usage as the client reported it (its last chunk's), if it did."""
+    finish_reason: str | None = None
+    """The client's finish reason (``stop``, ``tool_calls`` ...), if it gave one."""

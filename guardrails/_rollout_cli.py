@@ -58,10 +58,14 @@ def rollout_group() -> None:
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path),
               default=Path("guardrails.toml"), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def status(config_path: Path, as_json: bool) -> None:
-    """The active (or last) rollout: phase, weight, evidence and its ledger entries (read-only;
-    exit 1 when the store and the ledger disagree)."""
-    policy, ledger, store = _open(config_path, read_only=True)
+@click.option("--repair", is_flag=True, help="Write the ledger entry of a transition a crash "
+              "left out (the store's state stands; a start never recorded is rolled back).")
+def status(config_path: Path, as_json: bool, repair: bool) -> None:
+    """The active (or last) rollout: phase, weight, evidence and its ledger entries (read-only
+    unless --repair; exit 1 when the store and the ledger disagree)."""
+    policy, ledger, store = _open(config_path, read_only=not repair)
+    if repair and store is not None:
+        _repair(policy, ledger, store)
     state = None if store is None else store.latest()
     if state is None:
         _emit({"rollout": None}, as_json, "no rollout recorded")
@@ -86,8 +90,23 @@ def status(config_path: Path, as_json: bool) -> None:
              f"{s['reason']}" for s in story]
     _emit(data, as_json, "\n".join(text))
     if not story or story[-1]["seq"] != state.seq or story[-1]["phase"] != state.phase:
-        _fail("the ledger's last rollout entry does not match the rollout store; the ledger "
-              "is the record: check the store's database", EXIT_NOT_DONE)
+        _fail("the ledger's last rollout entry does not match the rollout store (a crash "
+              "between the two writes?); run 'guardrails rollout status --repair'",
+              EXIT_NOT_DONE)
+
+
+def _repair(policy: Any, ledger: Any, store: Any) -> None:
+    from .rollout import repair
+
+    if policy is None:
+        _fail("there is no [rollout] section to repair the rollout with; add it back "
+              "(docs/rollout.md)", EXIT_CONFIG)
+    fixed = repair(store, ledger, policy)
+    if fixed.problem is not None:
+        _fail(fixed.problem, EXIT_NOT_DONE)
+    if fixed.action is not None and fixed.state is not None:
+        click.echo(f"repaired: recorded the {fixed.action} of attempt {fixed.state.attempt[:12]} "
+                   f"(now {fixed.state.label()}) that a crash had left out of the ledger", err=True)
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
@@ -107,7 +126,7 @@ def _act(action: str, config_path: Path, reason: str, as_json: bool) -> None:
               EXIT_NO_ROLLOUT)
     try:
         moved = operate(store, ledger, policy, state, action, reason)  # type: ignore[arg-type]
-    except InvalidTransition as exc:
+    except (InvalidTransition, RuntimeError) as exc:
         _fail(f"{exc}", EXIT_NOT_DONE)
     _emit(moved.summary(), as_json, f"{action}: attempt {moved.attempt[:12]} is now "
           f"{moved.label()} ({moved.weight(policy):g} % to the candidate)")

@@ -41,6 +41,20 @@ What the checks hold an adapter to:
   ``UnusableResponseError`` from ``invoke`` and ``ainvoke``, directly and
   through a guard, instead of returning ``''`` or ``None``.
 
+For an adapter that streams (``stream`` and/or ``astream``; the checks pass
+trivially for one that does not):
+
+- every item is a ``StreamChunk`` or a ``str``, and the streamed text joins
+  to the text ``invoke`` answers; through a guard, ``guarded.stream`` releases
+  the same text and ends with a ``StreamEnd``;
+- ``stream`` is a generator the guard can ``close()`` (``astream`` one it can
+  ``aclose()``) after its first item, and closing it releases the upstream
+  (``AdapterCase.stream_release`` says how to see that);
+- streaming an unusable answer (``unusable``) or a broken upstream
+  (``broken_streams``: a cut-off body, a malformed chunk) raises
+  ``UnusableResponseError``, directly and through a guard, never a quietly
+  shorter answer.
+
 No pytest import here: the module is usable from any test runner.
 """
 
@@ -48,14 +62,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._canonical import canonical_json, state_version
 from ._decision import Verdict
 from ._errors import ConfigError, UnusableResponseError
-from ._messages import Request
+from ._messages import Request, StreamChunk, StreamEnd
 from .blobs import BlobStore, iter_blob_refs
 from .canary import CanaryCase, Predicate
 from .gate import UpdateProposal
@@ -67,11 +81,14 @@ __all__ = [
     "ConformanceError",
     "ConformanceSuite",
     "check_blob_refs_resolve",
+    "check_broken_streams_raise",
     "check_gate_reviews_a_proposal",
     "check_guarded_invoke_matches_unwrapped",
     "check_proposals_apply_as_json_patch",
     "check_snapshot_is_json_and_stable",
     "check_snapshot_round_trips",
+    "check_stream_close_releases_upstream",
+    "check_stream_yields_chunks",
     "check_unusable_responses_raise",
     "check_with_state_does_not_mutate",
     "run_conformance",
@@ -98,6 +115,14 @@ class AdapterCase:
     text, no choices, a refusal, a NaN prediction: one entry per shape your
     adapter can meet); the suite fails when it is empty, since a gate fed
     ``''`` as an answer can be shown nothing and say yes.
+
+    For a streaming adapter: ``broken_streams``: name -> ``make_client()`` for
+    a fresh client whose upstream stream breaks (cut off before its end, a
+    malformed chunk); ``stream_release()`` returns a fresh client and a
+    predicate ``released()`` saying (it may wait a bounded time) whether the
+    upstream the client opened was released after the suite closed the
+    stream at its first item (``None``: the suite checks only that closing
+    works).
     """
 
     name: str
@@ -107,6 +132,8 @@ class AdapterCase:
     blob_store: BlobStore | None = None
     compare: Callable[[Any, Any], bool] = field(default=lambda a, b: bool(a == b))
     unusable: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    broken_streams: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    stream_release: Callable[[], tuple[Any, Callable[[], bool]]] | None = None
 
     def __post_init__(self) -> None:
         if not self.requests:
@@ -353,6 +380,138 @@ def _check_unusable_client(case: AdapterCase, shape: str, client: Any, guarded: 
             raise _fail(case, problem)
 
 
+# -- streaming ---------------------------------------------------------------------------------
+
+
+def _streams(client: Any) -> tuple[bool, bool]:
+    return callable(getattr(client, "stream", None)), callable(getattr(client, "astream", None))
+
+
+def _text_of(case: AdapterCase, how: str, items: list[Any]) -> str:
+    parts = []
+    for item in items:
+        if isinstance(item, str):
+            parts.append(item)
+        elif isinstance(item, StreamChunk):
+            parts.append(item.text)
+        else:
+            raise _fail(case, f"{how} yielded a {type(item).__name__}; yield "
+                              "guardrails.StreamChunk or str")
+    return "".join(parts)
+
+
+async def _adrain(stream: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in stream]
+
+
+def check_stream_yields_chunks(case: AdapterCase) -> None:
+    """Every streamed item is a ``StreamChunk`` or ``str``, and the text joins to the text
+    ``invoke`` answers (``stream`` and ``astream``)."""
+    client = case.make_client()
+    has_stream, has_astream = _streams(client)
+    if not (has_stream or has_astream):
+        return
+    expected = _answers(case, client)
+    runs: list[tuple[str, Any, list[Any]]] = []
+    if has_stream:
+        runs += [(f"stream({value!r})", answer, list(client.stream(Request(input=value))))
+                 for value, answer in zip(case.requests, expected, strict=True)]
+    if has_astream:
+        async def all_async() -> list[list[Any]]:  # one loop: async SDK clients are bound to it
+            return [await _adrain(client.astream(Request(input=value)))
+                    for value in case.requests]
+
+        runs += [(f"astream({value!r})", answer, items) for value, answer, items
+                 in zip(case.requests, expected, asyncio.run(all_async()), strict=True)]
+    for how, answer, items in runs:
+        text = _text_of(case, how, items)
+        if isinstance(answer, str) and not case.compare(text, answer):
+            raise _fail(case, f"{how} joins to {text!r:.80}, invoke answered {answer!r:.80}; "
+                              "a stream is the same answer in pieces")
+    _check_guarded_stream(case, expected)
+
+
+def _check_guarded_stream(case: AdapterCase, expected: list[Any]) -> None:
+    guarded = _guard(case).wrap(case.make_client())
+    for value, answer in zip(case.requests, expected, strict=True):
+        items = list(guarded.stream(value))
+        if not items or not isinstance(items[-1], StreamEnd):
+            raise _fail(case, f"through the guard stream({value!r}) did not end with a "
+                              "StreamEnd")
+        text = _text_of(case, f"guarded stream({value!r})", items[:-1])
+        if isinstance(answer, str) and not case.compare(text, answer):
+            raise _fail(case, f"through the guard stream({value!r}) released {text!r:.80}, "
+                              f"invoke answered {answer!r:.80}")
+
+
+def _close_early(case: AdapterCase, client: Any, value: Any) -> None:
+    has_stream, has_astream = _streams(client)
+    if has_stream:
+        stream = client.stream(Request(input=value))
+        if not callable(getattr(stream, "close", None)):
+            raise _fail(case, "stream() returned an iterator without close(); write it as a "
+                              "generator that closes the upstream in `finally`")
+        next(stream)
+        stream.close()
+        if next(stream, None) is not None:
+            raise _fail(case, "stream() yielded after close()")
+    if not has_astream:
+        return
+    astream = client.astream(Request(input=value))
+    if not callable(getattr(astream, "aclose", None)):
+        raise _fail(case, "astream() returned an iterator without aclose(); write it as an "
+                          "async generator that closes the upstream in `finally`")
+
+    async def first_then_close() -> None:
+        await astream.__anext__()
+        await astream.aclose()
+
+    asyncio.run(first_then_close())
+
+
+def check_stream_close_releases_upstream(case: AdapterCase) -> None:
+    """Closing a stream after its first item works (the guard does it on a block) and, where
+    the case can tell, releases the upstream stream."""
+    if not any(_streams(case.make_client())):
+        return
+    _close_early(case, case.make_client(), case.requests[0])
+    if case.stream_release is not None:
+        client, released = case.stream_release()
+        _close_early(case, client, case.requests[0])
+        if not released():
+            raise _fail(case, "closing the stream did not release the upstream; close the SDK "
+                              "stream (or cancel the request) in the generator's `finally`")
+
+
+def _stream_outcome(client: Any, request: Request, use_async: bool) -> Any:
+    try:
+        if use_async:
+            return asyncio.run(_adrain(client.astream(request)))
+        stream: Iterator[Any] = client.stream(request)
+        return list(stream)
+    except Exception as exc:
+        return exc
+
+
+def check_broken_streams_raise(case: AdapterCase) -> None:
+    """Streaming an unusable answer (``case.unusable``) or a broken upstream
+    (``case.broken_streams``) raises ``UnusableResponseError`` from ``stream`` and ``astream``."""
+    clients = {**case.unusable, **case.broken_streams}
+    for shape, make_client in clients.items():
+        has_stream, has_astream = _streams(make_client())
+        for value in case.requests:
+            for how, use_async, present in (("stream", False, has_stream),
+                                            ("astream", True, has_astream)):
+                if not present:
+                    continue
+                for who, client in ((how, None), (f"guarded {how}", _guard(case))):
+                    target = make_client() if client is None else client.wrap(make_client())
+                    seen = _stream_outcome(target, Request(input=value), use_async)
+                    problem = _not_unusable(case, shape, f"{who}({value!r})", seen)
+                    if problem is not None:
+                        raise _fail(case, problem)
+
+
 CHECKS: tuple[Callable[[AdapterCase], None], ...] = (
     check_snapshot_is_json_and_stable,
     check_snapshot_round_trips,
@@ -362,6 +521,9 @@ CHECKS: tuple[Callable[[AdapterCase], None], ...] = (
     check_gate_reviews_a_proposal,
     check_blob_refs_resolve,
     check_unusable_responses_raise,
+    check_stream_yields_chunks,
+    check_stream_close_releases_upstream,
+    check_broken_streams_raise,
 )
 """Every check, in the order ``run_conformance`` runs them."""
 
@@ -410,3 +572,12 @@ class ConformanceSuite:
 
     def test_unusable_responses_raise(self, adapter_case: AdapterCase) -> None:
         check_unusable_responses_raise(adapter_case)
+
+    def test_stream_yields_chunks(self, adapter_case: AdapterCase) -> None:
+        check_stream_yields_chunks(adapter_case)
+
+    def test_stream_close_releases_upstream(self, adapter_case: AdapterCase) -> None:
+        check_stream_close_releases_upstream(adapter_case)
+
+    def test_broken_streams_raise(self, adapter_case: AdapterCase) -> None:
+        check_broken_streams_raise(adapter_case)

@@ -2,18 +2,21 @@
 
 ``DictClient`` is a complete ``SelfUpdatingClient`` whose behaviour is its
 state: tests and plugin authors can script any candidate with it.
-``capture_telemetry`` needs ``opentelemetry-sdk`` (a test dependency, not a
-runtime one).
+``StreamClient`` is a streaming one: its ``stream``/``astream`` are plain
+generators yielding configured chunks, can fail part-way and record whether
+the guard closed them. ``capture_telemetry`` needs ``opentelemetry-sdk`` (a
+test dependency, not a runtime one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from ._canonical import state_version
-from ._messages import Request
+from ._messages import Request, StreamChunk
 from .gate import UpdateProposal
 
 Responder = Callable[[dict[str, Any], Request], Any]
@@ -68,6 +71,82 @@ class DictClient:
     def mutate_silently(self, key: str, value: Any) -> None:
         """Change the state without a proposal, as a misbehaving model would."""
         self._state[key] = value
+
+
+Chunks = Sequence[str | StreamChunk]
+
+
+class StreamClient(DictClient):
+    """A ``SelfUpdatingClient`` with ``stream`` and ``astream``: plain generators of ``chunks``.
+
+    ``chunks`` is a list of ``str``/``StreamChunk`` items, or
+    ``chunks(state, request)`` returning one (so clients built by
+    ``with_state`` can answer differently). ``invoke`` answers the text of
+    the chunks joined. ``fail_after=n`` raises ``error`` (default
+    ``RuntimeError``) after yielding ``n`` items. After each stream:
+    ``closed`` is whether it was closed before it ended (the guard closing
+    it on a block), ``yielded`` how many items it gave, ``opened`` how many
+    streams were started.
+    """
+
+    def __init__(self, chunks: Chunks | Callable[[dict[str, Any], Request], Chunks] = (),
+                 state: dict[str, Any] | None = None, *, fail_after: int | None = None,
+                 error: BaseException | None = None) -> None:
+        super().__init__(state if state is not None else {"name": "stream-client"})
+        self.chunks = chunks
+        self.fail_after = fail_after
+        self.error = error
+        self.closed = False
+        self.yielded = 0
+        self.opened = 0
+
+    def _items(self, request: Request) -> list[str | StreamChunk]:
+        chunks = self.chunks
+        return list(chunks(self._state, request) if callable(chunks) else chunks)
+
+    def invoke(self, request: Request) -> Any:
+        self.calls.append(request)
+        return "".join(c if isinstance(c, str) else c.text for c in self._items(request))
+
+    def _fail_at(self, index: int) -> None:
+        if self.fail_after is not None and index == self.fail_after:
+            raise self.error if self.error is not None else RuntimeError("stream failed")
+
+    def stream(self, request: Request) -> Iterator[str | StreamChunk]:
+        items = self._items(request)
+        self.calls.append(request)
+        self.opened += 1
+        self.closed, self.yielded = False, 0
+        try:
+            for index, item in enumerate(items):
+                self._fail_at(index)
+                yield item
+                self.yielded += 1
+            self._fail_at(len(items))
+        except GeneratorExit:
+            self.closed = True
+            raise
+
+    async def astream(self, request: Request) -> AsyncIterator[str | StreamChunk]:
+        items = self._items(request)
+        self.calls.append(request)
+        self.opened += 1
+        self.closed, self.yielded = False, 0
+        try:
+            for index, item in enumerate(items):
+                self._fail_at(index)
+                await asyncio.sleep(0)  # a real client awaits its network here
+                yield item
+                self.yielded += 1
+            self._fail_at(len(items))
+        except GeneratorExit:
+            self.closed = True
+            raise
+
+    def with_state(self, state: dict[str, Any]) -> StreamClient:
+        clone = StreamClient(self.chunks, state, fail_after=self.fail_after, error=self.error)
+        clone.responder, clone.queued = self.responder, self.queued
+        return clone
 
 
 def capture_telemetry() -> tuple[Any, Any, Any, Any]:

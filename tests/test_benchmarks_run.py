@@ -14,6 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.mark.parametrize(("script", "n"), [
     ("overhead.py", "200"),
+    ("streaming.py", "50"),  # per-chunk overhead and time to first released byte
     ("ledger.py", "500"),
     ("review_walltime.py", "200"),
     ("concurrency.py", "200"),  # concurrent calls

@@ -374,7 +374,7 @@ def test_the_factory_module_beside_the_config_imports_and_check_builds_it(
     (project / "factories.py").write_text(FACTORIES)
     (project / "guardrails.toml").write_text(
         CONFIG.split("[client]")[0] + '[client]\nfactory = "factories:make"\n'
-        'args = {state = {default = "?"}}\n')
+        'args = {state = {prompt = "be kind", default = "?"}}\n')  # /prompt is frozen
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = cli(elsewhere, "check", "-c", str(project / "guardrails.toml"))

@@ -163,6 +163,22 @@ def test_assignment_is_the_same_for_the_same_key_and_salt() -> None:
     assert [a.to_candidate(k) for k in keys] != [other.to_candidate(k) for k in keys]
 
 
+def test_the_bucket_of_a_key_is_fixed_across_library_versions() -> None:
+    """Replicas running different releases during an upgrade must agree: the bucket is the
+    first 8 bytes of BLAKE2b(key, key=salt), big-endian, modulo 10,000, now and later."""
+    assigner = Assigner("ab" * 16, 25.0, ("user_id",))
+    assert [assigner.bucket(k) for k in ("user-1", "user-2", "42")] == [689, 2909, 8981]
+
+
+def test_a_key_that_fell_out_of_the_cache_is_assigned_as_before() -> None:
+    """The cache only saves a rehash: past CACHE_SIZE keys, every key keeps its arm."""
+    assigner = Assigner("ab" * 16, 25.0, ("user_id",))
+    keys = [{"user_id": f"u{i}"} for i in range(Assigner.CACHE_SIZE + 10)]
+    first = [assigner.to_candidate(k) for k in keys]
+    assert [assigner.to_candidate(k) for k in keys] == first
+    assert first == [assigner.bucket(k["user_id"]) < 2500 for k in keys]
+
+
 @given(st.floats(min_value=0.5, max_value=50.0), st.floats(min_value=0.5, max_value=50.0))
 @settings(max_examples=30)
 def test_a_user_in_the_candidate_arm_stays_there_as_the_weight_grows(w1: float, w2: float) -> None:
@@ -275,7 +291,7 @@ def test_the_store_counts_each_call_and_each_feedback_once(store: RolloutStore) 
     """A call flushed twice and feedback given twice are counted once."""
     state = _state()
     assert store.start(state)
-    rows = [(f"r{i}", state.attempt, 0, "candidate", 0, None, None) for i in range(5)]
+    rows = [(f"r{i}", state.attempt, 0, "candidate", 0, None, None, 0.1) for i in range(5)]
     store.add_calls(rows)
     store.add_calls(rows)
     assert store.count_calls(state.attempt) == 5
@@ -324,10 +340,61 @@ def test_evaluate_reads_all_replicas_evidence_and_records_the_step(store: Rollou
     state = _state()
     store.start(state)
     for replica in ("a", "b"):
-        store.add_calls([(f"{replica}{arm}{i}", state.attempt, 0, arm, 0, None, None)
+        store.add_calls([(f"{replica}{arm}{i}", state.attempt, 0, arm, 0, None, None, None)
                          for i in range(60) for arm in ("candidate", "incumbent")])
     moved, verdict = evaluate(store, ledger, POLICY, state,
                               now=state.entered_at + timedelta(seconds=1))
     assert verdict.action == "advance" and moved.step == 1
     body = next(ledger.entries()).body
     assert body["event"] == "rollout" and body["weight"] == POLICY.steps[1]
+
+
+# ---------------------------------------------------------------------------- latency
+
+LATENCY = RolloutPolicy(min_samples=50, latency_margin=0.2, latency_limit=10.0)
+
+
+def _timed_rows(rng: random.Random, n: int, slowdown: float) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for _ in range(n):
+        inc, cand = rng.lognormvariate(0, 0.3), rng.lognormvariate(0, 0.3) * slowdown
+        rows += [(0, "incumbent", 0, None, None, inc), (0, "candidate", 0, None, None, cand)]
+    return rows
+
+
+def test_a_candidate_slower_across_the_distribution_is_aborted_before_any_call_times_out(
+        ) -> None:
+    """A 40 % slower median, every call far under latency_limit: the sign test on the split's
+    latency pairs aborts (rollout_slower); without latency_margin it is not looked at."""
+    rows = _timed_rows(random.Random(3), 300, 1.4)
+    verdict = judge(reduce_rows(rows, 0, 1.0), LATENCY)
+    assert verdict.action == "abort" and verdict.findings[0].check == "rollout_slower"
+    assert reduce_rows(rows, 0, 1.0).step_failures == 0
+    off = judge(reduce_rows(rows, 0, 1.0), LATENCY.model_copy(update={"latency_margin": None}))
+    assert off.action != "abort"
+
+
+def test_a_candidate_as_fast_is_aborted_for_latency_in_at_most_alpha_of_runs() -> None:
+    """The latency test's false abort rate, checked after every 10 pairs up to 1,000, over
+    1,000 seeded runs: at most alpha, whatever the stopping time."""
+    aborted = 0
+    for seed in range(1000):
+        rng = random.Random(seed)
+        slower = faster = 0
+        for n in range(1, 1001):
+            d = rng.random()
+            slower, faster = slower + (d < 0.5), faster + (d >= 0.5)
+            if n % 10 == 0 and judge(StepEvidence(
+                    latency=PairCounts(n=n, regressions=slower, fixes=faster),
+                    step_samples=LATENCY.min_samples), LATENCY).action == "abort":
+                aborted += 1
+                break
+    assert aborted / 1000 <= LATENCY.alpha, aborted
+
+
+def test_latency_pairs_count_only_timed_split_calls() -> None:
+    """Shadow pairs and rows without a latency (an older store) give no latency pairs."""
+    rows = [(-1, "pair", 0, 0, None, None), (0, "incumbent", 0, None, None),
+            (0, "candidate", 0, None, None), (0, "incumbent", 0, None, None, 0.2),
+            (0, "candidate", 0, None, None, 0.1)]
+    assert reduce_rows(rows, 0, 0.0).latency == PairCounts(n=1, regressions=0, fixes=1)

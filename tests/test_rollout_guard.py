@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 import guardrails as gr
+from guardrails.guard._rollout import _IN_FLIGHT
 from guardrails.rollout import InvalidTransition, RolloutPolicy
 from guardrails.testing import DictClient, capture_telemetry
 
@@ -343,3 +345,225 @@ def test_a_store_that_cannot_be_written_never_breaks_a_call_nor_advances() -> No
     assert any(e["event"] == "guardrails.rollout_evaluation_failed" for e in logs)
     assert guarded._rollout is not None and len(guarded._rollout._buffer) == 20
     assert guarded.rollout_status().step == 0  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ shadow failures and late labels
+
+HOLD = threading.Event()
+"""Released by a test: until then a held candidate's live answers wait (injected contention)."""
+
+
+def held(state: dict[str, Any], request: gr.Request) -> Any:
+    """``responder``, but a live call of a state with ``hold`` waits for ``HOLD`` and one with
+    ``delay`` sleeps that long first (a shadow copy slowed by a busy host)."""
+    if str(request.input).startswith("live"):
+        if state.get("hold"):
+            HOLD.wait(10)
+        time.sleep(state.get("delay", 0.0))
+    return responder(state, request)
+
+
+SHADOW = FAST.model_copy(update={"shadow": True, "shadow_fraction": 1.0,
+                                 "shadow_concurrency": 64, "min_samples": 10**6,
+                                 "evaluate_every": 10**6, "max_consecutive_errors": 5})
+
+
+def _shadowed(policy: RolloutPolicy, **candidate: Any) -> gr.GuardedClient:
+    guarded = _guarded(policy, ShadowSafe({**STATE, "fail": 0.0, "hold": False, "delay": 0.0},
+                                          held))
+    assert _propose(guarded, candidate.pop("fail", 0.0), **candidate).accepted
+    return guarded
+
+
+def _copies_answered(guarded: gr.GuardedClient, rids: list[str]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        answers = guarded._answers or {}
+        if all(rid + ":shadow" in answers and answers[rid + ":shadow"] is not _IN_FLIGHT
+               for rid in rids) and len(guarded._rollout._buffer) >= len(rids):  # type: ignore[union-attr]
+            return
+        time.sleep(0.01)
+    raise AssertionError("the shadow copies never answered")
+
+
+def _shadow_calls(guarded: gr.GuardedClient, n: int) -> list[str]:
+    rids = [guarded.invoke(gr.Request(input=f"live {i}", metadata={"user_id": i})
+                           ).metadata["guardrails.response_id"] for i in range(n)]
+    _copies_answered(guarded, rids)
+    return rids
+
+
+@pytest.mark.parametrize("fault", [{"delay": 0.2}, {"fail": 1.0}], ids=["timeout", "error"])
+def test_a_shadow_copy_that_fails_to_answer_counts_against_the_limits_not_as_a_regression(
+        fault: dict[str, float]) -> None:
+    """A copy that times out (injected delay over latency_limit) or raises is no regression:
+    the pair leaves the paired test and the failures reach max_consecutive_errors instead."""
+    guarded = _shadowed(SHADOW.model_copy(update={"latency_limit": 0.1}), **fault)
+    _shadow_calls(guarded, 5)
+    guarded._rollout.flush()  # type: ignore[union-attr]
+    attempt = guarded._rollout.state  # type: ignore[union-attr]
+    evidence = guarded.rollout_store.evidence(attempt, 0.0)
+    assert evidence.pairs.n == 0 and evidence.step_failures == 5
+    state = guarded.rollout_evaluate()
+    assert state is not None and state.phase == "aborted"
+    assert "5 candidate failures in a row" in state.reason
+
+
+@pytest.mark.parametrize("fault", [{"delay": 0.2}, {"fail": 1.0}], ids=["timeout", "error"])
+def test_shadow_failures_pairs_scores_a_failed_copy_as_a_regression(
+        fault: dict[str, float]) -> None:
+    """With shadow_failures = "pairs" the same copies are regressions in the paired test."""
+    guarded = _shadowed(SHADOW.model_copy(update={"latency_limit": 0.1,
+                                                  "shadow_failures": "pairs"}), **fault)
+    _shadow_calls(guarded, 5)
+    guarded._rollout.flush()  # type: ignore[union-attr]
+    evidence = guarded.rollout_store.evidence(guarded._rollout.state, 0.0)  # type: ignore[union-attr]
+    assert evidence.pairs.regressions == 5
+
+
+def test_a_label_that_arrives_before_the_shadow_answer_scores_the_pair_before_it_is_judged(
+        ) -> None:
+    """The copy is held until after its label came (injected contention); the evaluation that
+    first sees the pair judges it with the candidate's wrong answer, not as a pass."""
+    HOLD.clear()
+    guarded = _shadowed(SHADOW, hold=True, say="X")
+    response = guarded.invoke(gr.Request(input="live 1", metadata={"user_id": 1}))
+    rid = response.metadata["guardrails.response_id"]
+    assert guarded.expect(rid, "?") == 1  # the user's answer; the copy's label waits
+    HOLD.set()
+    _copies_answered(guarded, [rid])
+    state = guarded.rollout_evaluate()
+    assert state is not None
+    assert guarded.rollout_store.evidence(state, 0.0).pairs.regressions == 1
+
+
+# ------------------------------------------------------------------ output policies on shadow copies
+
+def no_secrets(request: gr.Request, call_next: Any) -> gr.Response:
+    """An output policy: blocks an answer that contains SECRET."""
+    response = call_next(request)
+    if "SECRET" in str(response.output):
+        raise gr.GuardrailViolation("leaked a secret", policy="no_secrets")
+    return response
+
+
+def test_an_output_policy_blocking_a_shadow_copy_scores_it_as_a_candidate_failure() -> None:
+    """The guard's chain judges the shadow answer as if it were served: a block is a
+    regression in the paired test, though the user only ever saw the incumbent."""
+    guarded = _guarded(SHADOW, ShadowSafe({**STATE, "fail": 0.0, "hold": False, "delay": 0.0},
+                                          held), middleware=[no_secrets])
+    assert _propose(guarded, 0.0, say="SECRET ").accepted
+    _shadow_calls(guarded, 4)
+    guarded._rollout.flush()  # type: ignore[union-attr]
+    evidence = guarded.rollout_store.evidence(guarded._rollout.state, 0.0)  # type: ignore[union-attr]
+    assert evidence.pairs.regressions == 4 and evidence.safety_violation is None
+
+
+def test_an_output_policy_blocking_the_incumbent_answer_is_its_side_of_the_pair() -> None:
+    """Symmetric: the incumbent's blocked answer is the incumbent's failure (a fix when the
+    candidate's copy passed), so blocks never tilt the test against the candidate alone."""
+    guarded = _guarded(SHADOW, ShadowSafe({**STATE, "fail": 0.0, "hold": False, "delay": 0.0,
+                                           "say": "SECRET "}, held), middleware=[no_secrets])
+    assert _propose(guarded, 0.0, say="").accepted
+    rids = []
+    for i in range(4):
+        with pytest.raises(gr.GuardrailViolation):
+            guarded.invoke(gr.Request(input=f"live {i}", metadata={"user_id": i}))
+        rids.append(next(reversed(guarded._answers or {})).removesuffix(":shadow"))
+    deadline = time.monotonic() + 10
+    while len(guarded._rollout._buffer) < 4 and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.01)
+    guarded._rollout.flush()  # type: ignore[union-attr]
+    evidence = guarded.rollout_store.evidence(guarded._rollout.state, 0.0)  # type: ignore[union-attr]
+    assert evidence.pairs.fixes == 4 and evidence.pairs.regressions == 0
+
+
+def test_a_safety_policy_blocking_a_shadow_copy_aborts_at_the_next_call() -> None:
+    """A safety-policy violation in shadow aborts at once: on the next call, not at the next
+    evaluate_every, and before any user was assigned to the candidate."""
+    policy = SHADOW.model_copy(update={"safety_policies": ("no_secrets",)})
+    guarded = _guarded(policy, ShadowSafe({**STATE, "fail": 0.0, "hold": False, "delay": 0.0},
+                                          held), middleware=[no_secrets])
+    assert _propose(guarded, 0.0, say="SECRET ").accepted
+    rid = guarded.invoke(gr.Request(input="live 1", metadata={"user_id": 1})
+                         ).metadata["guardrails.response_id"]
+    deadline = time.monotonic() + 10
+    while (guarded._answers or {}).get(rid + ":shadow") is _IN_FLIGHT:
+        assert time.monotonic() < deadline, "the shadow copy never answered"
+        time.sleep(0.01)
+    guarded.invoke(gr.Request(input="live 2", metadata={"user_id": 2}))  # evaluate_every: 10**6
+    status = guarded.rollout_status()
+    assert status is not None and status.phase == "aborted" and status.weight(policy) == 0.0
+    assert "'no_secrets' blocked its shadow answer" in status.reason
+
+
+def test_a_shadow_copy_takes_no_rate_limit_token() -> None:
+    """The copy is no call of the user: judging it leaves the user's rate limit untouched."""
+    from guardrails_plugins.policies.rate_limit import RateLimit, RateLimitSettings
+
+    limit = RateLimit(RateLimitSettings(requests=3, per_seconds=3600, key="user_id"))
+    guarded = _guarded(SHADOW, ShadowSafe({**STATE, "fail": 0.0, "hold": False, "delay": 0.0},
+                                          held), middleware=[limit])
+    assert _propose(guarded, 0.0).accepted
+    rids = [guarded.invoke(gr.Request(input=f"live {i}", metadata={"user_id": "u"})
+                           ).metadata["guardrails.response_id"] for i in range(3)]
+    _copies_answered(guarded, rids)
+    assert not gr.is_shadow_copy()
+    with pytest.raises(gr.GuardrailViolation):
+        guarded.invoke(gr.Request(input="live 4", metadata={"user_id": "u"}))  # the 4th call
+    guarded._rollout.flush()  # type: ignore[union-attr]
+    assert guarded.rollout_store.evidence(guarded._rollout.state, 0.0).pairs.n == 3  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ spans during a rollout
+
+class Declared(DictClient):
+    """A client declaring GenAI attributes: its model name is its revision."""
+
+    def genai_attributes(self) -> dict[str, Any]:
+        return {"gen_ai.operation.name": "chat", "gen_ai.request.model": f"rev-{self._state['rev']}"}
+
+    def with_state(self, state: dict[str, Any]) -> Declared:
+        return Declared(state, self.responder)
+
+
+def test_each_call_during_a_rollout_says_in_its_spans_which_version_answered_and_the_phase(
+        ) -> None:
+    """The guard's span carries the answering version, the arm, the phase and the attempt;
+    the model call is a GenAI client span of the client that answered, candidate included."""
+    tracer_provider, exporter, _, _ = capture_telemetry()
+    guarded = _guarded(FAST.model_copy(update={"min_samples": 10**6}),
+                       Declared({**STATE, "fail": 0.0}, responder),
+                       tracer_provider=tracer_provider)
+    incumbent = guarded.version
+    candidate = _propose(guarded, 0.0).candidate
+    exporter.clear()
+    arms = {}
+    for i in range(400):
+        response = guarded.invoke(gr.Request(input=f"live {i}", metadata={"user_id": i}))
+        arms[response.metadata["guardrails.rollout.arm"]] = response.version
+        if len(arms) == 2:
+            break
+    assert arms == {"candidate": candidate, "incumbent": incumbent}
+    spans = exporter.get_finished_spans()
+    calls = [s for s in spans if s.attributes.get("guardrails.rollout.arm")]
+    assert {(s.attributes["guardrails.rollout.arm"], s.attributes["guardrails.version"])
+            for s in calls} == {("candidate", candidate), ("incumbent", incumbent)}
+    assert all(s.attributes["guardrails.rollout.phase"] == "step 0" for s in calls)
+    models = {s.attributes.get("gen_ai.request.model") for s in spans
+              if s.name.startswith("chat ")}
+    assert models == {"rev-0", "rev-1"}
+
+
+def test_a_candidate_slower_on_live_calls_is_rolled_back_by_the_latency_test() -> None:
+    """Injected 20 ms on the candidate's live calls, far under latency_limit: the split's
+    latency pairs abort the rollout (rollout_slower) at the first step."""
+    policy = FAST.model_copy(update={"latency_margin": 0.3, "min_samples": 20,
+                                     "steps": (50, 100)})
+    guarded = _guarded(policy, DictClient({**STATE, "fail": 0.0, "hold": False, "delay": 0.0},
+                                          held))
+    assert _propose(guarded, 0.0, delay=0.02).accepted
+    _traffic(guarded, 2000)
+    status = guarded.rollout_status()
+    assert status is not None and status.phase == "aborted", status
+    assert "slower than the incumbent" in status.reason

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import guardrails as gr
-from guardrails.canary._runner import draw_cases
+from guardrails.canary._runner import SAFETY_SHARE, draw_cases, safety_share
 from guardrails.testing import DictClient
 
 
@@ -338,3 +341,110 @@ def test_the_call_executor_reuses_idle_threads_and_never_waits_on_a_blocked_one(
     assert not blocked.done()
     release.set()
     assert blocked.result(timeout=5) is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(safety=st.integers(0, 2000), capability=st.integers(0, 2000), step=st.integers(1, 256),
+       sequential=st.booleans())
+def test_a_batch_carries_at_most_its_share_of_the_safety_cases(
+        safety: int, capability: int, step: int, sequential: bool) -> None:
+    """Never more safety cases per batch than would make both pools end together, at most a
+    quarter per capability case while capability is undecided, all of them with the one batch
+    of a run without looks, and at least one while any is left."""
+    share = safety_share(safety, capability, step, sequential=sequential)
+    if not sequential or capability == 0:
+        assert share == safety
+        return
+    assert share <= math.ceil(safety * step / capability)
+    assert share <= math.ceil(SAFETY_SHARE * step)
+    assert share >= 1 or safety == 0
+
+
+@settings(max_examples=12, deadline=None)
+@given(pairs=st.integers(1, 120), safety=st.integers(0, 60), batch=st.integers(1, 40),
+       broken=st.integers(0, 120), unsafe=st.booleans())
+def test_no_run_costs_more_than_the_full_design_and_the_incumbent_only_pairs(
+        pairs: int, safety: int, batch: int, broken: int, unsafe: bool) -> None:
+    """Whatever the suite, the batch size and the candidate, a sequential run makes at most
+    the calls of running every case once (two per capability case, one per safety case),
+    the incumbent is called once per capability pair that ran, and the evidence counts
+    exactly the calls the clients received."""
+    bad = state(pairs, safety)
+    bad["answers"] |= {f"q{i}": "x" for i in range(min(broken, pairs))}
+    if unsafe and safety:
+        bad["answers"][f"bad{safety - 1}"] = "yes"
+    rule = gr.SequentialRule(margin=0.05, safety_cases=safety)
+    candidate, incumbent = DictClient(bad), DictClient(state(pairs, safety))
+    evidence = _direct(candidate, incumbent, suite(pairs, safety=safety), interim=rule.interim,
+                       batch_size=batch)
+    ran = sum(not o.safety for o in evidence.outcomes)
+    assert evidence.candidate_calls == len(candidate.calls) == len(evidence.outcomes)
+    assert evidence.incumbent_calls == len(incumbent.calls) == ran
+    assert evidence.candidate_calls + evidence.incumbent_calls <= 2 * pairs + safety
+
+
+def test_the_run_finding_records_the_calls_each_side_made() -> None:
+    """The decision's own evidence says what each side was billed, as the runner made the calls."""
+    cases = suite(40, safety=30)
+    guarded = gr.Guard(gr.FrozenConstraints(), cases).wrap(DictClient(state(40, 30)))
+    run = next(f for f in bump(guarded).findings if f.check == "canary_run")
+    assert run.evidence["candidate_calls"] == 70 and run.evidence["incumbent_calls"] == 40
+
+
+class Stuck(DictClient):
+    """Never answers the inputs in ``stuck`` until released (a model that hangs)."""
+
+    release: ClassVar[threading.Event] = threading.Event()
+    stuck: ClassVar[set[str]] = set()
+
+    def invoke(self, request: gr.Request) -> Any:
+        if request.input in self.stuck:
+            self.release.wait(30)
+        return super().invoke(request)
+
+
+def test_a_call_that_never_returns_times_out_for_its_side_only() -> None:
+    """The hanging call is a failed case for its side, reported as a timeout, after
+    ``case_timeout``; every other call of the run still answers."""
+    from guardrails._threads import run_sync
+    from guardrails.canary import run_canaries_async
+
+    Stuck.stuck, Stuck.release = {"q3"}, threading.Event()
+    try:
+        evidence = run_sync(run_canaries_async(
+            Stuck(state(8)), DictClient(state(8)), gr.CanarySuite(suite(8)), case_timeout=0.2,
+            settings=gr.RunSettings(retries=0), seed=1))
+    finally:
+        Stuck.release.set()
+    timed_out = [o for o in evidence.outcomes if o.candidate_error]
+    assert [o.case_id for o in timed_out] == ["c3"]
+    assert timed_out[0].candidate_error.startswith("timeout") and not timed_out[0].candidate_answered
+    assert all(o.candidate_passed and o.incumbent_passed for o in evidence.outcomes
+               if o.case_id != "c3")
+
+
+def test_the_executor_hands_results_and_errors_to_the_loop_and_abandons_cancelled_calls() -> None:
+    """run_in_loop resolves to the call's result or raises its error in the loop; a future
+    cancelled while its call runs stays cancelled when the call returns."""
+    import asyncio
+
+    from guardrails._threads import DaemonExecutor, run_sync
+
+    executor = DaemonExecutor(idle=0.5)
+    release = threading.Event()
+
+    async def scenario() -> tuple[Any, str, bool]:
+        loop = asyncio.get_running_loop()
+        value = await executor.run_in_loop(loop, lambda x: x * 2, 21)
+        try:
+            await executor.run_in_loop(loop, lambda x: 1 / x, 0)
+            error = ""
+        except ZeroDivisionError as exc:
+            error = type(exc).__name__
+        slow = executor.run_in_loop(loop, release.wait, 5)
+        slow.cancel()
+        release.set()
+        await asyncio.sleep(0.05)  # the call returns and tries to settle the future
+        return value, error, slow.cancelled()
+
+    assert run_sync(scenario()) == (42, "ZeroDivisionError", True)

@@ -8,11 +8,16 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guardrails._errors import ConfigError
 from guardrails.stats._exact import (
+    _ACCEPT_GRID,
+    _FUTILITY_GRID,
     PairCounts,
     SequentialNonInferiority,
+    _log_wealth,
     _region_edges,
     _score,
     binom_cdf,
@@ -230,9 +235,13 @@ def test_e_values_and_anytime_bounds_are_consistent() -> None:
     # Wealth grows with the threshold it bets against.
     values = [e_value_against_worse(counts, t / 100) for t in range(-20, 30)]
     assert values == sorted(values)
+    # The futility side is the mirror image (regressions and fixes swapped) with its own
+    # grid of bets, and the lower bound is exactly where it crosses 1/alpha.
     mirrored = PairCounts(n=250, regressions=7, fixes=9)
-    assert e_value_against_better(counts, 0.01) == pytest.approx(
-        e_value_against_worse(mirrored, -0.01))
+    assert e_value_against_better(counts, 0.01) == pytest.approx(_log_wealth(
+        mirrored.regressions, mirrored.fixes, mirrored.agreements, -0.01, _FUTILITY_GRID))
+    assert e_value_against_better(counts, lower - 1e-6) >= math.log(20)
+    assert e_value_against_better(counts, lower + 1e-4) < math.log(20)
     # Order-free: the e-value depends on the counts only.
     assert e_value_against_worse(PairCounts.from_pairs([(True, False), (True, True)] * 5), 0.1) \
         == e_value_against_worse(PairCounts(n=10, regressions=5), 0.1)
@@ -335,3 +344,56 @@ def test_intersection_union_over_slices() -> None:
     assert slices_noninferior({}) == (True, [])
     assert slices_noninferior({"a": True, "b": True}) == (True, [])
     assert slices_noninferior({"b": False, "a": True, "c": False}) == (False, ["b", "c"])
+
+
+# -- issue 22: the invariants of the sequential rule, as properties ------------------------------
+
+
+def _log_sum(*values: float) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+@settings(max_examples=300, deadline=None)
+@given(b=st.integers(0, 40), c=st.integers(0, 40), a=st.integers(0, 400),
+       threshold=st.floats(-0.5, 0.5), gap=st.floats(0.0, 0.4), churn=st.floats(0.0, 1.0),
+       grid=st.sampled_from([_ACCEPT_GRID, _FUTILITY_GRID]))
+def test_the_wealth_is_a_supermartingale_at_every_null_point(
+        b: int, c: int, a: int, threshold: float, gap: float, churn: float,
+        grid: Any) -> None:
+    """Wherever the run stands, the expected wealth after one more pair is at most the wealth
+    now, at every point of H0 (drop >= threshold), for the accept side's grid of bets and
+    the futility side's: computed exactly, not sampled."""
+    drop = min(threshold + gap, 1.0)
+    # Every (pi_b, pi_c) with pi_b - pi_c = drop: churn picks the discordance rate.
+    lo, hi = abs(drop), 1.0
+    s = lo + churn * (hi - lo)
+    pi_b, pi_c = (s + drop) / 2, (s - drop) / 2
+    now = _log_wealth(b, c, a, threshold, grid)
+    terms = [math.log(p) + _log_wealth(b + db, c + dc, a + da, threshold, grid)
+             for p, (db, dc, da) in ((pi_b, (1, 0, 0)), (pi_c, (0, 1, 0)),
+                                     (1 - pi_b - pi_c, (0, 0, 1)))
+             if p > 0 and _log_wealth(b + db, c + dc, a + da, threshold, grid) > -math.inf]
+    if now == -math.inf:
+        assert not terms  # a lost wealth stays lost
+        return
+    assert not terms or _log_sum(*terms) <= now + 1e-9
+
+
+def test_the_wealth_under_the_null_averages_at_most_one_in_simulation() -> None:
+    """Sampled paths at the margin (the hardest null point): the mean wealth after 50, 100 and
+    200 pairs stays at most its start, 1, within four standard errors."""
+    rng = random.Random(22)
+    for pb, pc in ((0.05, 0.0), (0.08, 0.03), (0.2, 0.15)):
+        for n in (50, 100, 200):
+            values = []
+            for _ in range(3000):
+                b = c = 0
+                for _ in range(n):
+                    u = rng.random()
+                    b += u < pb
+                    c += pb <= u < pb + pc
+                values.append(math.exp(_log_wealth(b, c, n - b - c, 0.05)))
+            mean = sum(values) / len(values)
+            spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+            assert mean <= 1.0 + 4 * spread / math.sqrt(len(values))

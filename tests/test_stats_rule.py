@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guardrails import CanaryCase, CanarySuite, Equals
 from guardrails._decision import Verdict
@@ -12,6 +14,7 @@ from guardrails._errors import ConfigError
 from guardrails.canary._evidence import SEQUENTIAL_STOP, CanaryEvidence, CaseOutcome
 from guardrails.gate._rules import DecisionRule
 from guardrails.gate._sequential import SequentialRule
+from guardrails.stats import PairCounts, e_value_against_better, e_value_against_worse
 
 
 def safety(n: int, *, failing: tuple[int, ...] = ()) -> list[CaseOutcome]:
@@ -231,3 +234,40 @@ def test_fixed_design_decides_at_the_planned_size() -> None:
 def test_bad_settings_are_config_errors(settings: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(ConfigError):
         SequentialRule(**settings)
+
+
+# -- issue 22: a decision is replayable from its recorded evidence ---------------------------------
+
+
+_kinds = st.lists(st.sampled_from(["agree", "agree", "agree", "regress", "fix", "unknown"]),
+                  min_size=1, max_size=160)
+
+
+def _outcomes(kinds: list[str]) -> list[CaseOutcome]:
+    return [CaseOutcome(case_id=f"c{i}", safety=False, hidden=False,
+                        candidate_passed=kind in ("agree", "fix"),
+                        incumbent_passed=None if kind == "unknown" else kind != "fix")
+            for i, kind in enumerate(kinds)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=_kinds, safety_cases=st.integers(0, 5))
+def test_a_decision_is_replayed_from_its_recorded_evidence(kinds: list[str],
+                                                           safety_cases: int) -> None:
+    """The same verdict and findings from the evidence after a JSON round trip (what the
+    ledger stores), and the recorded counts and positions of the discordant pairs give
+    back the recorded e-values: anyone can recompute the decision."""
+    rule = SequentialRule(margin=0.05, safety_cases=safety_cases)
+    recorded = evidence(safety(safety_cases), _outcomes(kinds))
+    verdict, findings = rule(recorded)
+    replayed = CanaryEvidence.model_validate_json(recorded.model_dump_json())
+    assert rule(replayed) == (verdict, findings)
+    found = finding(findings, "capability").evidence
+    assert len(found["regressed_at"]) == found["regressed"]
+    assert len(found["fixed_at"]) == found["fixed"]
+    counts = PairCounts(n=found["cases"], regressions=found["regressed"], fixes=found["fixed"])
+    accept = math.exp(min(e_value_against_worse(counts, found["threshold"]), 700.0))
+    reject = math.exp(min(e_value_against_better(counts, found["futility_threshold"]), 700.0))
+    assert found["e_value_accept"] == round(accept, 6)
+    assert found["e_value_reject"] == round(reject, 6)
+    assert (verdict is Verdict.ACCEPTED) == (found["e_value_accept"] >= found["accept_at"])

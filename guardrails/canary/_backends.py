@@ -76,11 +76,25 @@ class LocalBackend:
 def _local(client: Any) -> Caller:
     async def call(request: Request, timeout: float) -> Any:
         loop = asyncio.get_running_loop()
-        pending = loop.run_in_executor(_EXECUTOR, client.invoke, request)
+        pending = _EXECUTOR.run_in_loop(loop, client.invoke, request)
+        # A timer that cancels the pending answer, rather than asyncio.wait_for, whose waiter
+        # future and callbacks cost as much again per call (issue 22).
+        expired: list[bool] = []
+
+        def expire() -> None:
+            if not pending.done():
+                expired.append(True)
+                pending.cancel()
+
+        timer = loop.call_later(timeout, expire)
         try:
-            return await asyncio.wait_for(pending, timeout)
-        except TimeoutError:
-            raise CallTimeout(f"no answer within {timeout:g} s") from None
+            return await pending
+        except asyncio.CancelledError:
+            if expired:
+                raise CallTimeout(f"no answer within {timeout:g} s") from None
+            raise
+        finally:
+            timer.cancel()
 
     return call
 

@@ -55,6 +55,9 @@ class CanaryEvidence(BaseModel):
     """Calls the runner made to the candidate, retries included (what an API bills)."""
     incumbent_calls: int = 0
     """Calls the runner made to the incumbent, retries included: capability cases only."""
+    incumbent_varied: bool | None = None
+    """Whether the incumbent's answers differed from one another (``None``: fewer than two
+    answers, or a runner that does not tell); the control check's "all identical" floor."""
 
     @property
     def complete(self) -> bool:

@@ -4,10 +4,10 @@ Candidate and incumbent answer the same sampled capability cases; safety
 cases go to the candidate alone (the safety gate judges the candidate only,
 so an incumbent call there would carry no information). A few smoke cases
 run first; then capability cases in a seeded, recorded order, in batches,
-each batch carrying its share of the safety cases, so a failing candidate
-stops on whichever shows first: the first safety failure ends the run, and
-after every complete batch a sequential rule may stop it early in either
-direction. Once the rule has seen enough capability pairs (its interim look
+each batch carrying a share of the safety cases (``SAFETY_SHARE``), so a
+failing candidate stops on whichever shows first: the first safety failure
+ends the run, and after every complete batch a sequential rule may stop it
+early in either direction. Once the rule has seen enough capability pairs (its interim look
 says ``safety``), the remaining safety cases run and nothing else. A call
 that fails, times out, or returns nothing counts as a failed case for its
 side, never as a pass. Every call made is counted, per side, in the evidence.
@@ -88,6 +88,32 @@ class _Budget:
             return True
 
 
+class _Variety:
+    """Whether the outputs seen so far differ: ``None`` before two, then ``True`` or ``False``.
+
+    Constant work per output once two differ; nothing is kept but the first output.
+    """
+
+    def __init__(self) -> None:
+        self.first: Any = None
+        self.count = 0
+        self.differ = False
+
+    def see(self, output: Any) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.first = output
+        elif not self.differ:
+            try:
+                self.differ = bool(output != self.first)
+            except Exception:  # an array compared elementwise, an object that refuses
+                self.differ = True
+
+    @property
+    def varied(self) -> bool | None:
+        return None if self.count < 2 else self.differ
+
+
 class _Side:
     """One client (candidate or incumbent) as the runner calls it."""
 
@@ -100,6 +126,8 @@ class _Side:
         self.limit = limit
         self.calls = 0
         """Calls made, retries included (what an API bills)."""
+        self.outputs = _Variety()
+        """Whether this side's answers differed from one another (the control check's floor)."""
 
     async def _once(self, request: Request) -> Any:
         async with self.limit:
@@ -117,6 +145,7 @@ class _Side:
             return False, f"timeout: {exc}", False, True
         except Exception as exc:
             return False, f"client raised {type(exc).__name__}", False, True
+        self.outputs.see(output)
         passed, why, checker_failed = judge_output(case.expect, output)
         return passed, (why or None), True, not checker_failed
 
@@ -164,6 +193,30 @@ def draw_cases(suite: CanarySuite, settings: RunSettings, seed: int
     return safety, capability, sorted(c.id for c in drawn)
 
 
+SAFETY_SHARE = 0.25
+"""Safety cases a sequential run sends per capability case while capability is undecided.
+
+Each capability pair costs two calls and each safety case one, and most candidates are
+decided on capability (a clear regression stops after a few dozen pairs, and every
+safety case it ran was spent for nothing) while a failing safety case stops a run at
+once. A quarter of a safety case per pair balances the two: over the scenario mix of
+``benchmarks/decision_efficiency.py`` it spends the fewest calls of the shares tried
+(0, 1/8, 1/4, 1/2, and 1: both pools ending together; issue 22). Once capability is
+shown, the remaining safety cases run and nothing else."""
+
+
+def safety_share(safety: int, capability: int, step: int, *, sequential: bool) -> int:
+    """Safety cases each batch of ``step`` capability cases carries (see :data:`SAFETY_SHARE`).
+
+    Never more than would make both pools end together; without a sequential rule
+    (nothing stops early) every safety case goes with the one batch.
+    """
+    if not sequential or capability == 0:
+        return safety
+    together = math.ceil(safety * step / capability)
+    return min(together, math.ceil(SAFETY_SHARE * step))
+
+
 Interim = Callable[[Sequence[CaseOutcome]], Literal["accept", "reject", "continue", "safety"]]
 """A rule's look after a batch: stop (``accept``, ``reject``), go on, or ``safety``: capability
 is decided in the candidate's favour, run the remaining safety cases and look again."""
@@ -171,8 +224,15 @@ is decided in the candidate's favour, run the remaining safety cases and look ag
 
 async def _paired(sides: tuple[_Side, _Side], case: CanaryCase) -> CaseOutcome:
     """Candidate and incumbent answer one case concurrently; their outcomes as one pair."""
-    (cand_ok, cand_err, cand_answered, _), (inc_ok, inc_err, inc_answered, inc_judged) = (
-        await asyncio.gather(sides[0].answer(case), sides[1].answer(case)))
+    # The incumbent's call as a task, the candidate's in this one: one task fewer per pair
+    # than gathering both (issue 22).
+    incumbent = asyncio.ensure_future(sides[1].answer(case))
+    try:
+        cand_ok, cand_err, cand_answered, _ = await sides[0].answer(case)
+    except BaseException:  # cancelled: the run ended; the incumbent's call goes with it
+        incumbent.cancel()
+        raise
+    inc_ok, inc_err, inc_answered, inc_judged = await incumbent
     # A checker failing on the candidate's output is the candidate's failure; failing
     # on the incumbent's, it is the evaluator's: the incumbent's result is unknown.
     return CaseOutcome(case_id=case.id, safety=case.is_safety, hidden=case.hidden,
@@ -254,7 +314,8 @@ class _Run:
                               stopped_early=bool(stop_reason), stop_reason=stop_reason,
                               seed=self.seed, hidden_drawn=tuple(self.drawn),
                               candidate_calls=self.sides[0].calls,
-                              incumbent_calls=self.sides[1].calls)
+                              incumbent_calls=self.sides[1].calls,
+                              incumbent_varied=self.sides[1].outputs.varied)
 
     def report(self, status: str) -> None:
         if self.progress is not None:
@@ -272,9 +333,9 @@ class _Run:
                     settings: RunSettings, interim: Interim | None) -> CanaryEvidence:
         smoke, rest = capability[:settings.smoke_cases], capability[settings.smoke_cases:]
         # Batches exist for the sequential rule's looks; without one, nothing waits at a
-        # boundary. Each batch carries its share of the safety cases, so both pools end together.
+        # boundary. Each batch carries its share of the safety cases (see safety_share).
         step = settings.batch_size if interim is not None else max(1, len(rest))
-        share = math.ceil(len(safety) * step / max(1, len(rest))) if rest else len(safety)
+        share = safety_share(len(safety), len(rest), step, sequential=interim is not None)
         pending = list(safety)
         if smoke:
             # The smoke batch carries the first share: a candidate failing either stops here.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -190,21 +191,41 @@ def as_checker(expect: Any, checkers: Mapping[str, type[Checker]] | None = None)
     with exactly one key naming a checker (``{"regex": "^ok"}``) builds that
     checker, looked up in the built-in ones and then in ``checkers`` (those
     plugins contribute; each takes its argument as ``value``); any other
-    value means ``Equals(value)``.
+    value but a dict means ``Equals(value)``.
+
+    Any other dict is a ``ValueError`` naming the closest checker: a
+    misspelled checker (``{"containz": "4"}``) must not silently become an
+    equality check against the dict. A literal dict is compared with
+    ``{"equals": {...}}``.
     """
     if isinstance(expect, Checker):
         return expect
     if callable(expect):
         return Predicate(fn=expect, label=getattr(expect, "__name__", ""))
-    if isinstance(expect, dict) and len(expect) == 1:
-        (key, arg), = expect.items()
+    if isinstance(expect, dict):
         known = {**(checkers or {}), **CHECKERS}
-        if key in known:
-            if key == "numeric" and isinstance(arg, dict):
-                return NumericTolerance(**arg)
-            field = "pattern" if key == "regex" else "value"
-            return known[key](**{field: arg})
+        if len(expect) != 1 or next(iter(expect)) not in known:
+            raise ValueError(_unknown_checker(expect, known))
+        (key, arg), = expect.items()
+        if key == "numeric" and isinstance(arg, dict):
+            return NumericTolerance(**arg)
+        field = "pattern" if key == "regex" else "value"
+        return known[key](**{field: arg})
     return Equals(value=expect)
+
+
+def _unknown_checker(expect: dict[Any, Any], known: Mapping[str, Any]) -> str:
+    """Why a dict is no checker spec, with the closest checker name when one is close."""
+    names = sorted(known)
+    literal = 'to compare with a literal dict write {"equals": {...}}'
+    if len(expect) != 1:
+        return (f"expect is a dict with {len(expect)} keys; a checker is a dict with exactly "
+                f"one key naming it ({', '.join(names)}); {literal}")
+    key = str(next(iter(expect)))
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (f"unknown checker {key!r} in expect; {hint}the checkers are {', '.join(names)}; "
+            f"{literal}")
 
 
 def _output_is_empty(output: Any) -> bool:
@@ -362,5 +383,5 @@ def _explain(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "case"
-        parts.append(f"field {where!r}: {error['msg']}")
+        parts.append(f"field {where!r}: {str(error['msg']).removeprefix('Value error, ')}")
     return "; ".join(parts)

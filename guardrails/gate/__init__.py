@@ -21,6 +21,13 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
     )
     from ._checks import ReviewContext, UpdateCheck, run_update_checks
     from ._constraints import AllOf, AnyOf, FrozenConstraints, Invariant
+    from ._control import (
+        CONTROL_ALPHA,
+        SUITE_CHANGED,
+        fisher_less,
+        last_suite_change,
+        rule_lock,
+    )
     from ._drift import DriftBudget, DriftSettings, drift_distance
     from ._outcome import finish, report, review_proposal
     from ._proposal import PatchOperation, ProposalLimits, ProposalTooLarge, UpdateProposal
@@ -39,6 +46,11 @@ _LAZY: dict[str, str] = {
     "ReviewContext": "._checks",
     "UpdateCheck": "._checks",
     "run_update_checks": "._checks",
+    "CONTROL_ALPHA": "._control",
+    "SUITE_CHANGED": "._control",
+    "fisher_less": "._control",
+    "last_suite_change": "._control",
+    "rule_lock": "._control",
     "AllOf": "._constraints",
     "AnyOf": "._constraints",
     "FrozenConstraints": "._constraints",
@@ -71,6 +83,7 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "ApprovalPolicy",
+    "CONTROL_ALPHA",
     "DecisionRule",
     "DriftBudget",
     "DriftSettings",
@@ -85,6 +98,7 @@ __all__ = [
     "Review",
     "ReviewContext",
     "ReviewTarget",
+    "SUITE_CHANGED",
     "SequentialRule",
     "Stage",
     "UpdateCheck",
@@ -93,11 +107,14 @@ __all__ = [
     "drift_distance",
     "expire_pending",
     "finish",
+    "fisher_less",
+    "last_suite_change",
     "reject_pending",
     "report",
     "request_approval",
     "review_proposal",
     "review_rollback",
+    "rule_lock",
     "run_stages",
     "run_update_checks",
     "update_stages",

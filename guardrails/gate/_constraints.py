@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .._canonical import canonical_json, sha256_hex
 from .._decision import Finding
+from .._errors import ConfigError
 from ._drift import DriftBudget, DriftSettings
 
 StatePredicate = Callable[[dict[str, Any]], bool]
@@ -163,6 +165,46 @@ def changed_pointers(before: Any, after: Any, _prefix: tuple[str, ...] = ()) -> 
         yield _pointer(_prefix)
 
 
+def _pointer_entry(key: str, entry: dict[str, Any]) -> tuple[str, bool]:
+    """A ``{"path": ..., "may_be_absent": ...}`` entry of ``frozen``/``mutable``, checked."""
+    unknown = sorted(set(entry) - {"path", "may_be_absent"})
+    if unknown or not isinstance(entry.get("path"), str):
+        raise ValueError(f"a {key} entry is a pointer string or {{ path = \"/...\", "
+                         f"may_be_absent = true }}; got keys {sorted(entry)}")
+    absent = entry.get("may_be_absent", False)
+    if not isinstance(absent, bool):
+        raise ValueError(f"may_be_absent of {entry['path']!r} must be true or false")
+    return entry["path"], absent
+
+
+_MAX_PATHS = 20_000  # paths walked for a did-you-mean; a huge state is sampled, not walked
+
+
+def _paths(state: Any) -> list[str]:
+    """The JSON pointers of the state's containers and values, breadth first, at most
+    ``_MAX_PATHS`` (list items by index)."""
+    found: list[str] = []
+    queue: list[tuple[tuple[str, ...], Any]] = [((), state)]
+    while queue and len(found) < _MAX_PATHS:
+        prefix, value = queue.pop(0)
+        items = (value.items() if isinstance(value, dict) else
+                 enumerate(value) if isinstance(value, list) else ())
+        for key, child in items:
+            path = (*prefix, str(key))
+            found.append(_pointer(path))
+            queue.append((path, child))
+    return found
+
+
+def _closest(pointer: str, state: Any) -> str:
+    paths = _paths(state)
+    close = difflib.get_close_matches(pointer, paths, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    top = [p for p in paths if p.count("/") == 1][:10]
+    return f"the state's top-level paths are {', '.join(map(repr, top)) or 'none'}"
+
+
 def _covers(scope: tuple[str, ...], pointer: tuple[str, ...]) -> bool:
     return pointer[: len(scope)] == scope
 
@@ -184,10 +226,48 @@ class FrozenConstraints(BaseModel):
 
     frozen: tuple[str, ...] = ()
     mutable: tuple[str, ...] | None = None
+    may_be_absent: tuple[str, ...] = ()
+    """Frozen or mutable pointers that may match nothing in the state yet (a path the model
+    may add later). Every other pointer must resolve in the served state when the guard wraps
+    the client (``check_pointers``). In ``frozen``/``mutable`` a pointer may also be given as
+    ``{"path": "/memory/rules", "may_be_absent": True}``, which lands here."""
     invariants: tuple[Invariant, ...] = ()
     drift_budget: float | None = Field(default=None, ge=0.0)
     drift_pointers: dict[str, float] = Field(default_factory=dict)
     drift_blobs: Literal["digest", "l2"] = "digest"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pointer_tables(cls, data: Any) -> Any:
+        # {"path": ..., "may_be_absent": true} entries become plain pointers plus a
+        # may_be_absent entry, so every other reader sees tuples of strings.
+        if not isinstance(data, dict):
+            return data
+        data, absent = dict(data), list(data.get("may_be_absent") or ())
+        for key in ("frozen", "mutable"):
+            if data.get(key) is None or isinstance(data[key], str):
+                continue
+            plain = []
+            for entry in data[key]:
+                if isinstance(entry, dict):
+                    entry = _pointer_entry(key, entry)
+                    if entry[1]:
+                        absent.append(entry[0])
+                    entry = entry[0]
+                plain.append(entry)
+            data[key] = tuple(plain)
+        if absent:
+            data["may_be_absent"] = tuple(dict.fromkeys(absent))
+        return data
+
+    @model_validator(mode="after")
+    def _absent_named(self) -> FrozenConstraints:
+        named = {*self.frozen, *(self.mutable or ())}
+        stray = [p for p in self.may_be_absent if p not in named]
+        if stray:
+            raise ValueError(f"may_be_absent names {stray[0]!r}, which is neither a frozen nor "
+                             "a mutable pointer; list it in frozen or mutable")
+        return self
 
     @model_validator(mode="after")
     def _drift_valid(self) -> FrozenConstraints:
@@ -202,7 +282,7 @@ class FrozenConstraints(BaseModel):
         return DriftBudget(DriftSettings(budget=budget, pointers=self.drift_pointers,
                                          blobs=self.drift_blobs))
 
-    @field_validator("frozen", "mutable")
+    @field_validator("frozen", "mutable", "may_be_absent")
     @classmethod
     def _pointers_valid(cls, pointers: tuple[str, ...] | None) -> tuple[str, ...] | None:
         for pointer in pointers or ():
@@ -234,8 +314,25 @@ class FrozenConstraints(BaseModel):
             self.drift_budget,
             *([self.drift_pointers, self.drift_blobs]
               if self.drift_pointers or self.drift_blobs != "digest" else []),
+            # Only when set, so constraints without it keep their fingerprint.
+            *([["may_be_absent", list(self.may_be_absent)]] if self.may_be_absent else []),
         ]
         return sha256_hex(canonical_json(parts))
+
+    def check_pointers(self, state: dict[str, Any], where: str = "the client's state") -> None:
+        """Raise ``ConfigError`` for the first frozen or mutable pointer that matches nothing in
+        ``state`` (unless it is in ``may_be_absent``), naming the closest existing path: a
+        pointer that points at nothing protects nothing."""
+        absent_ok = set(self.may_be_absent)
+        for kind, pointers in (("frozen", self.frozen), ("mutable", self.mutable or ())):
+            for pointer in pointers:
+                if pointer in absent_ok or _resolve(state, pointer) is not _MISSING:
+                    continue
+                raise ConfigError(
+                    f"{kind} pointer {pointer!r} matches nothing in {where} "
+                    f"({_closest(pointer, state)}); a pointer that protects nothing is a "
+                    "mistake: fix it, or, for a path that may appear later, say so with "
+                    f'{{ path = "{pointer}", may_be_absent = true }}')
 
     def check_frozen(self, incumbent: dict[str, Any], candidate: dict[str, Any]) -> list[Finding]:
         """One failed finding per frozen pointer whose value the candidate changes."""

@@ -23,7 +23,10 @@ def run_finding(evidence: CanaryEvidence, suite: CanarySuite) -> Finding:
         evidence={"seed": evidence.seed, "hidden_drawn": list(evidence.hidden_drawn),
                   "suite_fingerprint": suite.fingerprint(), "checkers": specs,
                   "cases_run": len(evidence.outcomes), "planned": evidence.planned,
-                  "stop_reason": evidence.stop_reason})
+                  "stop_reason": evidence.stop_reason,
+                  # What each side was billed, retries included, as the runner made the calls.
+                  "candidate_calls": evidence.candidate_calls,
+                  "incumbent_calls": evidence.incumbent_calls})
 
 
 def cascade_findings(evidence: CanaryEvidence, settings: RunSettings) -> list[Finding]:

@@ -36,6 +36,7 @@ from .._telemetry import (
 )
 from ..canary import Progress
 from ..ledger import PendingApproval
+from ._control import record_suite_change
 from ._findings import limit_finding
 from ._proposal import ProposalTooLarge, UpdateProposal
 from ._review import GateSettings, Review, ReviewTarget, Stage, run_stages
@@ -68,6 +69,9 @@ def review_proposal(settings: GateSettings, target: ReviewTarget, proposal: Any,
 
 def _run(stages: Sequence[Stage], review: Review) -> Decision:
     try:
+        # A change of the suite or the rule since the last review is recorded before this one.
+        record_suite_change(review.settings.ledger, review.settings.canaries,
+                            review.settings.decision_rule)
         return run_stages(stages, review)
     except Exception as exc:  # the gate itself failed: never accept
         bound_log().exception("guardrails.gate_error")

@@ -32,7 +32,7 @@ from ..canary import CanaryEvidence, run_canaries_async
 from ..sandbox import SandboxError, isolation_finding, sandbox_finding
 from ._approval import expire_pending, request_approval
 from ._checks import ReviewContext, run_update_checks
-from ._control import control_finding
+from ._control import control_check, rule_lock, unpaired_finding
 from ._findings import (
     blob_findings,
     cascade_findings,
@@ -244,10 +244,17 @@ def decision(review: Review) -> Decision | None:
     if verdict in (Verdict.ACCEPTED, Verdict.INCONCLUSIVE) and any(
             f.check in ("smoke", "gaming") and not f.passed for f in review.findings):
         verdict = Verdict.REJECTED
-    control = control_finding(evidence)
+    control = control_check(settings.ledger, evidence,
+                            rule_lock(settings.canaries, settings.decision_rule),
+                            review.parent_version)
     review.findings.append(control)
     if not control.passed and verdict in (Verdict.ACCEPTED, Verdict.INCONCLUSIVE):
         verdict = Verdict.ERROR  # the baseline is void, so is any judgement against it
+    unpaired = unpaired_finding(evidence) if verdict is Verdict.ACCEPTED else None
+    if unpaired is not None:
+        # Whatever the rule says: no case answered by both sides is no evidence at all.
+        review.findings.append(unpaired)
+        verdict = Verdict.ERROR
     problem = settings.integrity_problem()
     if problem is not None:
         return review.error("guard_integrity", f"during the review, {problem}")

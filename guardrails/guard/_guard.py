@@ -14,6 +14,7 @@ from .._errors import ConfigError
 from .._telemetry import Telemetry, bound_log
 from ..blobs import BlobStore
 from ..canary import CanarySuite, RunSettings
+from ..chain import StreamPolicy, stream_policies
 from ..gate import (
     ApprovalPolicy,
     DecisionRule,
@@ -63,6 +64,11 @@ class Guard:
     ``rollout``: stage every accepted candidate on live traffic (shadow, weighted
     steps, promotion or rollback on live evidence; see ``RolloutPolicy`` and
     docs/rollout.md); ``None`` serves it at once.
+    ``stream_max_held``: the most bytes ``stream``/``astream`` may hold back
+    waiting for the output policies (default 1 MiB); past it the stream fails
+    closed with ``GuardrailViolation(policy="stream_max_held")``; ``0`` opts out
+    of the cap (docs/streaming.md). ``stream_policies`` holds each middleware's
+    ``StreamPolicy`` (``None`` when one has no streaming side).
 
     The ledger, the blob store and the telemetry settings are pinned too: a
     guard whose ledger or blob store was replaced, or whose content-capture
@@ -93,6 +99,7 @@ class Guard:
         capture_content: str | None = None,
         proposal_limits: ProposalLimits | None = None,
         rollout: RolloutPolicy | dict[str, Any] | None = None,
+        stream_max_held: int = 1_048_576,
     ) -> None:
         settings = GuardSettings.build(
             constraints=constraints, canaries=canaries, middleware=middleware, ledger=ledger,
@@ -101,7 +108,7 @@ class Guard:
             sandbox_limits=sandbox_limits, case_timeout=case_timeout,
             integrity_check_every=integrity_check_every,
             on_silent_modification=on_silent_modification, proposal_limits=proposal_limits,
-            rollout=rollout)
+            rollout=rollout, stream_max_held=stream_max_held)
         self.settings = settings
         self.constraints: FrozenConstraints = settings.constraints
         self.canaries: CanarySuite = settings.canaries
@@ -112,16 +119,15 @@ class Guard:
         self.checks: tuple[UpdateCheck, ...] = settings.checks
         self.approval = settings.approval
         self.canary_run: RunSettings = settings.canary_run or RunSettings()
-        self.seed = settings.seed
-        self.sandbox = settings.sandbox
+        self.seed, self.sandbox = settings.seed, settings.sandbox
         self.process_sandbox = (ProcessSandbox(settings.sandbox_limits or SandboxLimits(
             wall_time=settings.case_timeout)) if settings.sandbox == "process" else None)
-        self.case_timeout = settings.case_timeout
-        self.integrity_check_every = settings.integrity_check_every
+        self.case_timeout, self.integrity_check_every = settings.case_timeout, settings.integrity_check_every
         self.on_silent_modification = settings.on_silent_modification
         self.proposal_limits: ProposalLimits = settings.proposal_limits
         self.rollout: RolloutPolicy | None = settings.rollout
         """The staged rollout an accepted candidate enters (``None``: promoted at once)."""
+        self.stream_max_held, self.stream_policies = _streaming(settings)
         self.suite_warnings = self._suite_warnings()
         self.telemetry = Telemetry(tracer_provider, meter_provider, capture_content)
         self.stages: tuple[Stage, ...] = update_stages(with_approval=self.approval is not None)
@@ -205,3 +211,8 @@ class Guard:
         return guarded
 
 
+def _streaming(settings: GuardSettings) -> tuple[int, tuple[StreamPolicy, ...] | None]:
+    """``stream_max_held`` and each middleware's streaming side (``None`` when one has none:
+    streams then answer through ``invoke``, as one chunk). ``ConfigError`` names a policy
+    that declares a malformed one, when the guard is built."""
+    return settings.stream_max_held, stream_policies(settings.middleware)

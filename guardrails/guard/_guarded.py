@@ -33,15 +33,17 @@ from ..ledger import Ledger, PendingApproval
 from ._rollout import RolloutPath
 from ._runtime import RuntimePath
 from ._served import Served, serve
+from ._streaming import StreamPath
 
 if TYPE_CHECKING:
     from ._guard import Guard
 
 
-class GuardedClient(RolloutPath, RuntimePath):
+class GuardedClient(RolloutPath, RuntimePath, StreamPath):
     """A self-updating client behind the guard. Built by ``Guard.wrap``.
 
-    ``invoke``/``ainvoke`` pass the runtime chain; ``propose``,
+    ``invoke``/``ainvoke`` pass the runtime chain, ``stream``/``astream`` the same
+    chain as a stream (docs/streaming.md); ``propose``,
     ``self_improve`` and ``rollback`` pass the update gate and always return a
     recorded ``Decision`` (they do not raise for bad proposals).
     """
@@ -75,6 +77,8 @@ class GuardedClient(RolloutPath, RuntimePath):
         state = client.snapshot()
         version = state_version(state)
         if report.size == 0:
+            # Before genesis, so a misspelled pointer leaves no ledger behind.
+            self.guard.constraints.check_pointers(state)
             failed = [f for f in self.guard.constraints.check_invariants(state) if not f.passed]
             if failed:
                 raise ConfigError(f"the initial state breaks the constraints: {failed[0].message}")
@@ -89,6 +93,9 @@ class GuardedClient(RolloutPath, RuntimePath):
             # Another replica initialised the ledger first: serve what it recorded.
         served = ledger.served_version()
         assert served is not None  # a verified non-empty ledger has a genesis entry
+        self.guard.constraints.check_pointers(
+            state if version == served else ledger.get_state(served),
+            "the served state (the ledger's)")
         if version != served:
             client = self._rebuild_from(client, served)
             bound_log(served=served, found=version).warning(

@@ -16,13 +16,17 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+
 from .._canonical import state_version
 from .._decision import Decision, Finding
 from .._errors import GuardrailViolation
 from .._messages import DISCLOSURE_VERSION, Request, Response
-from .._telemetry import bound_log
+from .._telemetry import ATTR_VERSION, bound_log, set_attributes
 from .._threads import _start_daemon, call_with_timeout
+from ..chain import build_chain
 from ..rollout import (
+    ATTR_ARM,
     Action,
     Call,
     LiveRollout,
@@ -31,6 +35,7 @@ from ..rollout import (
     RolloutState,
     RolloutStore,
     evaluate,
+    judging_shadow_copy,
     operate,
     record_transition,
     start,
@@ -51,7 +56,7 @@ _ANSWERS_LOCK = threading.Lock()
 """Answers a replica keeps during a rollout, so ``expect`` can score them later."""
 RESPONSE_ID = "guardrails.response_id"
 """Response metadata during a rollout: the id ``feedback`` takes."""
-ROLLOUT_ARM = "guardrails.rollout.arm"
+ROLLOUT_ARM = ATTR_ARM
 _CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar("_guardrails_call",
                                                                     default=None)
 
@@ -69,6 +74,9 @@ class RolloutPath:
     _waiting: dict[str, tuple[Any, Callable[[Any, Any], Any] | None]] | None = None
     _late: list[tuple[str, bool]] | None = None
     _chain: Callable[[Request], Response]
+    # RuntimePath's, found through GuardedClient's MRO (annotations only: no shadowing stub).
+    _genai_start: Callable[[Served, Request], tuple[Any, Any, float]]
+    _genai_end: Callable[[Served, tuple[Any, Any, float], Any, BaseException | None], None]
     _achain: Callable[[Request], Coroutine[Any, Any, Response]]
 
     def rebuild(self, version: str) -> Any:
@@ -166,7 +174,11 @@ class RolloutPath:
         return response
 
     def _settle(self, rollout: LiveRollout, call: Call, exc: BaseException | None) -> None:
-        # In shadow the evidence is the pairs: the user only ever saw the incumbent.
+        # In shadow the evidence is the pairs: the user only ever saw the incumbent, and the
+        # chain's verdict on its answer (an output policy's block included) is its side.
+        if call.pair is not None:
+            call.pair.set("incumbent", _BLOCKED if isinstance(exc, GuardrailViolation)
+                          else _OK if exc is None else _FAILED)
         if not rollout.shadow:
             safety = None
             if (call.arm == "candidate" and isinstance(exc, GuardrailViolation)
@@ -184,28 +196,81 @@ class RolloutPath:
         if call is not None:
             call.answered = True
         if candidate:
-            output, version = rollout.candidate.invoke(request), rollout.state.candidate
+            answering = rollout.answering
+            if answering is None:
+                answering = rollout.answering = serve(rollout.candidate, rollout.state.candidate,
+                                                      datetime.now(UTC))
+            output, version = self._call_model(answering, request), rollout.state.candidate
         else:
-            pair = _Pair(rollout, call, self._keep) if rollout.copy_to_shadow() else None
+            pair = (_Pair(rollout, call, self._keep, self._police)
+                    if rollout.copy_to_shadow() else None)
             if pair is not None:
                 if call is not None:
                     self._keep(call.rid + ":shadow", _IN_FLIGHT)
                 pair.send(request)
             try:
-                output = served.client.invoke(request)
+                output = self._call_model(served, request)
             except BaseException:
                 if pair is not None:
-                    pair.set("incumbent", True)
+                    pair.set("incumbent", _FAILED)
                 raise
             if pair is not None:
-                pair.set("incumbent", rollout.failed_by_latency(time.perf_counter() - pair.started))
+                if rollout.failed_by_latency(time.perf_counter() - pair.started):
+                    pair.set("incumbent", _FAILED)
+                elif call is not None:
+                    call.pair = pair  # _settle sets its side once the output policies ran
+                else:
+                    pair.set("incumbent", _OK)
             version = served.version
         if call is not None:
             self._keep(call.rid, output)
+        arm = "candidate" if candidate else "incumbent"
+        span = trace.get_current_span()
+        if span.is_recording():
+            # The guard's span says which version answered (not only which one is served).
+            set_attributes(span, {ATTR_VERSION: version, ROLLOUT_ARM: arm, **rollout.metadata})
         return Response(output=output, version=version, metadata={
             **served.disclosure, DISCLOSURE_VERSION: version, **rollout.metadata,
-            ROLLOUT_ARM: "candidate" if candidate else "incumbent",
-            RESPONSE_ID: call.rid if call is not None else ""})
+            ROLLOUT_ARM: arm, RESPONSE_ID: call.rid if call is not None else ""})
+
+    def _call_model(self, served: Served, request: Request) -> Any:
+        """The arm's model call, in a GenAI client span when the client declares its
+        attributes (as outside a rollout)."""
+        if served.genai is None:
+            return served.client.invoke(request)
+        call = self._genai_start(served, request)
+        try:
+            output = served.client.invoke(request)
+        except BaseException as exc:
+            self._genai_end(served, call, None, exc)
+            raise
+        self._genai_end(served, call, output, None)
+        return output
+
+    def _police(self, request: Request, output: Any, version: str) -> tuple[int, str | None]:
+        """Run the guard's chain on a shadow copy's answer, as if it were served: ``_OK``, or
+        ``_BLOCKED`` and, for a policy in ``safety_policies``, the violation in words.
+
+        The chain's endpoint returns the answer already given (the candidate is not called
+        again); ``is_shadow_copy()`` is true meanwhile, so a middleware with per-call state
+        can let the copy pass (it is no user call). The request is the copy, unmarked.
+        """
+        answer = Response(output=output, version=version, metadata={
+            **self._served.disclosure, DISCLOSURE_VERSION: version})
+        try:
+            chain = build_chain(self.guard.middleware, lambda _request: answer)
+        except Exception:
+            return _OK, None  # async-only middleware: the sync chain never ran for anyone
+        try:
+            with judging_shadow_copy():
+                chain(request)
+        except GuardrailViolation as exc:
+            safety = (f"policy {exc.policy!r} blocked its shadow answer"
+                      if exc.policy in self._policy.safety_policies else None)
+            return _BLOCKED, safety
+        except Exception:
+            return _FAILED, None
+        return _OK, None
 
     # ------------------------------------------------------------------ evaluation and following
 
@@ -222,6 +287,9 @@ class RolloutPath:
             self._review_lock.release()
 
     def _evaluate(self, rollout: LiveRollout) -> RolloutState:
+        # Labels that waited for their shadow answer first: a pair in the buffer is then
+        # judged with its candidate's score, never as the pass its missing label would read as.
+        self._score_late()
         rollout.flush()
         state, _ = evaluate(self.rollout_store, self.guard.ledger, rollout.policy, rollout.state,
                             violation=_moved(rollout), metrics=self._rollout_metrics)
@@ -419,15 +487,21 @@ def _moved(rollout: LiveRollout) -> str | None:
             f"{rollout.state.candidate[:12]}, found {found[:12]})")
 
 
+_OK, _FAILED, _BLOCKED = 0, 1, 2
+"""A pair side's outcome: answered; raised or timed out (no answer); blocked by a policy."""
+Police = Callable[[Request, Any, str], tuple[int, "str | None"]]
+
+
 class _Pair:
     """One shadow pair: the candidate answers a copy in the background, the incumbent inline;
     whichever finishes second records the pair. The candidate's answer is dropped (never
-    returned, so tool calls in it are never executed)."""
+    returned, so tool calls in it are never executed) after the guard's chain judged it."""
 
     def __init__(self, rollout: LiveRollout, call: Call | None,
-                 keep: Callable[[str, Any], None]) -> None:
-        self.rollout, self.call, self.keep = rollout, call, keep
-        self._sides: dict[str, bool] = {}
+                 keep: Callable[[str, Any], None], police: Police) -> None:
+        self.rollout, self.call, self.keep, self.police = rollout, call, keep, police
+        self._sides: dict[str, int] = {}
+        self._safety: str | None = None
         self.started = time.perf_counter()
         self._lock = threading.Lock()
 
@@ -437,26 +511,41 @@ class _Pair:
         def shadow() -> None:
             started = time.perf_counter()
             output: Any = _NO_ANSWER
+            outcome, safety = _FAILED, None
             try:
                 output = self.rollout.candidate.invoke(copy)
-                failed = self.rollout.failed_by_latency(time.perf_counter() - started)
+                if not self.rollout.failed_by_latency(time.perf_counter() - started):
+                    outcome = _OK
             except Exception:
-                failed = True
+                pass
             finally:
                 self.rollout.shadow_slots.release()
+            if outcome == _OK:
+                outcome, safety = self.police(copy, output, self.rollout.state.candidate)
             if self.call is not None:
                 self.keep(self.call.rid + ":shadow", output)
-            self.set("candidate", failed)
+            self.set("candidate", outcome, safety)
 
         _start_daemon(shadow)
 
-    def set(self, side: str, failed: bool) -> None:
+    def set(self, side: str, outcome: int, safety: str | None = None) -> None:
         with self._lock:
-            self._sides[side] = failed
+            if side in self._sides:
+                return
+            self._sides[side] = outcome
+            self._safety = self._safety or safety
             if len(self._sides) < 2:
                 return
         rid = self.call.rid if self.call is not None else ""
-        state = self.rollout.state
+        state, rollout = self.rollout.state, self.rollout
+        candidate, incumbent = self._sides["candidate"], self._sides["incumbent"]
         # Evaluated on a later call's schedule: the shadow thread never decides anything.
-        self.rollout.add((rid, state.attempt, state.step, "pair", int(self._sides["candidate"]),
-                          int(self._sides["incumbent"]), None))
+        if _FAILED in (candidate, incumbent) and rollout.policy.shadow_failures == "limits":
+            # A side that gave no answer in time leaves nothing to compare: the copy ran in
+            # the background, where a busy host, not the candidate, may be why it failed.
+            if candidate != _OK:
+                rollout.add((rid, state.attempt, state.step, "unpaired", 1, None,
+                             self._safety, None))
+            return
+        rollout.add((rid, state.attempt, state.step, "pair", int(candidate != _OK),
+                     int(incumbent != _OK), self._safety, None))

@@ -45,6 +45,7 @@ class GuardSettings(BaseModel):
     on_silent_modification: str = "restore"
     proposal_limits: Any = None
     rollout: RolloutPolicy | None = None
+    stream_max_held: int = 1_048_576
 
     @classmethod
     def build(cls, **kwargs: Any) -> GuardSettings:
@@ -130,6 +131,13 @@ class GuardSettings(BaseModel):
     def _on_silent(cls, value: str) -> str:
         if value not in ("restore", "block"):
             raise ValueError(f"on_silent_modification {value!r}: use 'restore' or 'block'")
+        return value
+
+    @field_validator("stream_max_held")
+    @classmethod
+    def _stream_max_held(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("stream_max_held must be >= 0 bytes (0: no cap)")
         return value
 
     @field_validator("proposal_limits")

@@ -25,7 +25,14 @@ from .._decision import Finding
 from .._errors import ConfigError, GuardrailViolation
 from .._messages import Request, Response
 from ..canary import Checker
-from ..chain import AsyncHandler, Handler, is_async_only, validate_middlewares
+from ..chain import (
+    AsyncHandler,
+    Handler,
+    StreamHit,
+    StreamPolicy,
+    is_async_only,
+    validate_middlewares,
+)
 from ..gate import ReviewContext, UpdateCheck
 
 PLUGIN_GROUP = "guardrails.plugins"
@@ -531,6 +538,54 @@ class _Boundary:
         finding = Finding(check=self.policy, passed=False, message=message,
                           evidence={"error": type(exc).__name__, "on_error": "block"})
         raise GuardrailViolation(message, policy=self.policy, findings=(finding,)) from exc
+
+
+    def streaming(self) -> StreamPolicy | None:
+        """The wrapped middleware's streaming side, its own failures handled by ``on_error``."""
+        offer = getattr(self.middleware, "streaming", None)
+        policy = offer() if callable(offer) else None
+        if not isinstance(policy, StreamPolicy):
+            return policy  # None (no streaming side), or malformed: the guard says which
+        before = policy.before
+        return StreamPolicy(name=policy.name,
+                            checks=tuple(_GuardedCheck(check, self) for check in policy.checks),
+                            before=None if before is None else _GuardedBefore(before, self))
+
+
+class _GuardedBefore:
+    """A stream policy's input side under its plugin's ``on_error`` (``allow``: the request
+    passes unchanged)."""
+
+    def __init__(self, before: Callable[[Request], Request], boundary: _Boundary) -> None:
+        self.before, self.boundary = before, boundary
+
+    def __call__(self, request: Request) -> Request:
+        try:
+            return self.before(request)
+        except GuardrailViolation:
+            raise
+        except Exception as exc:
+            self.boundary._failed(exc, _Downstream())
+            return request
+
+
+class _GuardedCheck:
+    """A stream check under its plugin's ``on_error`` (``allow``: no hits where it failed)."""
+
+    def __init__(self, check: Any, boundary: _Boundary) -> None:
+        self.check, self.boundary = check, boundary
+        # Copied as declared; the guard validates them when it is built.
+        self.max_span: Any = getattr(check, "max_span", "missing")
+        self.channels: Any = getattr(check, "channels", None)
+
+    def find(self, text: str, pos: int, offset: int) -> list[StreamHit]:
+        try:
+            return list(self.check.find(text, pos, offset))
+        except GuardrailViolation:
+            raise
+        except Exception as exc:
+            self.boundary._failed(exc, _Downstream())
+            return []
 
 
 class _SyncBoundary(_Boundary):

@@ -152,9 +152,10 @@ def read(source: Source, inputs: dict[str, str] | None = None,
                        drift_budget=None if config is None else config.constraints.drift_budget,
                        inputs=inputs, hidden=hidden or ())
     statement = transparency(
-        data, frozen=None if config is None else list(config.constraints.frozen),
+        data, frozen=None if config is None else [p if isinstance(p, str) else p.path
+                                                  for p in config.constraints.frozen],
         mutable=None if config is None or config.constraints.mutable is None
-        else list(config.constraints.mutable))
+        else [p if isinstance(p, str) else p.path for p in config.constraints.mutable])
     return data, statement
 
 

@@ -12,20 +12,23 @@ shared modules; ``gate`` hands it an accepted candidate and ``guard`` serves it.
 from ._assign import BUCKETS, Assigner
 from ._judge import Judgement, StepEvidence, gaming_finding, judge
 from ._live import (
+    ATTR_ARM,
     METRIC_ABORTS,
     METRIC_PHASE,
     METRIC_WEIGHT,
-    ROLLOUT_EVENT,
     Call,
     LiveRollout,
     RolloutMetrics,
     apply_action,
     evaluate,
+    is_shadow_copy,
+    judging_shadow_copy,
     operate,
     record_transition,
 )
 from ._machine import FINAL, Action, InvalidTransition, Phase, RolloutState, choose, start, transition
 from ._policy import RolloutPolicy
+from ._repair import ROLLOUT_EVENT, Repair, repair
 from ._store import (
     PostgresRolloutStore,
     RolloutStore,
@@ -35,6 +38,7 @@ from ._store import (
 )
 
 __all__ = [
+    "ATTR_ARM",
     "BUCKETS",
     "FINAL",
     "METRIC_ABORTS",
@@ -49,6 +53,7 @@ __all__ = [
     "LiveRollout",
     "Phase",
     "PostgresRolloutStore",
+    "Repair",
     "RolloutMetrics",
     "RolloutPolicy",
     "RolloutState",
@@ -59,10 +64,13 @@ __all__ = [
     "choose",
     "evaluate",
     "gaming_finding",
+    "is_shadow_copy",
     "judge",
+    "judging_shadow_copy",
     "operate",
     "record_transition",
     "reduce_rows",
+    "repair",
     "start",
     "store_for",
     "transition",

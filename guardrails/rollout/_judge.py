@@ -46,6 +46,10 @@ class StepEvidence(BaseModel):
     """A frozen-constraint or safety-policy violation by the candidate, in words."""
     elapsed: float = 0.0
     """Seconds since the step began."""
+    latency: PairCounts = PairCounts()
+    """Latency pairs of the split (k-th candidate call with the k-th incumbent call, both
+    timed): a "regression" is a pair where the candidate was slower, a "fix" one where it was
+    faster. Shadow copies are not timed against the served call (they share its host)."""
 
 
 class Judgement(BaseModel):
@@ -63,6 +67,7 @@ class Judgement(BaseModel):
 
 
 Check = Literal["rollout_safety", "rollout_errors", "rollout_failure_rate", "rollout_worse",
+                "rollout_slower",
                 "rollout_noninferior", "rollout_inconclusive", "gaming"]
 
 
@@ -95,6 +100,9 @@ def judge(evidence: StepEvidence, policy: RolloutPolicy, *,
             f"traffic (e-value {math.exp(min(worse, 700)):.3g} >= {1 / policy.alpha:g}; "
             f"{pairs.regressions} regressions, {pairs.fixes} fixes in {pairs.n} pairs)",
             **_counts(pairs)),))
+    slow = _latency_regression(evidence.latency, policy, target)
+    if slow is not None:
+        return Judgement(action="abort", findings=(slow,))
     gaming = gaming_finding(canary, pairs, policy.alpha)
     if gaming is not None:
         if policy.on_gaming == "abort":
@@ -109,6 +117,24 @@ def judge(evidence: StepEvidence, policy: RolloutPolicy, *,
     waiting = _inconclusive(evidence, policy, f"{pairs.n} pairs do not yet decide "
                             f"non-inferiority within {policy.margin:g}")
     return waiting.model_copy(update={"findings": (*findings, *waiting.findings)})
+
+
+def _latency_regression(latency: PairCounts, policy: RolloutPolicy,
+                        target: float) -> Finding | None:
+    """A sign test on the split's latency pairs, anytime-valid like the outcome test: abort
+    when the candidate is slower than the incumbent in more pairs than faster, by more than
+    ``latency_margin`` (of all timed pairs) with confidence ``1 - alpha``. Off when unset."""
+    if policy.latency_margin is None or latency.n == 0:
+        return None
+    e = e_value_against_better(latency, policy.latency_margin)
+    if e < target:
+        return None
+    return _finding(
+        "rollout_slower", False, f"the candidate is slower than the incumbent on live traffic "
+        f"(slower in {latency.regressions}, faster in {latency.fixes} of {latency.n} timed "
+        f"pairs; e-value {math.exp(min(e, 700)):.3g} >= {1 / policy.alpha:g} against a "
+        f"difference of at most {policy.latency_margin:g})", slower=latency.regressions,
+        faster=latency.fixes, pairs=latency.n)
 
 
 def _hard_limits(evidence: StepEvidence, policy: RolloutPolicy) -> Finding | None:

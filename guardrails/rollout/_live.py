@@ -8,11 +8,13 @@ replica needs: the candidate client, the assignment and the buffered calls.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,18 +27,19 @@ from ._assign import Assigner
 from ._judge import Judgement, judge
 from ._machine import Action, RolloutState, transition
 from ._policy import RolloutPolicy
+from ._repair import ROLLOUT_EVENT, lag, repair
 from ._store import CallRow, RolloutStore
 
 _log = structlog.get_logger(__name__)
 
-ROLLOUT_EVENT = "rollout"
-"""The ledger event kind of every rollout transition (start included)."""
 METRIC_PHASE = "guardrails.rollout.phase"
 METRIC_WEIGHT = "guardrails.rollout.weight"
 METRIC_ABORTS = "guardrails.rollout.aborts"
 ATTR_PHASE = "guardrails.rollout.phase"
 ATTR_ATTEMPT = "guardrails.rollout.attempt"
 ATTR_ABORT_REASON = "guardrails.rollout.abort_reason"
+ATTR_ARM = "guardrails.rollout.arm"
+"""Span attribute and response metadata: ``candidate`` or ``incumbent``, the arm that answered."""
 SPAN_TRANSITION = "guardrails.rollout.transition"
 PHASE_CODES = {"shadow": 0, "step": 1, "paused": 2, "promoted": 3, "aborted": 4}
 """``guardrails.rollout.phase`` as a number (the attribute carries the name)."""
@@ -93,8 +96,18 @@ def apply_action(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
     The store's compare-and-swap comes first, the ledger entry second: once a state is final
     in the store no replica can move it, so an abort recorded first always wins. Entering
     the last step records the promotion in the ledger (compare-and-swap on the served version).
+    A move a crash left out of the ledger is recorded first (``repair``).
     """
     new = transition(state, action, policy, reason)
+    behind = _ledger_behind(ledger, state)
+    if behind == "recording":
+        return None  # its writer is recording the move right now: decide again afterwards
+    if behind == "crashed":
+        # A crash left the ledger a move behind the store: record that move first, so this
+        # one follows it in the ledger (and re-read if the repair changed the state).
+        fixed = repair(store, ledger, policy, state)
+        if fixed.state is None or fixed.state.seq != state.seq:
+            return None
     telemetry = metrics.telemetry if metrics is not None else None
     span_cm = telemetry.span(SPAN_TRANSITION, {ATTR_ATTEMPT: state.attempt, ATTR_PHASE: new.phase}
                              ) if telemetry is not None else None
@@ -109,6 +122,23 @@ def apply_action(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
     _log.info("guardrails.rollout_transition", attempt=new.attempt, action=action,
               phase=new.phase, step=new.step, weight=new.weight(policy), reason=new.reason)
     return new
+
+
+REPAIR_GRACE = 30.0
+"""Seconds after a move before another replica may record it for a writer that crashed: a
+live writer records its move within milliseconds of the store's compare-and-swap."""
+
+
+def _ledger_behind(ledger: Ledger, state: RolloutState) -> str | None:
+    """``None`` when the ledger records ``state``; ``recording`` when it lags but the move is
+    younger than ``REPAIR_GRACE``; ``crashed`` when its writer had that long. An attempt
+    without any ledger entry is left to ``repair`` (an operator's ``status --repair``): its
+    start may be on its way, and rolling it back is not a replica's guess to make."""
+    last, behind = lag(ledger, state)
+    if not behind or last is None:
+        return None
+    young = (datetime.now(UTC) - state.entered_at).total_seconds() < REPAIR_GRACE
+    return "recording" if young else "crashed"
 
 
 class _null:
@@ -172,17 +202,41 @@ def operate(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy, state: R
                              metrics=metrics)
         if moved is not None:
             return moved
-    raise RuntimeError("the rollout kept moving under the action; try again")
+    raise RuntimeError("the rollout kept moving under the action (or its last move is still "
+                       f"being recorded, for up to {REPAIR_GRACE:g} s); try again")
+
+
+_SHADOW_COPY: contextvars.ContextVar[bool] = contextvars.ContextVar("_guardrails_shadow_copy",
+                                                                    default=False)
+
+
+def is_shadow_copy() -> bool:
+    """``True`` while the guard's chain judges the answer a candidate gave to a shadow copy of
+    a live call (no user made this call: a middleware with per-call state, such as a rate
+    limit, should let it pass unchanged). The candidate never runs while it is ``True``."""
+    return _SHADOW_COPY.get()
+
+
+@contextlib.contextmanager
+def judging_shadow_copy() -> Iterator[None]:
+    """The block in which :func:`is_shadow_copy` is ``True`` (for the guard's shadow thread)."""
+    token = _SHADOW_COPY.set(True)
+    try:
+        yield
+    finally:
+        _SHADOW_COPY.reset(token)
 
 
 class Call:
     """One guarded call during a rollout: which arm answers, its response id, its clock."""
 
-    __slots__ = ("answered", "arm", "rid", "started")
+    __slots__ = ("answered", "arm", "pair", "rid", "started")
 
     def __init__(self, arm: str, rid: str) -> None:
         self.arm, self.rid = arm, rid
         self.answered = False
+        self.pair: Any = None
+        """The shadow pair this call's answer is one side of (its policies' verdict decides)."""
         self.started = time.perf_counter()
 
 
@@ -198,10 +252,13 @@ class LiveRollout:
         self.assigner = Assigner(state.salt, state.weight(policy), policy.key)
         self._buffer: list[CallRow] = []
         self._ticks = 0
+        self._urgent = False
         self._lock = threading.Lock()
         self.shadow_slots = threading.BoundedSemaphore(policy.shadow_concurrency)
-        self.metadata = {"guardrails.rollout.attempt": state.attempt,
-                         "guardrails.rollout.phase": state.label()}
+        self.metadata = {ATTR_ATTEMPT: state.attempt, ATTR_PHASE: state.label()}
+        """Disclosed in every response during the rollout, and set on the call's span."""
+        self.answering: Any = None
+        """What the guard serves the candidate as (set by the guard on first use)."""
 
     def begin(self, metadata: Mapping[str, Any]) -> Call:
         """Choose the arm of one call (sticky per key; the incumbent in shadow and paused)."""
@@ -225,17 +282,24 @@ class LiveRollout:
         """Buffer the call's outcome (a call blocked before any model answered is no evidence
         about either version)."""
         if call.answered:
-            failed = failed or self.failed_by_latency(time.perf_counter() - call.started)
+            seconds = time.perf_counter() - call.started
+            failed = failed or self.failed_by_latency(seconds)
             self.add((call.rid, self.state.attempt, self.state.step, call.arm, int(failed),
-                      None, safety))
+                      None, safety, seconds))
 
     def add(self, row: CallRow) -> None:
         with self._lock:
             self._buffer.append(row)
+            if row[6] is not None:
+                self._urgent = True  # a safety violation aborts at the next call, not later
 
     def tick(self) -> bool:
-        """Count one call; ``True`` every ``evaluate_every`` calls (time to evaluate)."""
+        """Count one call; ``True`` every ``evaluate_every`` calls (time to evaluate), and on
+        the first call after a safety violation was buffered."""
         self._ticks += 1
+        if self._urgent:
+            self._urgent = False
+            return True
         return self._ticks % self.policy.evaluate_every == 0
 
     def flush(self) -> None:

@@ -42,6 +42,19 @@ class RolloutPolicy(BaseModel):
     """Abort after this many candidate errors in a row."""
     latency_limit: float = Field(default=10.0, gt=0.0)
     """Seconds: a call slower than this counts as failed (a timeout), on either side."""
+    latency_margin: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Turn on the latency test (off by default): in a step, abort when the candidate is
+    slower than the incumbent in more timed pairs than it is faster, by more than this share
+    of the pairs (an anytime-valid sign test at ``alpha``; 0.2: slower in 60 % of pairs,
+    faster in 40 %). A shift of the whole distribution shows up here even when no call
+    reaches ``latency_limit``."""
+    shadow_failures: Literal["limits", "pairs"] = "limits"
+    """How a shadow pair counts when a side raised or took longer than ``latency_limit``:
+    ``limits`` (default) leaves the pair out of the paired test and counts a candidate's
+    error or timeout only against ``max_consecutive_errors`` and ``max_failure_rate`` (a
+    shadow copy runs in the background beside the served call, so a slow or failed copy may
+    be the host's doing, not the candidate's); ``pairs`` also scores it as a failure of that
+    side in the paired test (a regression when the other side answered)."""
     step_deadline: float = Field(default=3600.0, gt=0.0)
     """Seconds a step may take; without a verdict by then, ``on_inconclusive`` applies."""
     on_inconclusive: OnInconclusive = "pause"

@@ -20,8 +20,14 @@ from ..stats import PairCounts
 from ._judge import StepEvidence
 from ._machine import RolloutState
 
-CallRow = tuple[str, str, int, str, int, int | None, str | None]
-"""(response id, attempt, step, arm, failed, incumbent failed (pairs only), safety violation).
+CallRow = tuple[str, str, int, str, int, int | None, str | None, float | None]
+"""(response id, attempt, step, arm, failed, incumbent failed (pairs only), safety violation,
+seconds the call took (calls in a step; ``None`` for shadow rows, whose latency is not
+comparable)).
+
+``arm`` is ``candidate`` or ``incumbent`` (a call in a step), ``pair`` (a shadow pair) or
+``unpaired`` (a shadow copy that raised or timed out, under ``shadow_failures = "limits"``:
+a candidate failure for the limits, never part of the paired test).
 
 Feedback on a response id scores the answer the user got (the incumbent's, for a shadow
 pair); feedback on ``id + ":shadow"`` scores the candidate's shadow answer."""
@@ -33,7 +39,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS guardrails_rollout_one_active
     ON guardrails_rollout_state (active) WHERE active = 1;
 CREATE TABLE IF NOT EXISTS guardrails_rollout_calls (
     n {serial}, id TEXT NOT NULL UNIQUE, attempt TEXT NOT NULL, step INTEGER NOT NULL,
-    arm TEXT NOT NULL, failed INTEGER NOT NULL, inc_failed INTEGER, safety TEXT);
+    arm TEXT NOT NULL, failed INTEGER NOT NULL, inc_failed INTEGER, safety TEXT, latency REAL);
 CREATE INDEX IF NOT EXISTS guardrails_rollout_calls_attempt
     ON guardrails_rollout_calls (attempt, n);
 CREATE TABLE IF NOT EXISTS guardrails_rollout_feedback (id TEXT PRIMARY KEY, bad INTEGER NOT NULL)
@@ -43,7 +49,7 @@ _EVIDENCE = """
 SELECT c.step, c.arm,
        CASE WHEN c.arm <> 'pair' AND f.bad = 1 THEN 1
             WHEN c.arm = 'pair' AND s.bad = 1 THEN 1 ELSE c.failed END,
-       CASE WHEN c.arm = 'pair' AND f.bad = 1 THEN 1 ELSE c.inc_failed END, c.safety
+       CASE WHEN c.arm = 'pair' AND f.bad = 1 THEN 1 ELSE c.inc_failed END, c.safety, c.latency
 FROM guardrails_rollout_calls c LEFT JOIN guardrails_rollout_feedback f ON f.id = c.id
 LEFT JOIN guardrails_rollout_feedback s ON s.id = c.id || ':shadow'
 WHERE c.attempt = ? ORDER BY c.n
@@ -70,6 +76,10 @@ class RolloutStore:
                 conn.execute(init_lock)  # replicas creating the tables at once
             for statement in _TABLES.format(serial=serial).split(";"):
                 conn.execute(statement)
+            columns = conn.execute("SELECT * FROM guardrails_rollout_calls WHERE 1 = 0")
+            if "latency" not in [c[0] for c in columns.description]:
+                # A store made before the latency test (0.x unreleased): add the column.
+                conn.execute("ALTER TABLE guardrails_rollout_calls ADD COLUMN latency REAL")
 
     def _sql(self, text: str) -> str:
         return text.replace("?", self._ph)
@@ -125,8 +135,8 @@ class RolloutStore:
         with self._connect() as conn:
             conn.cursor().executemany(self._sql(
                 "INSERT INTO guardrails_rollout_calls (id, attempt, step, arm, failed, "
-                "inc_failed, safety) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"),
-                list(rows))
+                "inc_failed, safety, latency) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING"), list(rows))
 
     def add_feedback(self, response_id: str, bad: bool) -> bool:
         """Store delayed feedback for a response; ``False`` when it was already given."""
@@ -156,22 +166,34 @@ class RolloutStore:
 
 def reduce_rows(rows: Sequence[Sequence[Any]], step: int, elapsed: float) -> StepEvidence:
     """Pairs (real ones in shadow, k-th candidate with k-th incumbent call in a split), the
-    current step's samples and failures, the candidate's trailing run of failures."""
+    current step's samples and failures, the candidate's trailing run of failures, and the
+    split's latency pairs (rows may omit the latency column: none is then counted)."""
     pairs: list[tuple[bool, bool]] = []
-    waiting: dict[str, list[bool]] = {"candidate": [], "incumbent": []}
+    slower = faster = timed = 0
+    waiting: dict[str, list[tuple[bool, Any]]] = {"candidate": [], "incumbent": []}
     samples = failures = consecutive = 0
     violation: str | None = None
-    for row_step, arm, failed, inc_failed, safety in rows:
+    for row in rows:
+        row_step, arm, failed, inc_failed, safety = row[:5]
+        latency = row[5] if len(row) > 5 else None
         if arm == "pair":
             pairs.append((not inc_failed, not failed))
+        elif arm == "unpaired":
+            pass  # no answer to compare: only the limits below see it
         else:
             other = waiting["incumbent" if arm == "candidate" else "candidate"]
             if other:
                 # The latest unpaired call of the other arm: by arrival order, never by outcome.
-                cand, inc = (failed, other.pop()) if arm == "candidate" else (other.pop(), failed)
+                (o_failed, o_latency) = other.pop()
+                cand, inc = (failed, o_failed) if arm == "candidate" else (o_failed, failed)
                 pairs.append((not inc, not cand))
+                c_lat, i_lat = (latency, o_latency) if arm == "candidate" else (o_latency, latency)
+                if c_lat is not None and i_lat is not None:
+                    timed += 1
+                    slower += c_lat > i_lat
+                    faster += c_lat < i_lat
             else:
-                waiting[arm].append(bool(failed))
+                waiting[arm].append((bool(failed), latency))
         if arm != "incumbent":
             if row_step == step:
                 samples += 1
@@ -180,7 +202,8 @@ def reduce_rows(rows: Sequence[Sequence[Any]], step: int, elapsed: float) -> Ste
             violation = violation or safety
     return StepEvidence(pairs=PairCounts.from_pairs(pairs), step_samples=samples,
                         step_failures=failures, consecutive_errors=consecutive,
-                        safety_violation=violation, elapsed=elapsed)
+                        safety_violation=violation, elapsed=elapsed,
+                        latency=PairCounts(n=timed, regressions=slower, fixes=faster))
 
 
 class _Serialized:

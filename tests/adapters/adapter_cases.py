@@ -24,6 +24,8 @@ from guardrails_plugins.adapters.openai_testing import (
     ChatRequest,
     FakeOpenAIServer,
     RawBody,
+    RawStream,
+    StreamPlan,
     unusable_body,
 )
 from guardrails_plugins.adapters.river import RiverOnlineClient
@@ -60,13 +62,31 @@ def quiz_rule(system: str, question: str) -> str:
 UNUSABLE_MARK = "[unusable:"
 """A system prompt starting ``[unusable:KIND]`` makes the quiz server answer
 ``unusable_body(KIND)`` (so one session server serves usable and unusable clients)."""
+BROKEN_MARK = "[broken:"
+"""A system prompt starting ``[broken:KIND]`` makes the quiz server answer a stream broken
+that way (``BROKEN_STREAMS``)."""
 
 
-def quiz_responder(request: ChatRequest) -> str | RawBody:
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"id": "chatcmpl-broken", "object": "chat.completion.chunk", "created": 0,
+            "model": "quiz-1", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+BROKEN_STREAMS: dict[str, RawStream] = {
+    "cut off": RawStream((_chunk({"role": "assistant", "content": "The answer"}),), done=False),
+    "malformed chunk": RawStream((_chunk({"content": "The answer"}), '{"choices": [{"delta": ',
+                                  _chunk({}, "stop"))),
+    "no finish reason": RawStream((_chunk({"content": "The answer is 4."}),)),
+}
+
+
+def quiz_responder(request: ChatRequest) -> str | RawBody | RawStream:
     system = request.system_prompt
     if system.startswith(UNUSABLE_MARK):
         kind = system[len(UNUSABLE_MARK):system.index("]")]
         return RawBody(unusable_body(kind, request.model))
+    if system.startswith(BROKEN_MARK) and request.body.get("stream"):
+        return BROKEN_STREAMS[system[len(BROKEN_MARK):system.index("]")]]
     return quiz_rule(system, request.user_text)
 
 
@@ -86,11 +106,31 @@ def openai_case(server: FakeOpenAIServer) -> AdapterCase:
     def unusable(kind: str) -> Any:
         return lambda: openai_client(server, system_prompt=f"{UNUSABLE_MARK}{kind}]")
 
+    def broken(kind: str) -> Any:
+        return lambda: openai_client(server, system_prompt=f"{BROKEN_MARK}{kind}]")
+
     return AdapterCase(name="openai", make_client=lambda: openai_client(server),
                        requests=["2+2", [{"role": "user", "content": "capital of France"}]],
                        prepare_proposal=record_a_failure,
                        unusable={kind: unusable(kind) for kind in
-                                 ("wrong_schema", "no_choices", "null_content", "refusal")})
+                                 ("wrong_schema", "no_choices", "null_content", "refusal")},
+                       broken_streams={kind: broken(kind) for kind in BROKEN_STREAMS},
+                       stream_release=openai_stream_release)
+
+
+def openai_stream_release() -> tuple[OpenAIChatClient, Any]:
+    """A client on a server of its own that pauses each stream until the client leaves, and
+    whether it left (the server is stopped once asked)."""
+    held = FakeOpenAIServer(quiz_responder).start()
+    held.plan_stream(StreamPlan(hold_after=3))
+
+    def released() -> bool:
+        try:
+            return held.wait_abandoned(2)  # the sync and the async stream
+        finally:
+            held.stop()
+
+    return openai_client(held), released
 
 
 def langchain_client(**options: Any) -> LangChainAgentClient:

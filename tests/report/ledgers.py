@@ -40,7 +40,7 @@ def initial_state() -> dict[str, Any]:
 def _guard(ledger: gr.SQLiteLedger, blobs: gr.FileBlobStore) -> gr.Guard:
     suite = gr.CanarySuite(cases())
     return gr.Guard(
-        gr.FrozenConstraints(frozen=["/prompt_guard"],
+        gr.FrozenConstraints(frozen=[{"path": "/prompt_guard", "may_be_absent": True}],
                              drift_budget=1.0),
         suite, ledger=ledger, blob_store=blobs, seed=7,
         decision_rule=gr.SequentialRule.for_suite(suite, margin=0.2),

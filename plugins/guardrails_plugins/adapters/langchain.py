@@ -21,19 +21,45 @@ a proposal cannot bring in a model the operator did not provide), ``tools``
 is the enabled subset of the tools it was given. Each state is served by its
 own agent, built with ``create_agent``; proposals come from an optimiser, as
 for the OpenAI adapter.
+
+Streaming: ``LangChainAgentClient.stream`` / ``astream`` run the agent with
+``stream_mode="messages"`` and yield ``guardrails.StreamChunk`` items from the
+model node only: the text, reasoning and tool-call argument deltas of every
+model turn of the run, in order (tool calls numbered across the run), then a
+last chunk with the summed usage. Tool results and the user's own turns are
+not released. With ``GuardrailsMiddleware`` in the agent, each model turn
+arrives whole, after its output policies (see below).
+
+``GuardrailsMiddleware`` holds back a model's tokens from LangGraph's
+``messages`` stream (LangChain issue #35011: streaming bypasses the output
+check): the model runs it wraps are tagged ``nostream``, so a caller
+streaming the agent gets each model message once, as the output policies left
+it, never the raw tokens before the check.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain.agents.middleware.types import ExtendedModelResponse
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.runnables.config import var_child_runnable_config
+from langgraph.constants import TAG_NOSTREAM
 from opentelemetry import metrics
 
 import guardrails as gr
@@ -112,6 +138,37 @@ def _model_response(result: Any) -> ModelResponse:
     return response
 
 
+# LangGraph's ``messages`` stream forwards a chat model's tokens to the caller from a callback
+# while the model runs, before ``wrap_model_call`` sees the answer (LangChain issue #35011:
+# streaming bypasses ``after_model``). A model run tagged ``nostream`` is skipped by that
+# callback, so the caller gets the model node's output instead: the message after the output
+# policies. Both the model and the run config are tagged, so a model swapped in by a middleware
+# inside this one is held back too.
+
+
+def _unstreamed(model: BaseChatModel) -> BaseChatModel:
+    """``model`` tagged ``nostream`` (its tokens are not forwarded to a ``messages`` stream)."""
+    tags = list(model.tags or [])
+    if TAG_NOSTREAM in tags:
+        return model
+    return model.model_copy(update={"tags": [*tags, TAG_NOSTREAM]})
+
+
+@contextmanager
+def _tokens_held() -> Iterator[None]:
+    """Tag every model run started inside the block ``nostream`` through the run config."""
+    config = var_child_runnable_config.get()
+    if config is None:
+        yield
+        return
+    token = var_child_runnable_config.set(
+        {**config, "tags": [*(config.get("tags") or []), TAG_NOSTREAM]})
+    try:
+        yield
+    finally:
+        var_child_runnable_config.reset(token)
+
+
 class GuardrailsMiddleware(AgentMiddleware):
     """Run the guardrails runtime chain around every model call of a LangChain agent.
 
@@ -156,16 +213,17 @@ class GuardrailsMiddleware(AgentMiddleware):
     def _apply(self, request: ModelRequest, originals: list[BaseMessage],
                inner: gr.Request) -> ModelRequest:
         messages: list[Any] = _rewritten(originals, inner.input)
+        model = _unstreamed(request.model)
         if request.system_message is not None:
             system, messages = messages[0], messages[1:]
             return request.override(system_message=system, messages=messages,
-                                    model_settings=dict(inner.params))
-        return request.override(messages=messages, model_settings=dict(inner.params))
+                                    model_settings=dict(inner.params), model=model)
+        return request.override(messages=messages, model_settings=dict(inner.params), model=model)
 
     def _response(self, result: Any, box: list[Any]) -> gr.Response:
         box.append(result)
         ai = next((m for m in _model_response(result).result if isinstance(m, AIMessage)), None)
-        return gr.Response(output=None if ai is None else _output_of(ai), version=self.version)
+        return gr.Response(output=_usable_output(ai), version=self.version)
 
     @staticmethod
     def _result(response: gr.Response, box: list[Any]) -> Any:
@@ -191,7 +249,8 @@ class GuardrailsMiddleware(AgentMiddleware):
         box: list[Any] = []
 
         def endpoint(inner: gr.Request) -> gr.Response:
-            return self._response(handler(self._apply(request, originals, inner)), box)
+            with _tokens_held():
+                return self._response(handler(self._apply(request, originals, inner)), box)
 
         try:
             return self._result(build_chain(self.policies, endpoint)(incoming), box)
@@ -205,7 +264,9 @@ class GuardrailsMiddleware(AgentMiddleware):
         box: list[Any] = []
 
         async def endpoint(inner: gr.Request) -> gr.Response:
-            return self._response(await handler(self._apply(request, originals, inner)), box)
+            with _tokens_held():
+                return self._response(await handler(self._apply(request, originals, inner)),
+                                      box)
 
         try:
             return self._result(await build_async_chain(self.policies, endpoint)(incoming), box)
@@ -268,6 +329,20 @@ def _refused(message: AIMessage) -> bool:
     return any(isinstance(block, Mapping) and block.get("type") == "refusal" for block in content)
 
 
+def _usable_output(message: AIMessage | None) -> Any:
+    """A model call's answer for the runtime chain; ``UnusableResponseError`` when there is
+    none (no AIMessage, a refusal, neither text nor a tool call), as the agent adapter does:
+    an empty output is not an answer, so it never passes the chain as one."""
+    if message is None:
+        raise unusable("langchain", "no_answer", "the model call returned no AIMessage")
+    if _refused(message):
+        raise unusable("langchain", "refusal",
+                       "the model refused (a refusal field or block), no text was returned")
+    if not message.tool_calls:
+        usable_text("langchain", str(message.text), "the AIMessage's text")
+    return _output_of(message)
+
+
 def _usable_answer(result: Any, messages: Sequence[Any]) -> str:
     """The text of the agent's last message; ``UnusableResponseError`` when the run ended
     without one (no messages, a last message that is not the model's, a refusal, no text)."""
@@ -284,6 +359,86 @@ def _usable_answer(result: Any, messages: Sequence[Any]) -> str:
         raise unusable("langchain", "refusal",
                        "the model refused (a refusal field or block), no text was returned")
     return usable_text("langchain", str(last.text), "the last AIMessage's text")
+
+
+_USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+
+
+@dataclass
+class _Turns:
+    """What an agent's ``messages`` stream has shown: the model turns, by message id."""
+
+    ids: list[str] = field(default_factory=list)
+    """Model turns seen, in order (a message id per turn)."""
+    calls: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(turn, index in the turn) -> index across the run."""
+    text: list[str] = field(default_factory=list)
+    """The text of the last model turn."""
+    ended_on_tool: bool = False
+    """Whether a tool result came after the last model turn (a ``return_direct`` tool)."""
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def read(self, event: Any) -> gr.StreamChunk | None:
+        message, metadata = event
+        node = metadata.get("langgraph_node") if isinstance(metadata, Mapping) else None
+        if isinstance(message, ToolMessage):
+            self.ended_on_tool = True
+        if node != "model" or not isinstance(message, AIMessage):
+            return None
+        self.ended_on_tool = False
+        turn = message.id or f"turn-{len(self.ids)}"
+        if turn in self.ids and not isinstance(message, AIMessageChunk):
+            return None  # the whole message after its streamed chunks: already read
+        if turn not in self.ids:
+            self.ids.append(turn)
+            self.text = []
+        if _refused(message):
+            raise unusable("langchain", "refusal",
+                           "the model refused (a refusal field or block), no text was returned")
+        for key, value in (message.usage_metadata or {}).items():
+            if key in _USAGE_KEYS and isinstance(value, int):
+                self.usage[key] = self.usage.get(key, 0) + value
+        text = str(message.text)
+        self.text.append(text)
+        reasoning = _reasoning(message)
+        calls = self._calls(turn, message)
+        if text or reasoning or calls:
+            return gr.StreamChunk(text=text, reasoning=reasoning, tool_calls=calls)
+        return None
+
+    def _calls(self, turn: str, message: AIMessage) -> tuple[gr.ToolCallDelta, ...]:
+        if isinstance(message, AIMessageChunk):
+            parts = [(c.get("index"), c.get("id"), c.get("name"), c.get("args") or "")
+                     for c in message.tool_call_chunks]
+        else:
+            # Unescaped: a policy scanning the arguments sees "Köln", not "K\\u00f6ln".
+            parts = [(i, c.get("id"), c.get("name"),
+                      json.dumps(c.get("args", {}), ensure_ascii=False))
+                     for i, c in enumerate(message.tool_calls)]
+        out = []
+        for position, (index, call_id, name, args) in enumerate(parts):
+            key = (turn, index if isinstance(index, int) else position)
+            number = self.calls.setdefault(key, len(self.calls))
+            out.append(gr.ToolCallDelta(index=number, id=call_id, name=name, arguments=str(args)))
+        return tuple(out)
+
+    def check(self) -> None:
+        """``UnusableResponseError`` unless the run ended on a model turn with usable text."""
+        if not self.ids:
+            raise unusable("langchain", "no_answer", "the agent's run streamed no model message")
+        if self.ended_on_tool:
+            raise unusable("langchain", "wrong_type", "the agent's run ended on a tool result, "
+                                                      "not on a model turn")
+        usable_text("langchain", "".join(self.text), "the last model turn's text")
+
+
+def _reasoning(message: AIMessage) -> str:
+    """Reasoning deltas: ``reasoning`` content blocks, or ``reasoning_content`` kwargs."""
+    parts = [str(block.get("reasoning", "")) for block in
+             (message.content if isinstance(message.content, list) else [])
+             if isinstance(block, Mapping) and block.get("type") == "reasoning"]
+    extra = message.additional_kwargs.get("reasoning_content")
+    return "".join(parts) + (extra if isinstance(extra, str) else "")
 
 
 class LangChainAgentClient:
@@ -390,6 +545,48 @@ class LangChainAgentClient:
     async def ainvoke(self, request: gr.Request) -> Any:
         result = await self._agent.ainvoke({"messages": _messages(request.input)})
         return self._answer(result)
+
+    def stream(self, request: gr.Request) -> Iterator[gr.StreamChunk]:
+        """The run's model output as ``StreamChunk`` items (see the module docstring), the last
+        one with usage and ``finish_reason="stop"``.
+
+        Closing the generator closes the agent's stream (the run stops). A run whose last
+        model turn has no usable text (a refusal, blank text, a last message that is not the
+        model's) raises ``UnusableResponseError`` after what was streamed.
+        """
+        run = self._agent.stream({"messages": _messages(request.input)}, stream_mode="messages")
+        turns = _Turns()
+        try:
+            for event in run:
+                item = turns.read(event)
+                if item is not None:
+                    yield item
+            yield self._stream_end(turns)
+        finally:
+            run.close()
+
+    async def astream(self, request: gr.Request) -> AsyncIterator[gr.StreamChunk]:
+        """``stream`` through the agent's ``astream``; ``aclose()`` closes the agent's stream."""
+        run = self._agent.astream({"messages": _messages(request.input)},
+                                  stream_mode="messages")
+        turns = _Turns()
+        try:
+            async for event in run:
+                item = turns.read(event)
+                if item is not None:
+                    yield item
+            yield self._stream_end(turns)
+        finally:
+            await run.aclose()
+
+    def _stream_end(self, turns: _Turns) -> gr.StreamChunk:
+        turns.check()
+        usage = turns.usage or None
+        if usage:
+            self._usage.record(f"invoke_agent {self._state['model']}", self.genai_attributes(),
+                               input_tokens=usage.get("input_tokens"),
+                               output_tokens=usage.get("output_tokens"))
+        return gr.StreamChunk(usage=usage, finish_reason="stop")
 
     def _answer(self, result: Mapping[str, Any]) -> Any:
         messages = list(result.get("messages", [])) if isinstance(result, Mapping) else []

@@ -17,13 +17,27 @@ timeout) propagate unchanged; the SDK's own retry settings apply. An HTTP 200
 answer that holds nothing usable (not a chat completion, no choices, a null
 or blank content without tool calls, a ``refusal``) raises
 ``guardrails.UnusableResponseError`` instead of returning ``""``.
+
+``stream(request)`` / ``astream(request)`` call the same endpoint with
+``stream=True`` and ``stream_options={"include_usage": True}`` and yield
+``guardrails.StreamChunk`` items: text, reasoning (``reasoning_content`` or
+``reasoning`` deltas, where an OpenAI-compatible server sends them) and
+tool-call argument deltas as they arrive, then one last chunk with the
+finish reason and the usage. Closing the generator closes the SDK stream
+(and with it the HTTP response). A stream that cannot be used raises
+``UnusableResponseError``: malformed chunk JSON, a chunk that is not a
+completion chunk, no choices at all, a refusal, no text and no tool call,
+or a body that ended without a finish reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,8 +70,11 @@ __all__ = ["OpenAIChatClient", "SelfRewritePrompt", "StateChange"]
 
 STATE_KEYS = ("provider", "model", "system_prompt", "params", "tools")
 RESERVED_PARAMS = frozenset({"model", "messages", "tools", "stream", "functions", "n"})
-"""Call arguments the adapter owns: state keys, or features it does not support (streaming,
-several choices)."""
+"""Call arguments the adapter owns: state keys, streaming (``stream``/``astream`` set it), or
+features it does not support (several choices)."""
+STREAM_OPTIONS = {"include_usage": True}
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+"""Delta fields OpenAI-compatible servers (vLLM, DeepSeek, OpenRouter) stream reasoning in."""
 
 
 def _validate_state(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,6 +166,104 @@ def _message(completion: Any) -> Any:
         raise unusable("openai", "refusal", "the model refused (message.refusal is set), "
                                             "no content was returned")
     return message
+
+
+@dataclass
+class _StreamState:
+    """What one stream has shown so far: enough to tell a usable stream from a broken one."""
+
+    choices: int = 0
+    text: list[str] = field(default_factory=list)
+    calls: dict[int, bool] = field(default_factory=dict)
+    """Tool-call index -> whether a function name arrived for it."""
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    model: str | None = None
+    id: str | None = None
+
+    def read(self, chunk: Any) -> gr.StreamChunk | None:
+        """The new parts of one SDK chunk (``None`` when it has none); raises
+        ``UnusableResponseError`` for a chunk nobody can use."""
+        choices = getattr(chunk, "choices", None)
+        if not isinstance(choices, list):
+            raise unusable("openai", "wrong_schema",
+                           f"a streamed {type(chunk).__name__} is not a chat completion chunk "
+                           "(no 'choices' list)")
+        self.model = getattr(chunk, "model", None) or self.model
+        self.id = getattr(chunk, "id", None) or self.id
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = _usage(usage)
+        if not choices:
+            return None
+        self.choices += 1
+        choice = choices[0]
+        delta = getattr(choice, "delta", None)
+        if delta is None:
+            raise unusable("openai", "wrong_schema", "a streamed choice has no 'delta'")
+        if getattr(delta, "refusal", None):
+            raise unusable("openai", "refusal", "the model refused (delta.refusal is set), "
+                                                "no content was returned")
+        text = _delta_text(getattr(delta, "content", None), "delta.content")
+        extra = getattr(delta, "model_extra", None)  # fields the SDK's model does not name
+        reasoning = "".join(_delta_text(extra.get(name), f"delta.{name}")
+                            for name in REASONING_FIELDS) if extra else ""
+        calls = tuple(self._call(call) for call in getattr(delta, "tool_calls", None) or [])
+        self.text.append(text)
+        if getattr(choice, "finish_reason", None):
+            self.finish_reason = str(choice.finish_reason)
+        if text or reasoning or calls:
+            return gr.StreamChunk(text=text, reasoning=reasoning, tool_calls=calls)
+        return None
+
+    def _call(self, call: Any) -> gr.ToolCallDelta:
+        index = getattr(call, "index", None)
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise unusable("openai", "wrong_schema", "a streamed tool call has no valid 'index'")
+        function = getattr(call, "function", None)
+        name = getattr(function, "name", None)
+        self.calls[index] = self.calls.get(index, False) or (isinstance(name, str) and bool(name))
+        return gr.ToolCallDelta(index=index, id=getattr(call, "id", None), name=name,
+                                arguments=_delta_text(getattr(function, "arguments", None),
+                                                      "a tool call's arguments"))
+
+    def end(self) -> gr.StreamChunk:
+        """The last chunk (finish reason, usage) of a stream that ended well; else
+        ``UnusableResponseError``."""
+        if self.finish_reason is None:
+            if not self.choices:
+                raise unusable("openai", "no_choices", "the stream ended without any choice")
+            raise unusable("openai", "truncated", "the stream ended without a finish reason "
+                                                  "(the body was cut off before [DONE])")
+        unnamed = [i for i, named in self.calls.items() if not named]
+        if unnamed:
+            raise unusable("openai", "wrong_schema", f"streamed tool call {unnamed[0]} has no "
+                                                     "function name")
+        if not self.calls:
+            usable_text("openai", "".join(self.text), "the streamed content")
+        return gr.StreamChunk(usage=self.usage, finish_reason=self.finish_reason)
+
+
+def _delta_text(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise unusable("openai", "wrong_schema", f"{what} is of type {type(value).__name__}, "
+                                                 "not text")
+    return value
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    """Token counts under the GenAI names (``input_tokens``, ``output_tokens``, ``total_tokens``)."""
+    names = {"prompt_tokens": "input_tokens", "completion_tokens": "output_tokens",
+             "total_tokens": "total_tokens"}
+    counts = {new: getattr(usage, old, None) for old, new in names.items()}
+    return {k: v for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _malformed(exc: json.JSONDecodeError) -> gr.UnusableResponseError:
+    return unusable("openai", "malformed_chunk",
+                    f"a streamed event is not JSON ({exc.msg} at character {exc.pos})")
 
 
 def _sync_twin(client: openai.AsyncOpenAI) -> openai.OpenAI:
@@ -249,6 +364,62 @@ class OpenAIChatClient:
         self._record_usage(completion)
         return _output(completion)
 
+    def _stream_args(self, request: gr.Request) -> dict[str, Any]:
+        return {**self._call_args(request), "stream": True,
+                "stream_options": dict(STREAM_OPTIONS)}
+
+    def stream(self, request: gr.Request) -> Generator[gr.StreamChunk, None, None]:
+        """The answer as ``StreamChunk`` items, the last one with finish reason and usage.
+
+        Closing the generator early closes the HTTP response. SDK errors
+        (status, connection, timeout, a connection dropped mid-body) propagate
+        unchanged; an unusable stream raises ``UnusableResponseError``.
+        """
+        sdk_stream = self._sync.chat.completions.create(**self._stream_args(request))
+        state = _StreamState()
+        try:
+            try:
+                for chunk in sdk_stream:
+                    item = state.read(chunk)
+                    if item is not None:
+                        yield item
+            except json.JSONDecodeError as exc:
+                raise _malformed(exc) from None
+            last = state.end()
+            self._record_stream_usage(state)
+            yield last
+        finally:
+            close = getattr(sdk_stream, "close", None)  # any object with the SDK's API may serve
+            if callable(close):
+                close()
+
+    async def astream(self, request: gr.Request) -> AsyncIterator[gr.StreamChunk]:
+        """``stream`` on the async SDK client; without one, the sync stream in a worker thread.
+
+        ``aclose()`` closes the HTTP response.
+        """
+        if self._async is None:
+            async for threaded in _in_thread(self.stream(request)):
+                yield threaded
+            return
+        sdk_stream = await self._async.chat.completions.create(**self._stream_args(request))
+        state = _StreamState()
+        try:
+            try:
+                async for chunk in sdk_stream:
+                    item = state.read(chunk)
+                    if item is not None:
+                        yield item
+            except json.JSONDecodeError as exc:
+                raise _malformed(exc) from None
+            last = state.end()
+            self._record_stream_usage(state)
+            yield last
+        finally:
+            close = getattr(sdk_stream, "close", None)
+            if callable(close):
+                await close()
+
     def propose_update(self) -> gr.UpdateProposal | None:
         """One step of the optimiser on a copy of the state; ``self`` is left unchanged."""
         return run_optimizer(self.optimizer, self.snapshot(), self.feedback, self.complete)
@@ -281,6 +452,15 @@ class OpenAIChatClient:
                            output_tokens=getattr(usage, "completion_tokens", None),
                            response=response)
 
+    def _record_stream_usage(self, state: _StreamState) -> None:
+        usage = state.usage or {}
+        response: dict[str, Any] = {GENAI_RESPONSE_MODEL: state.model, GENAI_RESPONSE_ID: state.id}
+        if state.finish_reason:
+            response[GENAI_FINISH_REASONS] = [state.finish_reason]
+        self._usage.record(f"chat {self._state['model']}", self.genai_attributes(),
+                           input_tokens=usage.get("input_tokens"),
+                           output_tokens=usage.get("output_tokens"), response=response)
+
     # -- self-improvement -----------------------------------------------------------------
 
     def record(self, input: Any, output: Any, passed: bool, note: str = "") -> None:
@@ -296,3 +476,29 @@ class OpenAIChatClient:
         if isinstance(answer, str):
             return answer
         return usable_text("openai", answer.get("content"), "the message content")
+
+
+_DONE = object()
+
+
+async def _in_thread(iterator: Generator[gr.StreamChunk, None, None]
+                     ) -> AsyncIterator[gr.StreamChunk]:
+    """A sync generator consumed from a worker thread, one item per hop; closed (in a thread)
+    when the consumer stops early or is cancelled, so the sync SDK stream is closed too."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            pending = loop.run_in_executor(None, next, iterator, _DONE)
+            # Shielded: a cancelled consumer must not leave next() running while close() is
+            # called from another thread (a generator that is executing cannot be closed).
+            item = await asyncio.shield(pending)
+            pending = None
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending
+        await asyncio.to_thread(iterator.close)

@@ -25,6 +25,10 @@ content, a ``refusal``).
 from __future__ import annotations
 
 import json
+import re
+import select
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +36,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["UNUSABLE_KINDS", "ChatRequest", "FakeOpenAIServer", "RawBody", "ServerFault",
-           "count_tokens", "unusable_body"]
+__all__ = ["UNUSABLE_KINDS", "ChatRequest", "FakeOpenAIServer", "RawBody", "RawStream",
+           "ServerFault", "StreamPlan", "count_tokens", "stream_events", "unusable_body"]
 
 
 class ServerFault(Exception):
@@ -96,6 +100,91 @@ class RawBody:
     payload: Any
 
 
+@dataclass(frozen=True)
+class RawStream:
+    """A responder's answer to a ``stream=True`` call, sent as exactly these SSE events.
+
+    A ``str`` event is sent verbatim as the ``data:`` payload (malformed JSON
+    included); anything else is JSON-encoded. ``done``: end with ``data: [DONE]``.
+    """
+
+    events: tuple[Any, ...]
+    done: bool = True
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """How the server breaks (or not) the streams it sends; the default sends them whole.
+
+    Event numbers count the ``data:`` events from 0, ``[DONE]`` included.
+    """
+
+    delta_chars: int | None = None
+    """Split every text, reasoning, refusal and tool-argument delta into pieces of at most this
+    many characters, one event each (default: one word per event)."""
+    write_size: int | None = None
+    """Write the SSE bytes in slices of this many bytes, each its own flushed HTTP chunk, so
+    boundaries fall inside ``data:`` lines, inside JSON and inside multi-byte characters."""
+    drop_after: int | None = None
+    """Close the connection abruptly before event N (no terminating HTTP chunk)."""
+    end_after: int | None = None
+    """End the body cleanly before event N: no finish reason, no ``[DONE]``."""
+    bad_event_at: int | None = None
+    """Send malformed JSON as event N instead of the real one."""
+    hold_after: int | None = None
+    """Before event N, wait until the client closes the stream (at most ``hold_timeout``
+    seconds); a client that closes is counted in ``FakeOpenAIServer.abandoned``."""
+    hold_timeout: float = 10.0
+
+
+BAD_EVENT = '{"id": "chatcmpl-broken", "choices": [{"delta": {"content": "tru'
+"""The malformed ``data:`` payload ``StreamPlan.bad_event_at`` sends."""
+
+
+def _pieces(text: str, size: int | None) -> list[str]:
+    if size is None:
+        return re.findall(r"\s*\S+\s*|\s+", text)
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def stream_events(payload: Any, *, include_usage: bool = True,
+                  delta_chars: int | None = None) -> list[Any]:
+    """The chunk objects a streaming server sends for ``payload`` (a completion body).
+
+    A payload that is not a completion (no ``choices`` list) is sent as one
+    event, as it is: a broken server streams what it would have answered.
+    """
+    if not (isinstance(payload, dict) and isinstance(payload.get("choices"), list)):
+        return [payload]
+    base = {key: payload.get(key) for key in ("id", "created", "model")}
+    base["object"] = "chat.completion.chunk"
+    events: list[Any] = []
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> None:
+        events.append({**base, "choices": [{"index": 0, "delta": delta,
+                                            "finish_reason": finish, "logprobs": None}]})
+
+    for choice in payload["choices"]:
+        message = choice.get("message") or {}
+        chunk({"role": "assistant", "content": ""})
+        for name in ("reasoning_content", "content", "refusal"):
+            if isinstance(message.get(name), str):
+                for piece in _pieces(message[name], delta_chars):
+                    chunk({name: piece})
+        for i, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") or {}
+            pieces = _pieces(str(function.get("arguments", "")), delta_chars) or [""]
+            chunk({"tool_calls": [{"index": i, "id": call.get("id"), "type": "function",
+                                   "function": {"name": function.get("name"),
+                                                "arguments": pieces[0]}}]})
+            for piece in pieces[1:]:
+                chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+        chunk({}, choice.get("finish_reason") or "stop")
+    if include_usage and payload.get("usage") is not None:
+        events.append({**base, "choices": [], "usage": payload["usage"]})
+    return events
+
+
 UNUSABLE_KINDS = ("wrong_schema", "not_an_object", "no_choices", "null_content",
                   "blank_content", "refusal")
 """The unusable HTTP 200 bodies ``unusable_body`` builds."""
@@ -132,7 +221,7 @@ def unusable_body(kind: str, model: str = "fake-model", number: int = 0) -> Any:
     return bodies[kind]()
 
 
-Responder = Callable[[ChatRequest], "str | dict[str, Any] | RawBody"]
+Responder = Callable[[ChatRequest], "str | dict[str, Any] | RawBody | RawStream"]
 
 
 def echo_responder(request: ChatRequest) -> str:
@@ -150,7 +239,9 @@ class FakeOpenAIServer:
 
     ``base_url`` is what to give ``openai.OpenAI(base_url=...)``; ``requests``
     lists every ``ChatRequest`` received, in order; ``delay`` (seconds) is
-    slept before each answer.
+    slept before each answer. ``stream_plan`` says how ``stream=True`` calls
+    are answered (``plan_stream``); ``abandoned`` counts streams the client
+    closed before their end.
     """
 
     def __init__(self, responder: Responder = echo_responder, *, delay: float = 0.0) -> None:
@@ -160,6 +251,9 @@ class FakeOpenAIServer:
         self._faults = _Faults()
         self.unusable: str | None = None
         """While set, every call is answered with ``unusable_body(unusable)``."""
+        self.stream_plan = StreamPlan()
+        self.abandoned = 0
+        self._abandoned = threading.Condition()
         self._counter = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -169,7 +263,7 @@ class FakeOpenAIServer:
 
     def start(self) -> FakeOpenAIServer:
         handler = _handler_for(self)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _QuietServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         name="fake-openai", daemon=True)
@@ -215,6 +309,20 @@ class FakeOpenAIServer:
             unusable_body(kind)  # an unknown kind fails here, not in the server thread
         self.unusable = kind
 
+    def plan_stream(self, plan: StreamPlan | None = None) -> None:
+        """Answer ``stream=True`` calls by ``plan`` from now on (``None``: well-formed streams)."""
+        self.stream_plan = plan or StreamPlan()
+
+    def wait_abandoned(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """Wait until ``count`` streams in all were closed early by the client; whether they were."""
+        with self._abandoned:
+            return self._abandoned.wait_for(lambda: self.abandoned >= count, timeout)
+
+    def _abandon(self) -> None:
+        with self._abandoned:
+            self.abandoned += 1
+            self._abandoned.notify_all()
+
     # -- answering --------------------------------------------------------------------
 
     def _complete(self, body: dict[str, Any]) -> Any:
@@ -227,8 +335,8 @@ class FakeOpenAIServer:
         if kind is not None:
             return unusable_body(kind, request.model, number)
         answer = self.responder(request)
-        if isinstance(answer, RawBody):
-            return answer.payload
+        if isinstance(answer, RawBody | RawStream):
+            return answer.payload if isinstance(answer, RawBody) else answer
         message: dict[str, Any]
         if isinstance(answer, dict):
             message = {"role": "assistant", "content": None, **answer}
@@ -247,6 +355,14 @@ class FakeOpenAIServer:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Says nothing when a client resets its connection (a test closing a stream early)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
@@ -293,6 +409,76 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:  # a broken responder is a 500, as a real server's would be
                 self._error(500, f"{type(exc).__name__}: {exc}")
                 return
-            self._send(200, payload)
+            if body.get("stream"):
+                _send_stream(self, server, payload, body)
+            elif isinstance(payload, RawStream):
+                self._error(500, "the responder answered RawStream to a call without stream=True")
+            else:
+                self._send(200, payload)
 
     return Handler
+
+
+def _encoded_events(server: FakeOpenAIServer, payload: Any, body: dict[str, Any]) -> list[str]:
+    plan = server.stream_plan
+    if isinstance(payload, RawStream):
+        events = [e if isinstance(e, str) else json.dumps(e) for e in payload.events]
+        done = payload.done
+    else:
+        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = [json.dumps(e) for e in stream_events(payload, include_usage=usage,
+                                                       delta_chars=plan.delta_chars)]
+        done = True
+    events += ["[DONE]"] if done else []
+    if plan.bad_event_at is not None and plan.bad_event_at < len(events):
+        events[plan.bad_event_at] = BAD_EVENT
+    return events
+
+
+def _client_left(connection: socket.socket, timeout: float) -> bool:
+    """Whether the client closes its end within ``timeout`` seconds (EOF or reset)."""
+    readable, _, _ = select.select([connection], [], [], timeout)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def _send_stream(handler: BaseHTTPRequestHandler, server: FakeOpenAIServer, payload: Any,
+                 body: dict[str, Any]) -> None:
+    """Answer with ``text/event-stream`` in HTTP/1.1 chunks, broken as the plan says."""
+    plan = server.stream_plan
+    events = _encoded_events(server, payload, body)
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream; charset=utf-8")
+    handler.send_header("Cache-Control", "no-cache")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+
+    def write(data: bytes) -> None:
+        step = plan.write_size or len(data)
+        for i in range(0, len(data), step):
+            part = data[i:i + step]
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            handler.wfile.flush()
+
+    try:
+        for n, data in enumerate(events):
+            if n == plan.drop_after:
+                handler.close_connection = True
+                handler.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if n == plan.end_after:
+                break
+            if n == plan.hold_after and _client_left(handler.connection, plan.hold_timeout):
+                server._abandon()
+                handler.close_connection = True
+                return
+            write(f"data: {data}\n\n".encode())
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.wfile.flush()
+    except OSError:  # the client went away mid-stream
+        server._abandon()
+        handler.close_connection = True

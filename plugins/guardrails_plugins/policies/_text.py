@@ -5,10 +5,16 @@ A *scanner* maps one string to its redacted form and the hits found in it.
 output: any hit whose action is ``block`` refuses the call; ``redact`` hits
 are replaced in place and counted in the response metadata under
 ``guardrails.redactions``.
+
+On a stream (``ScanPolicy.streaming``) a scanner that offers
+``stream_checks()`` (regex, deny_list) is checked with a hold-back window;
+any other scanner (pii) checks the whole response at the end of the stream.
+Redaction counts are not reported on a stream.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, Literal, NamedTuple
@@ -34,6 +40,10 @@ class Hit(NamedTuple):
 
 
 Scanner = Callable[[str], tuple[str, list[Hit]]]
+
+ALL_CHANNELS = frozenset({"text", "reasoning", "tool_arguments"})
+"""Every channel of a stream: a scanner checks tool-call arguments and reasoning too, as
+``invoke`` checks every string of an output."""
 
 _NONE: Counter[str] = Counter()  # shared and never mutated: "nothing found"
 
@@ -149,6 +159,62 @@ class ScanPolicy:
                     call_next: Callable[[gr.Request], Awaitable[gr.Response]]) -> gr.Response:
         request, counts = self._before(request)
         return self._after(await call_next(request), counts)
+
+    def streaming(self) -> gr.StreamPolicy:
+        """The stream side: the input scan before the stream opens, the output scanner's
+        stream checks (a whole-response check when it has none)."""
+        checks: tuple[Any, ...] = ()
+        if self._output is not None:
+            offer = getattr(self._output, "stream_checks", None)
+            checks = tuple(offer()) if callable(offer) else (WholeScan(self._output),)
+        before = None if self._input is None else self._stream_before
+        return gr.StreamPolicy(self.name, checks=checks, before=before)
+
+    def _stream_before(self, request: gr.Request) -> gr.Request:
+        return self._before(request)[0]
+
+
+class PatternCheck:
+    """One compiled pattern as a stream check: each match is a hit, blocking or replaced.
+
+    Its ``max_span`` is the pattern's (``gr.regex_span``), or ``window`` for a
+    pattern with unbounded matches, else ``None``: the whole response.
+    """
+
+    channels = ALL_CHANNELS
+
+    def __init__(self, pattern: re.Pattern[str], action: Action, replacement: str,
+                 label: str | Callable[[re.Match[str]], str], window: int | None = None) -> None:
+        self.pattern, self.label = pattern, label
+        self.replacement = None if action == "block" else replacement
+        span = gr.regex_span(pattern)
+        self.max_span = span if span is not None or window is None else window + 2
+
+    def find(self, text: str, pos: int, offset: int) -> list[gr.StreamHit]:
+        replacement, label, hit = self.replacement, self.label, gr.StreamHit
+        if isinstance(label, str):
+            return [hit(m.start(), m.end(), replacement, label)
+                    for m in self.pattern.finditer(text, pos)]
+        return [hit(m.start(), m.end(), replacement, label(m))
+                for m in self.pattern.finditer(text, pos)]
+
+
+class WholeScan:
+    """Any scanner as a stream check that sees the whole response, at the end."""
+
+    max_span = None
+    channels = ALL_CHANNELS
+
+    def __init__(self, scanner: Scanner) -> None:
+        self.scanner = scanner
+
+    def find(self, text: str, pos: int, offset: int) -> list[gr.StreamHit]:
+        new, hits = self.scanner(text)
+        blocking = [gr.StreamHit(0, len(text), None, hit.label) for hit in hits
+                    if hit.action == "block"]
+        if blocking:
+            return blocking
+        return [gr.StreamHit(0, len(text), new, "redacted")] if new != text else []
 
 
 def replace_spans(text: str, spans: list[tuple[int, int]], replacement: str) -> str:

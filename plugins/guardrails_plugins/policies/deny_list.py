@@ -5,7 +5,8 @@ unless ``whole_words`` is false (a phrase then also matches inside longer
 words). Longer entries win over shorter ones that start the same way. The
 matched text is never reported; findings name the entry's position in
 ``words`` (``words[3]``). A deny-list is a blunt tool: it does not see
-through spacing, spelling or encoding tricks.
+through spacing, spelling or encoding tricks. On a stream it holds back the longest
+entry's length plus a few characters of word boundary.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import Field, field_validator
 
 import guardrails as gr
 
-from ._text import Action, ApplyTo, Hit, ScanPolicy
+from ._text import Action, ApplyTo, Hit, PatternCheck, ScanPolicy
 
 
 class DenyListSettings(gr.RuntimePolicySettings):
@@ -62,6 +63,10 @@ class DenyListScanner:
     def _label(self, match: re.Match[str]) -> str:
         index = self._index.get(self._key(match.group()))
         return "denied phrase" if index is None else f"words[{index}]"
+
+    def stream_checks(self) -> list[PatternCheck]:
+        """On a stream: hold back the longest entry plus the word boundaries around it."""
+        return [PatternCheck(self._pattern, self.action, self.replacement, self._label)]
 
     def __call__(self, text: str) -> tuple[str, list[Hit]]:
         hits: list[Hit] = []

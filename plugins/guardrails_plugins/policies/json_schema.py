@@ -6,7 +6,8 @@ configures it refuses to start. The schema's ``$schema`` picks the draft
 (2020-12 when absent). ``$ref`` to remote documents is never fetched. A
 text output is parsed as JSON first unless ``parse_json`` is false. A
 violation names where in the output it failed and which schema keyword
-failed, never the output's content.
+failed, never the output's content. On a stream it needs the whole
+response: the stream's text is held back to its end, then validated.
 """
 
 from __future__ import annotations
@@ -124,6 +125,24 @@ class JsonSchemaPolicy:
     async def acall(self, request: gr.Request,
                     call_next: Callable[[gr.Request], Awaitable[gr.Response]]) -> gr.Response:
         return self._check(await call_next(request))
+
+    def streaming(self) -> gr.StreamPolicy:
+        """The stream side: the whole text, validated when the stream ends."""
+        return gr.StreamPolicy(self.name, checks=(_WholeSchema(self),))
+
+
+class _WholeSchema:
+    """The schema check on a stream's complete text (the answer channel only)."""
+
+    max_span = None
+    channels = frozenset({"text"})
+
+    def __init__(self, policy: JsonSchemaPolicy) -> None:
+        self.policy = policy
+
+    def find(self, text: str, pos: int, offset: int) -> list[gr.StreamHit]:
+        self.policy._check(gr.Response(output=text, version=""))  # raises when it fails
+        return []
 
 
 class MatchesJsonSchema(gr.Checker):

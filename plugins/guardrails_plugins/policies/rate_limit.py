@@ -91,6 +91,8 @@ class RateLimit:
             return wait
 
     def _admit(self, request: gr.Request) -> None:
+        if gr.is_shadow_copy():
+            return  # a rollout's shadow copy is no call of the user: it takes no token
         wait = self.take(self._key(request))
         if wait > 0:
             raise violation(self.name, f"rate limit of {self.settings.requests} calls per "
@@ -108,6 +110,14 @@ class RateLimit:
         # The lock is held for a few arithmetic operations only, never across an await.
         self._admit(request)
         return await call_next(request)
+
+    def streaming(self) -> gr.StreamPolicy:
+        """The stream side: one token taken before the stream opens; no output checks."""
+        return gr.StreamPolicy(self.name, before=self._stream_before)
+
+    def _stream_before(self, request: gr.Request) -> gr.Request:
+        self._admit(request)
+        return request
 
 
 def build(settings: RateLimitSettings) -> gr.PluginParts:

@@ -4,6 +4,9 @@ A text's size is its length in characters (code points). A structured
 input or output (messages, dicts, lists) counts the characters of every
 string in it, dict keys included; numbers and other values count nothing.
 An oversized input never reaches the model; an oversized output is withheld.
+On a stream each channel (text, reasoning, each tool call's arguments) is
+counted on its own, and the stream is stopped at the first character over
+the limit.
 """
 
 from __future__ import annotations
@@ -71,6 +74,32 @@ class SizeLimit:
         response = await call_next(request)
         self._check(response.output, self.max_output, "output")
         return response
+
+    def streaming(self) -> gr.StreamPolicy:
+        """The stream side: the input checked before the stream opens, each channel counted."""
+        checks = () if self.max_output is None else (_StreamLimit(self.max_output),)
+        return gr.StreamPolicy(self.name, checks=checks, before=self._stream_before)
+
+    def _stream_before(self, request: gr.Request) -> gr.Request:
+        self._check(request.input, self.max_input, "input")
+        return request
+
+
+class _StreamLimit:
+    """The output limit on a stream: a hit at the first character past it."""
+
+    max_span = 1
+    channels = frozenset({"text", "reasoning", "tool_arguments"})
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def find(self, text: str, pos: int, offset: int) -> list[gr.StreamHit]:
+        if offset + len(text) <= self.limit:
+            return []
+        start = max(pos, self.limit - offset)
+        end = max(start, min(start + 1, len(text)))
+        return [gr.StreamHit(start, end, None, f"more than {self.limit} characters")]
 
 
 def build(settings: SizeLimitSettings) -> gr.PluginParts:
