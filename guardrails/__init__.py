@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads them
     from ._canonical import canonical_json, state_version
-    from ._client import SelfUpdatingClient
+    from ._client import AsyncSelfUpdatingStreamClient, SelfUpdatingClient, SelfUpdatingStreamClient
     from ._decision import Decision, Finding, Verdict
     from ._errors import (
         ConfigError,
@@ -122,6 +122,8 @@ _LAZY: dict[str, str] = {
     "canonical_json": "._canonical",
     "state_version": "._canonical",
     "SelfUpdatingClient": "._client",
+    "SelfUpdatingStreamClient": "._client",
+    "AsyncSelfUpdatingStreamClient": "._client",
     "Decision": "._decision",
     "Finding": "._decision",
     "Verdict": "._decision",
@@ -240,6 +242,7 @@ __all__ = [
     "AnyOf",
     "ApprovalPolicy",
     "AsyncMiddleware",
+    "AsyncSelfUpdatingStreamClient",
     "BlobError",
     "BlobIntegrityError",
     "BlobStore",
@@ -313,6 +316,7 @@ __all__ = [
     "SandboxUnavailable",
     "Scorer",
     "SelfUpdatingClient",
+    "SelfUpdatingStreamClient",
     "SequentialRule",
     "SigningKey",
     "Stage",
