@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -210,7 +210,7 @@ def test_an_async_only_stream_client_is_invoked_and_reviewed() -> None:
 class Endless:
     """A stream-only client whose stream never ends (a hostile or stuck candidate)."""
 
-    closed: list[bool] = []
+    closed: ClassVar[list[bool]] = []
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.state = dict(state)
