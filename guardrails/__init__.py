@@ -56,7 +56,15 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         RunSettings,
         Scorer,
     )
-    from .chain import AsyncMiddleware, Middleware, StreamCheck, StreamHit, StreamPolicy, regex_span
+    from .chain import (
+        AsyncMiddleware,
+        Middleware,
+        StreamCheck,
+        StreamHit,
+        StreamInput,
+        StreamPolicy,
+        regex_span,
+    )
     from .gate import (
         AllOf,
         AnyOf,
@@ -174,6 +182,7 @@ _LAZY: dict[str, str] = {
     "StreamCheck": ".chain",
     "StreamHit": ".chain",
     "StreamPolicy": ".chain",
+    "StreamInput": ".chain",
     "regex_span": ".chain",
     "AllOf": ".gate",
     "AnyOf": ".gate",
@@ -324,6 +333,7 @@ __all__ = [
     "StreamChunk",
     "StreamEnd",
     "StreamHit",
+    "StreamInput",
     "StreamPolicy",
     "StreamingBlobStore",
     "ToolCallDelta",
