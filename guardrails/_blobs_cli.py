@@ -24,13 +24,17 @@ def _fail(message: str, code: int) -> NoReturn:
 def _open(config_path: Path) -> tuple[Any, Any]:
     """(ledger, blob store) as the configuration names them; exit 3 when it cannot."""
     from ._config import load_config, open_blobs, open_ledger
+    from .blobs import CachedBlobStore
 
     try:
         config, root = load_config(config_path)
-        return (open_ledger(config.ledger, root, str(config_path)),
-                open_blobs(config, root, str(config_path)))
+        ledger, store = (open_ledger(config.ledger, root, str(config_path)),
+                         open_blobs(config, root, str(config_path)))
     except GuardrailsError as exc:
         _fail(str(exc), EXIT_CONFIG)
+    # verify and gc answer for the shared store itself: a local cache may still hold a blob
+    # the store has lost.
+    return ledger, store.store if isinstance(store, CachedBlobStore) else store
 
 
 def _close(*resources: Any) -> None:

@@ -947,6 +947,54 @@ def db_verify(url: str | None, schema: str | None, config_path: Path, blobs: Pat
     click.echo(f"ok: {report.size} entries, serving {report.served}, tree root {root.hex()}")
 
 
+@db_group.command("prove")
+@url_argument
+@schema_option
+@config_option
+@click.option("--entry", type=int, help="Prove that entry ENTRY is in the current tree.")
+@click.option("--from", "old_size", type=int,
+              help="Prove that the tree of OLD entries is a prefix of the tree of --to entries.")
+@click.option("--to", "new_size", type=int,
+              help="The larger tree size for --from (default: every entry).")
+def db_prove(url: str | None, schema: str | None, config_path: Path, entry: int | None,
+             old_size: int | None, new_size: int | None) -> None:
+    """Print an inclusion (--entry) or consistency (--from, --to) proof of a PostgreSQL
+    ledger as JSON, as 'ledger prove' does for a SQLite file (read-only).
+
+    The ledger is verified first, from one snapshot. Hashes are lowercase
+    hex; "checkpoint" is the last signed checkpoint note, or null. Exits 1
+    for a ledger that does not verify or an entry or size out of range.
+    """
+    from .ledger import PostgresLedger
+
+    if (entry is None) == (old_size is None):
+        raise click.UsageError("give exactly one of --entry N or --from OLD")
+    if new_size is not None and old_size is None:
+        raise click.UsageError("--to needs --from")
+    dsn, schema = _postgres_target(url, config_path, schema)
+    try:
+        ledger = PostgresLedger(dsn, schema=schema, migrate=False, read_only=True,
+                                timeout=_db_timeout(url, config_path))
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except GuardrailsError as exc:
+        _fail(str(exc), EXIT_NOT_ACCEPTED)
+    try:
+        report = ledger.verify()
+        if not report.ok:
+            _fail(f"FAILED: {report.problem}", EXIT_NOT_ACCEPTED)
+        try:
+            proof: Any = (ledger.prove(entry) if entry is not None
+                          else ledger.prove_consistency(old_size or 0, new_size))
+        except IndexError as exc:
+            _fail(str(exc), EXIT_NOT_ACCEPTED)
+        data = json.loads(proof.model_dump_json())
+        data["checkpoint"] = ledger.latest_checkpoint()
+    finally:
+        ledger.close()
+    click.echo(json.dumps(data, indent=2))
+
+
 from ._blobs_cli import blobs_group  # noqa: E402  (its own module: issue 19)
 
 main.add_command(blobs_group)

@@ -135,6 +135,21 @@ class DaskClusterSettings(_Section):
         return value
 
 
+class RayClusterSettings(_Section):
+    """``[canaries.ray]``: evaluate the cases on a Ray cluster (see docs/deployment.md)."""
+
+    address: str = Field(min_length=1)
+    """The cluster's ``HOST:PORT`` (its GCS), ``ray://HOST:PORT`` or ``auto``."""
+    build: str
+    """As in ``[canaries.dask]``: ``"package.module:callable"`` importable on every worker."""
+    connect_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("build")
+    @classmethod
+    def _build_form(cls, value: str) -> str:
+        return DaskClusterSettings._build_form(value)
+
+
 class CanarySettings(_Section):
     """``[canaries]``: JSONL case files, relative to the configuration file."""
 
@@ -147,6 +162,13 @@ class CanarySettings(_Section):
     smoke_cases: int = Field(default=4, ge=0)
     gaming_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     dask: DaskClusterSettings | None = None
+    ray: RayClusterSettings | None = None
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> CanarySettings:
+        if self.dask is not None and self.ray is not None:
+            raise ValueError("[canaries.dask] and [canaries.ray] both name a cluster; keep one")
+        return self
 
 
 class BlobSettings(_Section):
@@ -163,10 +185,19 @@ class BlobSettings(_Section):
     AWS_ENDPOINT_URL, else AWS)."""
     region: str | None = None
     """S3 only (default: AWS_REGION, else us-east-1)."""
+    cache_dir: str | None = None
+    """S3 and PostgreSQL only: a local folder (relative to the configuration file) caching the
+    blobs read, verified on every read, so a follower fetches a promoted state's weights once."""
+    cache_max_bytes: int = Field(default=1 << 30, ge=1)
+    """The most the cache folder holds; the least recently used blobs go first."""
 
     @model_validator(mode="after")
     def _options_fit(self) -> BlobSettings:
         lowered = self.url.lower()
+        if self.cache_dir is not None and not lowered.startswith(
+                ("s3://", "postgresql://", "postgres://")):
+            raise ValueError("cache_dir applies to a remote (s3:// or postgresql://) blob store "
+                             "only: a local folder needs no cache; remove it")
         if self.schema_ is not None and not lowered.startswith(("postgresql://", "postgres://")):
             raise ValueError("schema applies to a postgresql:// blob store only; remove it")
         for key, value in (("endpoint", self.endpoint), ("region", self.region)):
@@ -431,8 +462,9 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "ledger": open_ledger(config.ledger, root, source),
         "blob_store": open_blobs(config, root, source),
         "approval": approval,
-        "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files", "dask"}),
-                                  dask=_dask(config, root, source)),
+        "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files", "dask", "ray"}),
+                                  dask=_dask(config, root, source),
+                                  ray=_ray(config, root, source)),
         "sandbox": config.sandbox.mode,
         "sandbox_limits": _sandbox_limits(config.sandbox, root),
         "decision_rule": _decision_rule(config.decision, suite, source),
@@ -489,9 +521,14 @@ def open_blobs(config: Config, root: Path, source: str) -> Any:
                           "keep [blobs] url and remove [ledger] blobs")
     url, options = blob_url(config, root)
     try:
-        return open_blob_store(url, **options)
+        store = open_blob_store(url, **options)
     except ConfigError as exc:
         raise ConfigError(f"{source} [blobs]: {exc}") from None
+    if config.blobs is not None and config.blobs.cache_dir is not None:
+        from .blobs import CachedBlobStore
+
+        return CachedBlobStore(store, root / config.blobs.cache_dir, config.blobs.cache_max_bytes)
+    return store
 
 
 def _dask(config: Config, root: Path, source: str) -> Any:
@@ -510,6 +547,22 @@ def _dask(config: Config, root: Path, source: str) -> Any:
     cluster = config.canaries.dask
     return DaskSettings(scheduler=cluster.scheduler, build=cluster.build, blobs=url,
                         blob_options=options, connect_timeout=cluster.connect_timeout)
+
+
+def _ray(config: Config, root: Path, source: str) -> Any:
+    if config.canaries.ray is None:
+        return None
+    from .canary import RaySettings
+
+    url, options = blob_url(config, root)
+    if config.sandbox.mode == "process":
+        raise ConfigError(f"{source}: [canaries.ray] runs candidates on the cluster's "
+                          "workers, outside the process sandbox; use [sandbox] mode = "
+                          "\"inline\" with a cluster of trusted candidates, or remove "
+                          "[canaries.ray]")
+    cluster = config.canaries.ray
+    return RaySettings(address=cluster.address, build=cluster.build, blobs=url,
+                       blob_options=options, connect_timeout=cluster.connect_timeout)
 
 
 def build_policies(policies: list[PolicySettings], source: str, root: Path | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""Clients the Dask tests build on the workers (``build = "dask_clients:NAME"``).
+"""Clients the Dask and Ray tests build on the workers (``build = "dask_clients:NAME"``).
 
 Importable on a worker because LocalCluster's worker processes inherit the
 test process's ``sys.path``.
@@ -7,6 +7,7 @@ test process's ``sys.path``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -18,7 +19,9 @@ class WeightsClient:
     """A linear classifier whose weights are a blob: ``invoke`` is ``sign(w . x + bias)``.
 
     ``work`` repeats the dot product to make a call CPU-bound (the benchmark's local model).
-    A request whose input is ``"sleep"`` sleeps ``state["sleep"]`` seconds (a hung call).
+    A request whose input is ``"sleep"`` sleeps ``state["sleep"]`` seconds (a hung call);
+    ``state["delay"]`` seconds are slept before every other answer (a slow model); the input
+    ``"die"`` ends the worker process at once (a worker killed mid-call).
     """
 
     def __init__(self, state: dict[str, Any], blobs: BlobStore) -> None:
@@ -37,6 +40,9 @@ class WeightsClient:
         if request.input == "sleep":
             time.sleep(float(self._state.get("sleep", 30)))
             return 0
+        if request.input == "die":
+            os._exit(1)
+        time.sleep(float(self._state.get("delay", 0)))
         total = 0.0
         for _ in range(self.work):
             total = sum(w * x for w, x in zip(self.weights, request.input, strict=True))

@@ -148,3 +148,18 @@ def test_an_option_of_another_store_is_refused(project: Path) -> None:
     assert result.exit_code == 3 and "schema applies to a postgresql://" in result.output
 
 
+
+
+def test_verify_reads_the_store_not_the_local_cache(project: Path) -> None:
+    """With [blobs] cache_dir, a blob the store lost fails verification even though this
+    host's cache still holds a good copy."""
+    config = project / "guardrails.toml"
+    config.write_text(config.read_text() + 'cache_dir = "blob-cache"\n')
+    _, v2 = _promote(project)
+    cache = gr.Guard.from_config(config).blob_store
+    assert isinstance(cache, gr.CachedBlobStore)
+    cache.get(v2)
+    cache.store.delete(v2)
+    assert cache.get(v2) == b"weights v2"  # the cache still serves it
+    result = run("blobs", "verify")
+    assert result.exit_code == 1 and v2 in result.output

@@ -64,3 +64,28 @@ def test_mistakes_are_config_errors_naming_the_fix(tmp_path: Path, extra: str, m
     """A wrong scheme, an option of another store, a bad build or a typo: a ConfigError."""
     with pytest.raises(gr.ConfigError, match=match):
         _guard(tmp_path, extra)
+
+
+def test_canaries_ray_reaches_the_run_settings(tmp_path: Path) -> None:
+    """[canaries.ray] becomes RunSettings.ray, with the blob store's URL and options."""
+    guard = _guard(tmp_path, '[canaries.ray]\naddress = "10.0.0.5:6379"\n'
+                   'build = "pkg.mod:build"\n[blobs]\nurl = "s3://b/p/"\n'
+                   'endpoint = "http://127.0.0.1:1"\n')
+    ray = guard.canary_run.ray
+    assert ray is not None and guard.canary_run.dask is None
+    assert (ray.address, ray.build, ray.blobs, ray.blob_options) == (
+        "10.0.0.5:6379", "pkg.mod:build", "s3://b/p/", {"endpoint": "http://127.0.0.1:1"})
+
+
+def test_two_clusters_at_once_are_refused(tmp_path: Path) -> None:
+    """[canaries.dask] and [canaries.ray] together: which one would review is unclear."""
+    with pytest.raises(gr.ConfigError, match="keep one"):
+        _guard(tmp_path, '[canaries.dask]\nscheduler = "tcp://127.0.0.1:8786"\n'
+               'build = "pkg.mod:build"\n[canaries.ray]\naddress = "auto"\n'
+               'build = "pkg.mod:build"\n')
+
+
+def test_canaries_ray_refuses_the_process_sandbox(tmp_path: Path) -> None:
+    with pytest.raises(gr.ConfigError, match=r"\[canaries.ray\] runs candidates"):
+        _guard(tmp_path, '[canaries.ray]\naddress = "auto"\nbuild = "pkg.mod:build"\n'
+               '[sandbox]\nmode = "process"\n')

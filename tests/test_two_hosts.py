@@ -1,7 +1,8 @@
 """Two guard processes that share nothing but PostgreSQL and the S3 server.
 
-Separate working directories, no local blob folder: one promotes new weights, the other
-follows and answers with them, and both verify the ledger and its blobs. A follower whose
+Separate working directories, each with its own local blob cache: one promotes new
+weights, the other follows and answers with them (fetching each blob from the store once),
+and both verify the ledger and its blobs. A follower whose
 store is broken keeps serving what it has, and the error names the blob and the store.
 """
 
@@ -36,6 +37,7 @@ poll_interval = 0.2
 [blobs]
 url = "{url}"
 endpoint = "{endpoint}"
+cache_dir = "blob-cache"
 """
 
 CASES = ('{"id": "a", "input": "a", "expect": {"regex": ":a$"}}\n'
@@ -90,7 +92,8 @@ def test_a_follower_on_another_host_answers_with_promoted_weights(hosts: tuple[P
         assert promoted["accepted"] and promoted["verified"]
         followed = _read(follower)
         assert followed == {"event": "followed", "version": promoted["version"],
-                            "answer": "weights-v2:x", "verified": True}
+                            "answer": "weights-v2:x", "verified": True,
+                            "fetched": 2, "cached": 2}  # v1 and v2, each fetched once
         assert not any(home.joinpath(".guardrails").exists() for home in hosts)
     finally:
         for process in (leader, follower):
@@ -113,7 +116,9 @@ def test_a_follower_keeps_serving_when_its_store_fails(hosts: tuple[Path, Path],
     try:
         guard_a, guard_b = _guard(hosts[0]), _guard(hosts[1])
         store_a, store_b = guard_a.blob_store, guard_b.blob_store
-        assert isinstance(store_a, S3BlobStore) and store_b is not None
+        assert isinstance(store_a, gr.CachedBlobStore) and store_b is not None
+        s3_a = store_a.store
+        assert isinstance(s3_a, S3BlobStore)
         v1 = store_a.put(b"weights-v1")
         leader = guard_a.wrap(BlobClient({"prompt": "p", "weights": gr.blob_ref(v1)}, store_a))
         follower = guard_b.wrap(BlobClient(leader.state(), store_b))
@@ -127,8 +132,8 @@ def test_a_follower_keeps_serving_when_its_store_fails(hosts: tuple[Path, Path],
         assert v2 in str(down.value) and "S3 blob store" in str(down.value)
         assert follower.invoke("x").output == "weights-v1:x"
 
-        key = store_a.prefix + v2.split(":")[1]
-        s3_server.client(s3_endpoint).put_object(Bucket=store_a.bucket, Key=key, Body=b"rotten")
+        key = s3_a.prefix + v2.split(":")[1]
+        s3_server.client(s3_endpoint).put_object(Bucket=s3_a.bucket, Key=key, Body=b"rotten")
         relay.heal()
         with pytest.raises(gr.BlobIntegrityError) as altered:
             follower.sync()
@@ -136,7 +141,7 @@ def test_a_follower_keeps_serving_when_its_store_fails(hosts: tuple[Path, Path],
         assert follower.invoke("x").output == "weights-v1:x"
         assert not guard_b.ledger.verify(store_b).ok
 
-        s3_server.client(s3_endpoint).put_object(Bucket=store_a.bucket, Key=key,
+        s3_server.client(s3_endpoint).put_object(Bucket=s3_a.bucket, Key=key,
                                                  Body=b"weights-v2")
         follower.sync()
         assert follower.invoke("x").output == "weights-v2:x"

@@ -74,7 +74,8 @@ def follower() -> None:
         time.sleep(0.05)  # the ledger's watcher follows the promotion, no sync() here
     report = guard.ledger.verify(store)
     say(event="followed", version=guarded.version, answer=guarded.invoke("x").output,
-        verified=report.ok)
+        verified=report.ok, fetched=getattr(store, "misses", None),
+        cached=len(store.cached()) if isinstance(store, gr.CachedBlobStore) else None)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 Write-once, every read verified against its digest. A local folder
 (``FileBlobStore``), PostgreSQL beside the ledger (``PostgresBlobStore``) or
 S3-compatible object storage (``S3BlobStore``), chosen by URL with
-``open_blob_store``; ``verify_blobs`` and ``collect_garbage`` check a store
-against a ledger's states. Imports only the top-level shared modules
-(``_canonical``, ``_errors``); psycopg and boto3 only when such a store is used.
+``open_blob_store``, a remote one optionally behind a local ``CachedBlobStore``;
+``verify_blobs`` and ``collect_garbage`` check a store against a ledger's states.
+Imports only the top-level shared modules (``_canonical``, ``_errors``); psycopg and
+boto3 only when such a store is used.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         blob_ref,
         iter_blob_refs,
     )
+    from ._cache import CachedBlobStore
     from ._open import open_blob_store
     from ._postgres import PostgresBlobStore
     from ._s3 import S3BlobStore
@@ -49,6 +51,7 @@ _LAZY: dict[str, str] = {
     "blob_ref": "._blobs",
     "iter_blob_refs": "._blobs",
     "open_blob_store": "._open",
+    "CachedBlobStore": "._cache",
     "PostgresBlobStore": "._postgres",
     "S3BlobStore": "._s3",
 }
@@ -63,6 +66,7 @@ __all__ = [
     "BlobIntegrityError",
     "BlobStore",
     "BlobStoreUnavailable",
+    "CachedBlobStore",
     "FileBlobStore",
     "MemoryBlobStore",
     "PostgresBlobStore",

@@ -1,9 +1,10 @@
 """The canary engine: cases and checkers, suites, the evidence a run produces and the runner.
 
 The runner calls candidate and incumbent on the same sampled cases, concurrently,
-retried and timed out, in this process or on a Dask cluster (``_backends``), and
+retried and timed out, in this process or on a Dask (``_backends``) or Ray (``_ray``)
+cluster, and
 hands ``CanaryEvidence`` (ids only, never content) to the gate's decision rule.
-Imports the top-level shared modules only (and ``blobs`` on a Dask worker).
+Imports the top-level shared modules only (and ``blobs`` on a cluster's worker).
 """
 
 from __future__ import annotations
@@ -12,8 +13,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads them
-    from ._backends import Caller, DaskBackend, DaskSettings, EvaluationBackend, LocalBackend
+    from ._backends import (
+        Caller,
+        ClusterSettings,
+        DaskBackend,
+        DaskSettings,
+        EvaluationBackend,
+        LocalBackend,
+    )
     from ._evidence import SEQUENTIAL_STOP, SMOKE_STOP, CanaryEvidence, CaseOutcome
+    from ._ray import RayBackend, RaySettings
     from ._runner import Progress, RunSettings, backend_for, gaming_p_value, run_canaries_async
     from ._suite import (
         EMPTY_OUTPUT,
@@ -36,6 +45,9 @@ _LAZY: dict[str, str] = {
     "DaskSettings": "._backends",
     "EvaluationBackend": "._backends",
     "LocalBackend": "._backends",
+    "ClusterSettings": "._backends",
+    "RayBackend": "._ray",
+    "RaySettings": "._ray",
     "SEQUENTIAL_STOP": "._evidence",
     "SMOKE_STOP": "._evidence",
     "CanaryEvidence": "._evidence",
@@ -68,6 +80,7 @@ __all__ = [
     "CaseOutcome",
     "Checker",
     "CheckerFailed",
+    "ClusterSettings",
     "Contains",
     "DaskBackend",
     "DaskSettings",
@@ -79,6 +92,8 @@ __all__ = [
     "NumericTolerance",
     "Predicate",
     "Progress",
+    "RayBackend",
+    "RaySettings",
     "Regex",
     "RunSettings",
     "SEQUENTIAL_STOP",

@@ -22,12 +22,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._messages import Request
 from .._threads import CallTimeout
 from ._backends import Caller, DaskBackend, DaskSettings, EvaluationBackend, LocalBackend
 from ._evidence import SEQUENTIAL_STOP, SMOKE_STOP, CanaryEvidence, CaseOutcome
+from ._ray import RayBackend, RaySettings
 from ._suite import CanaryCase, CanarySuite, judge_output
 
 T = TypeVar("T")
@@ -59,6 +60,14 @@ class RunSettings(BaseModel):
     """Significance for 'regresses on hidden cases more than on public ones' (gaming)."""
     dask: DaskSettings | None = None
     """Evaluate the cases on a Dask cluster (``DaskBackend``); ``None``: in this process."""
+    ray: RaySettings | None = None
+    """Evaluate the cases on a Ray cluster (``RayBackend``); at most one of ``dask``, ``ray``."""
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> RunSettings:
+        if self.dask is not None and self.ray is not None:
+            raise ValueError("dask and ray both name a cluster; keep one")
+        return self
 
 
 def _transient(exc: BaseException) -> bool:
@@ -244,8 +253,12 @@ async def _safety_only(side: _Side, case: CanaryCase) -> CaseOutcome:
 
 
 def backend_for(settings: RunSettings) -> EvaluationBackend:
-    """The backend ``settings`` ask for: a Dask cluster, or this process."""
-    return DaskBackend(settings.dask) if settings.dask is not None else LocalBackend()
+    """The backend ``settings`` ask for: a Dask or Ray cluster, or this process."""
+    if settings.dask is not None:
+        return DaskBackend(settings.dask)
+    if settings.ray is not None:
+        return RayBackend(settings.ray)
+    return LocalBackend()
 
 
 async def run_canaries_async(

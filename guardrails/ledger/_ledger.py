@@ -33,7 +33,14 @@ from .._decision import Decision
 from .._errors import ConfigError, GuardrailsError, LedgerIntegrityError
 from ..blobs import BlobIntegrityError, BlobStore, iter_blob_refs
 from ._checkpoint import Checkpoint, SigningKey, VerifierKey
-from ._merkle import DictNodeStore, InclusionProof, MerkleTree, SQLiteNodeStore, leaf_hash
+from ._merkle import (
+    ConsistencyProof,
+    DictNodeStore,
+    InclusionProof,
+    MerkleTree,
+    SQLiteNodeStore,
+    leaf_hash,
+)
 
 GENESIS_PREV = "0" * 64
 SCHEMA_VERSION = 2
@@ -470,20 +477,37 @@ class StoreLedger:
         with self._lock:
             return self._meta("checkpoint")
 
+    def _read_view(self) -> contextlib.AbstractContextManager[Any]:
+        """Where a read of several rows runs: one snapshot where the store has them."""
+        return contextlib.nullcontext()
+
     def root(self) -> tuple[int, bytes]:
         """``(size, root hash)`` of the Merkle tree over the entries."""
-        with self._lock:
+        with self._lock, self._read_view():
             tree = self._synced_tree()
             return tree.size, tree.root
 
     def prove(self, index: int) -> InclusionProof:
         """The inclusion proof of entry ``index`` in the current tree; ``IndexError`` if none."""
-        with self._lock:
+        with self._lock, self._read_view():
             tree = self._synced_tree()
             if not 0 <= index < tree.size:
                 raise IndexError(f"{self._where}: no entry {index} (the ledger has {tree.size} "
                                  f"entries, 0 to {tree.size - 1})")
             return tree.prove_inclusion(index)
+
+    def prove_consistency(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+        """That the tree of ``new_size`` entries (default: all) extends the tree of
+        ``old_size``: the RFC 6962 consistency proof with both roots. ``IndexError`` unless
+        ``1 <= old_size <= new_size <= len(self)``."""
+        with self._lock, self._read_view():
+            tree = self._synced_tree()
+            size = tree.size if new_size is None else new_size
+            if not 1 <= old_size <= size <= tree.size:
+                raise IndexError(f"{self._where}: no consistency proof from {old_size} to "
+                                 f"{size} entries (the ledger has {tree.size}; give "
+                                 f"1 <= old size <= new size <= {tree.size})")
+            return tree.prove_consistency(old_size, size)
 
     def _append(self, tx: _Tx, type_: EntryType, body: dict[str, Any]) -> LedgerEntry:
         head = tx.head()

@@ -57,7 +57,7 @@ from ._ledger import (
     _ReadOnlyTx,
     verify_records,
 )
-from ._merkle import DictNodeStore, InclusionProof, MerkleTree
+from ._merkle import DictNodeStore, MerkleTree
 
 if TYPE_CHECKING:
     import psycopg
@@ -774,13 +774,8 @@ class PostgresLedger(StoreLedger):
             rows = conn.execute(query).fetchall()
         return [PendingApproval.model_validate_json(row[0]) for row in rows]
 
-    def root(self) -> tuple[int, bytes]:
-        with self._lock, self._snapshot():
-            return super().root()
-
-    def prove(self, index: int) -> InclusionProof:
-        with self._lock, self._snapshot():
-            return super().prove(index)
+    def _read_view(self) -> contextlib.AbstractContextManager[Any]:
+        return self._snapshot()
 
     def verify(self, blob_store: BlobStore | None = None) -> LedgerReport:
         """Check everything from one snapshot, so replicas writing meanwhile cannot disturb it.
