@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads them
     from ._canonical import canonical_json, state_version
-    from ._client import SelfUpdatingClient
+    from ._client import AsyncSelfUpdatingStreamClient, SelfUpdatingClient, SelfUpdatingStreamClient
     from ._decision import Decision, Finding, Verdict
     from ._errors import (
         ConfigError,
@@ -59,7 +59,15 @@ if TYPE_CHECKING:  # type checkers see the names; at run time __getattr__ loads 
         RunSettings,
         Scorer,
     )
-    from .chain import AsyncMiddleware, Middleware, StreamCheck, StreamHit, StreamPolicy, regex_span
+    from .chain import (
+        AsyncMiddleware,
+        Middleware,
+        StreamCheck,
+        StreamHit,
+        StreamInput,
+        StreamPolicy,
+        regex_span,
+    )
     from .gate import (
         AllOf,
         AnyOf,
@@ -125,6 +133,8 @@ _LAZY: dict[str, str] = {
     "canonical_json": "._canonical",
     "state_version": "._canonical",
     "SelfUpdatingClient": "._client",
+    "SelfUpdatingStreamClient": "._client",
+    "AsyncSelfUpdatingStreamClient": "._client",
     "Decision": "._decision",
     "Finding": "._decision",
     "Verdict": "._decision",
@@ -178,6 +188,7 @@ _LAZY: dict[str, str] = {
     "StreamCheck": ".chain",
     "StreamHit": ".chain",
     "StreamPolicy": ".chain",
+    "StreamInput": ".chain",
     "regex_span": ".chain",
     "AllOf": ".gate",
     "AnyOf": ".gate",
@@ -246,6 +257,7 @@ __all__ = [
     "AnyOf",
     "ApprovalPolicy",
     "AsyncMiddleware",
+    "AsyncSelfUpdatingStreamClient",
     "BlobError",
     "BlobIntegrityError",
     "BlobStore",
@@ -322,6 +334,7 @@ __all__ = [
     "SandboxUnavailable",
     "Scorer",
     "SelfUpdatingClient",
+    "SelfUpdatingStreamClient",
     "SequentialRule",
     "SigningKey",
     "Stage",
@@ -329,6 +342,7 @@ __all__ = [
     "StreamChunk",
     "StreamEnd",
     "StreamHit",
+    "StreamInput",
     "StreamPolicy",
     "StreamingBlobStore",
     "ToolCallDelta",

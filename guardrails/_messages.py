@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 DISCLOSURE_VERSION = "guardrails.served_version"
 DISCLOSURE_SELF_IMPROVING = "guardrails.self_improving"
 DISCLOSURE_LAST_CHANGE = "guardrails.last_change"
+REDACTIONS = "guardrails.redactions"
+"""Metadata key of what the policies redacted: ``{policy: {"input"|"output": {label: n}}}``."""
 
 
 class Request(BaseModel):

@@ -55,6 +55,10 @@ trivially for one that does not):
   ``UnusableResponseError``, directly and through a guard, never a quietly
   shorter answer.
 
+A stream-only adapter (``stream``/``astream`` and no ``invoke``) is held to
+the same checks: wherever they call ``invoke`` they take its stream consumed
+whole (``answer_whole``), which is what the guard and the canaries do.
+
 No pytest import here: the module is usable from any test runner.
 """
 
@@ -67,6 +71,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._canonical import canonical_json, state_version
+from ._client import whole_answerer
 from ._decision import Verdict
 from ._errors import ConfigError, UnusableResponseError
 from ._messages import Request, StreamChunk, StreamEnd
@@ -154,7 +159,8 @@ def _fail(case: AdapterCase, message: str) -> ConformanceError:
 
 
 def _answers(case: AdapterCase, client: Any) -> list[Any]:
-    return [client.invoke(Request(input=value)) for value in case.requests]
+    answer = whole_answerer(client)
+    return [answer(Request(input=value)) for value in case.requests]
 
 
 def _same_answers(case: AdapterCase, left: list[Any], right: list[Any]) -> bool:
@@ -247,7 +253,7 @@ def check_guarded_invoke_matches_unwrapped(case: AdapterCase) -> None:
     plain, wrapped = case.make_client(), case.make_client()
     guarded = _guard(case).wrap(wrapped)
     for value in case.requests:
-        expected = plain.invoke(Request(input=value))
+        expected = whole_answerer(plain)(Request(input=value))
         got = guarded.invoke(value).output
         if not case.compare(got, expected):
             raise _fail(case, f"through the guard invoke({value!r}) answered {got!r}, unwrapped "
@@ -360,7 +366,7 @@ def _check_unusable_client(case: AdapterCase, shape: str, client: Any, guarded: 
     seen: list[tuple[str, Any]] = []
     for value in case.requests:
         request = Request(input=value)
-        seen.append((f"invoke({value!r})", _outcome(client.invoke, request)))
+        seen.append((f"invoke({value!r})", _outcome(whole_answerer(client), request)))
         seen.append((f"guarded invoke({value!r})", _outcome(guarded.invoke, request)))
     has_ainvoke = callable(getattr(client, "ainvoke", None))
 

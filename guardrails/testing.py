@@ -4,7 +4,8 @@
 state: tests and plugin authors can script any candidate with it.
 ``StreamClient`` is a streaming one: its ``stream``/``astream`` are plain
 generators yielding configured chunks, can fail part-way and record whether
-the guard closed them. ``capture_telemetry`` needs ``opentelemetry-sdk`` (a
+the guard closed them; ``StreamOnlyClient`` is the same without ``invoke``.
+``capture_telemetry`` needs ``opentelemetry-sdk`` (a
 test dependency, not a runtime one).
 """
 
@@ -147,6 +148,44 @@ class StreamClient(DictClient):
         clone = StreamClient(self.chunks, state, fail_after=self.fail_after, error=self.error)
         clone.responder, clone.queued = self.responder, self.queued
         return clone
+
+
+class StreamOnlyClient:
+    """A stream-only client (``SelfUpdatingStreamClient``): ``StreamClient`` without ``invoke``.
+
+    Same arguments and counters as ``StreamClient`` (``closed``, ``yielded``,
+    ``opened``, ``calls``, ``queue``); ``with_state`` returns another
+    ``StreamOnlyClient``. The guard answers its ``invoke`` and its canaries
+    with its stream consumed whole.
+    """
+
+    def __init__(self, chunks: Chunks | Callable[[dict[str, Any], Request], Chunks] = (),
+                 state: dict[str, Any] | None = None, *, fail_after: int | None = None,
+                 error: BaseException | None = None, _inner: StreamClient | None = None) -> None:
+        self._inner = _inner if _inner is not None else StreamClient(
+            chunks, state, fail_after=fail_after, error=error)
+
+    def __getattr__(self, name: str) -> Any:
+        # Counters and queue() of the inner client; never invoke, and nothing private (so
+        # pickling, which looks up __setstate__ before _inner exists, does not recurse).
+        if name.startswith("_") or name in ("invoke", "ainvoke"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def stream(self, request: Request) -> Iterator[str | StreamChunk]:
+        return self._inner.stream(request)
+
+    def astream(self, request: Request) -> AsyncIterator[str | StreamChunk]:
+        return self._inner.astream(request)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._inner.snapshot()
+
+    def propose_update(self) -> UpdateProposal | None:
+        return self._inner.propose_update()
+
+    def with_state(self, state: dict[str, Any]) -> StreamOnlyClient:
+        return StreamOnlyClient(_inner=self._inner.with_state(state))
 
 
 def capture_telemetry() -> tuple[Any, Any, Any, Any]:

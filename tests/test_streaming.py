@@ -599,3 +599,37 @@ def test_the_client_is_asked_the_request_as_the_input_policies_left_it() -> None
     asyncio.run(adrain(guarded(None, policy("regex", rules=[rule]),
                                client=client).astream("key sk-wxyz")))
     assert [request.input for request in client.calls] == ["key [KEY]", "key [KEY]"]
+
+
+# -- redaction counts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "settings", "answer"), [
+    ("regex", {"rules": [{"name": "key", "pattern": "sk-[a-z]{4}", "action": "redact",
+                          "replacement": "[KEY]"}]}, "a sk-abcd and sk-wxyz, and sk-qq"),
+    ("deny_list", {"words": ["secret", "hidden"], "action": "redact"},
+     "secret one, hidden two, secret three"),
+    ("pii", {}, "mail a@b.example or c@d.example, card 4111 1111 1111 1111"),
+])
+def test_the_stream_end_reports_the_redactions_invoke_reports(name: str, settings: dict[str, Any],
+                                                              answer: str) -> None:
+    """guardrails.redactions on the StreamEnd equals invoke's, input and output, for any chunking."""
+    for size in (1, 3, 7, len(answer)):
+        chunks = [answer[i:i + size] for i in range(0, len(answer), size)]
+        client = guarded(chunks, policy(name, **settings))
+        request = f"input {answer}"
+        expected = client.invoke(request).metadata["guardrails.redactions"]
+        assert set(expected[name]) == {"input", "output"}
+        _, items, error = drain(client.stream(request))
+        assert error is None
+        assert items[-1].metadata["guardrails.redactions"] == expected, size
+        seen, aerror = asyncio.run(adrain(client.astream(request)))
+        assert aerror is None and seen[-1].metadata["guardrails.redactions"] == expected
+
+
+def test_a_stream_with_nothing_redacted_reports_no_redactions() -> None:
+    """As on invoke, the key is absent when no policy replaced anything."""
+    client = guarded(["clean ", "text"], policy("pii"))
+    assert "guardrails.redactions" not in client.invoke("x").metadata
+    _, items, _ = drain(client.stream("x"))
+    assert "guardrails.redactions" not in items[-1].metadata

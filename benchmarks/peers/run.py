@@ -25,6 +25,7 @@ so a forgotten download fails at once instead of reaching out.
     .venv/bin/python benchmarks/peers/run.py                 # N=5,000 calls per row
     GUARDRAILS_BENCH_N=300 .venv/bin/python benchmarks/peers/run.py   # short mode
     .venv/bin/python benchmarks/peers/run.py --only guardrails-ai     # one peer (and ours)
+    .venv/bin/python benchmarks/peers/run.py --streaming   # benchmarks/streaming.py vs NeMo
 
 It installs three frameworks, so CI does not run it; docs/benchmarks.md
 shows its latest output.
@@ -311,6 +312,44 @@ def report(results: list[dict[str, Any]], header: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def streaming(cache: Path) -> str:
+    """benchmarks/streaming.py (ours) and the same workload through NeMo Guardrails' streaming
+    output rails (workload_nemo_streaming.py, in NeMo's venv), as ratios from one run."""
+    import re
+
+    nemo = next(p for p in PEERS if p.key == "nemoguardrails")
+    python = ensure_venv(cache, nemo)
+    env = base_env(cache, nemo)
+    log("[peers] NeMo Guardrails: streaming ...")
+    out = subprocess.run([str(python), str(HERE / "workload_nemo_streaming.py")], env=env,
+                         cwd=HERE, capture_output=True, text=True, check=False)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("BENCH-RESULT ")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"NeMo Guardrails streaming failed:\n{out.stderr[-4000:]}")
+    peer = json.loads(lines[-1][len("BENCH-RESULT "):])
+    log("[peers] ours: benchmarks/streaming.py ...")
+    ours_env = dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'plugins'}")
+    ours = subprocess.run([sys.executable, str(REPO / "benchmarks" / "streaming.py")],
+                          env=ours_env, capture_output=True, text=True, check=True).stdout
+
+    def figure(label: str) -> float:
+        found = re.search(re.escape(label) + r": (-?[0-9.]+) us", ours)
+        if found is None:
+            raise SystemExit(f"benchmarks/streaming.py printed no {label!r}:\n{ours}")
+        return float(found.group(1))
+
+    chunk, first = figure("per-chunk overhead, astream"), figure("added time to first released byte")
+    return "\n".join([
+        ours.rstrip(), "",
+        f"NeMo Guardrails {peer['version']} (streaming output rails, stream_first False, "
+        f"chunk_size 32, context_size 16; {peer['streams']} streams of {peer['chunks']} chunks):",
+        f"per-chunk overhead: {peer['per_chunk_us']:.2f} us; ours (astream) {chunk:.2f} us; "
+        f"NeMo / ours: {peer['per_chunk_us'] / chunk:.1f}x",
+        f"added time to first released byte: {peer['added_first_us']:.1f} us; ours {first:.2f} us; "
+        f"NeMo / ours: {peer['added_first_us'] / first:.0f}x",
+        f"NeMo released the text joined exactly: {peer['joined_exactly']}"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path,
@@ -321,6 +360,8 @@ def main() -> None:
     parser.add_argument("--import-runs", type=int, default=7,
                         help="fresh interpreters per import measurement (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--streaming", action="store_true",
+                        help="only the streaming workload (ours and NeMo Guardrails)")
     args = parser.parse_args()
 
     n = int(os.environ.get("GUARDRAILS_BENCH_N", "5000"))
@@ -331,6 +372,11 @@ def main() -> None:
     os.environ["GUARDRAILS_BENCH_CONCURRENCY"] = str(concurrency)
     cache = args.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
+    if args.streaming:
+        print(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}; {cpu_model()}, "
+              f"{os.cpu_count()} CPUs; load {loadavg()}")
+        print(streaming(cache))
+        return
     peers = [p for p in PEERS if args.only is None or p.key in args.only]
     pythons = {OURS.key: Path(sys.executable)}
     for peer in peers:

@@ -36,12 +36,14 @@ import functools
 import importlib
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._canonical import canonical_json, state_version
+from .._client import answer_whole, answers_by_stream, whole_answerer
 from .._errors import ConfigError
 from .._messages import Request
 from .._threads import CallTimeout, DaemonExecutor, call_with_timeout
@@ -63,6 +65,9 @@ class EvaluationBackend(Protocol):
 class LocalBackend:
     """Calls in this process: the sync ``invoke``, each call in its own daemon thread.
 
+    A stream-only client (no ``invoke``) answers with its stream consumed whole
+    (``answer_whole``) in that thread, under the same timeout.
+
     Always the sync invoke: an untrusted candidate's async method could block
     the event loop and with it every timeout; a thread it blocks is simply
     abandoned.
@@ -74,9 +79,16 @@ class LocalBackend:
 
 
 def _local(client: Any) -> Caller:
+    # A stream-only client answers with its stream consumed whole, under the same timeout;
+    # the consumer also stops at the deadline and closes the stream, so an endless stream
+    # does not keep its thread reading.
+    invoke = None if answers_by_stream(client) else client.invoke
+
     async def call(request: Request, timeout: float) -> Any:
         loop = asyncio.get_running_loop()
-        pending = _EXECUTOR.run_in_loop(loop, client.invoke, request)
+        answer = invoke if invoke is not None else functools.partial(
+            answer_whole, client, deadline=time.monotonic() + timeout)
+        pending = _EXECUTOR.run_in_loop(loop, answer, request)
         # A timer that cancels the pending answer, rather than asyncio.wait_for, whose waiter
         # future and callbacks cost as much again per call (issue 22).
         expired: list[bool] = []
@@ -415,7 +427,7 @@ def answer_on_worker(build: str, blobs: str, options: dict[str, Any], version: s
     answers: list[Any] = []
     for request in json.loads(requests):
         try:
-            output = client.invoke(Request.model_validate(request))
+            output = whole_answerer(client)(Request.model_validate(request))
             answers.append(canonical_json(output).decode("utf-8"))
         except Exception as exc:
             answers.append(exc)

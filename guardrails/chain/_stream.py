@@ -60,19 +60,29 @@ class StreamCheck(Protocol):
     def find(self, text: str, pos: int, offset: int) -> Iterable[StreamHit]: ...
 
 
+class StreamInput(NamedTuple):
+    """What a ``StreamPolicy.before`` may return instead of a bare ``Request``: the request
+    and what it redacted in the input, ``{label: count}``, reported in the ``StreamEnd``'s
+    ``guardrails.redactions`` as ``invoke`` reports it."""
+
+    request: Request
+    redactions: dict[str, int]
+
+
 @dataclass(frozen=True)
 class StreamPolicy:
     """How one middleware checks a stream (returned by its ``streaming()`` method).
 
     ``before`` runs on the request before the upstream stream opens, as the
     middleware's input side does in ``invoke`` (it returns the request,
-    possibly changed, or raises ``GuardrailViolation``). ``checks`` run on the
+    possibly changed, or a ``StreamInput`` carrying what it redacted, or
+    raises ``GuardrailViolation``). ``checks`` run on the
     output, in order, each on what the one before it released.
     """
 
     name: str
     checks: tuple[StreamCheck, ...] = ()
-    before: Callable[[Request], Request] | None = None
+    before: Callable[[Request], Request | StreamInput] | None = None
 
 
 def stream_policies(middlewares: Sequence[Any]) -> tuple[StreamPolicy, ...] | None:
@@ -179,7 +189,8 @@ def _nbytes(text: str) -> int:
 class _Stage:
     """One check on one channel: the text it holds back and where its scan stands."""
 
-    __slots__ = ("base", "buf", "check", "name", "parts", "pos", "span", "where", "whole")
+    __slots__ = ("base", "buf", "check", "name", "parts", "pos", "redacted", "span", "where",
+                 "whole")
 
     def __init__(self, name: str, where: str, check: StreamCheck) -> None:
         self.check, self.name, self.where = check, name, where
@@ -193,6 +204,8 @@ class _Stage:
         """Whole-response checks: what arrived so far (joined once, at the end)."""
         self.whole = 0
         """Whole-response checks: bytes in ``parts``."""
+        self.redacted: dict[str, int] | None = None
+        """Replacements applied, by label (``None`` until the first)."""
 
     def held(self) -> int:
         if self.span is None:
@@ -238,6 +251,9 @@ class _Stage:
             out.append(buf[pos:start])
             out.append(replacement)
             pos = end
+            counts = self.redacted if self.redacted is not None else {}
+            counts[label] = counts.get(label, 0) + 1
+            self.redacted = counts
         if blocked:
             raise violation(self.name, self.where, blocked)
         if pos < limit:
@@ -340,6 +356,17 @@ class StreamBuffer:
             if cleared or delta.id is not None or delta.name is not None:
                 yield ToolCallDelta(index=delta.index, id=delta.id, name=delta.name,
                                     arguments=cleared)
+
+    def redactions(self) -> dict[str, dict[str, int]]:
+        """Replacements applied so far, ``{policy: {label: count}}`` over every channel."""
+        found: dict[str, dict[str, int]] = {}
+        for pipe in self._pipes.values():
+            for stage in pipe.stages:
+                if stage.redacted:
+                    counts = found.setdefault(stage.name, {})
+                    for label, n in stage.redacted.items():
+                        counts[label] = counts.get(label, 0) + n
+        return found
 
     def finish(self) -> StreamChunk | None:
         """The end of the stream: every check sees its channel's text in its final context."""

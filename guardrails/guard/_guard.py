@@ -190,13 +190,20 @@ class Guard:
     def wrap(self, client: Any) -> GuardedClient:
         """Guard ``client``. Served from the ledger's version when the ledger already has one.
 
-        Raises ``LedgerIntegrityError`` when the ledger does not verify.
+        ``client`` is a ``SelfUpdatingClient``, or a stream-only one
+        (``SelfUpdatingStreamClient``: ``stream``/``astream`` and no ``invoke``),
+        whose ``invoke``, ``ainvoke`` and canary answers are its stream consumed
+        whole (docs/streaming.md). Raises ``LedgerIntegrityError`` when the
+        ledger does not verify.
         """
         if self._wrapped:
             raise ConfigError("this Guard already guards a client; a guard and its ledger "
                               "belong to one model: build another Guard with its own ledger")
-        missing = [m for m in ("invoke", "snapshot", "propose_update", "with_state")
+        missing = [m for m in ("snapshot", "propose_update", "with_state")
                    if not callable(getattr(client, m, None))]
+        if not any(callable(getattr(client, m, None)) for m in ("invoke", "stream", "astream")):
+            # A stream-only client answers invoke and canaries with its stream consumed whole.
+            missing.insert(0, "invoke (or stream/astream)")
         if missing:
             fitting = fitting_adapters(client)
             hint = (f"the installed adapter {fitting[0]!r} fits it: wrap "

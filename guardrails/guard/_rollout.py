@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 
 from .._canonical import state_version
+from .._client import whole_answerer
 from .._decision import Decision, Finding
 from .._errors import GuardrailViolation
 from .._messages import DISCLOSURE_VERSION, Request, Response
@@ -237,10 +238,10 @@ class RolloutPath:
         """The arm's model call, in a GenAI client span when the client declares its
         attributes (as outside a rollout)."""
         if served.genai is None:
-            return served.client.invoke(request)
+            return served.invoke(request)
         call = self._genai_start(served, request)
         try:
-            output = served.client.invoke(request)
+            output = served.invoke(request)
         except BaseException as exc:
             self._genai_end(served, call, None, exc)
             raise
@@ -513,7 +514,7 @@ class _Pair:
             output: Any = _NO_ANSWER
             outcome, safety = _FAILED, None
             try:
-                output = self.rollout.candidate.invoke(copy)
+                output = whole_answerer(self.rollout.candidate)(copy)
                 if not self.rollout.failed_by_latency(time.perf_counter() - started):
                     outcome = _OK
             except Exception:

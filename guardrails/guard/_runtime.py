@@ -96,11 +96,11 @@ class RuntimePath:
             return self._rollout_answer(request, rollout)
         served = self._served
         if served.genai is None:
-            output = served.client.invoke(request)
+            output = served.invoke(request)
         else:
             call = self._genai_start(served, request)
             try:
-                output = served.client.invoke(request)
+                output = served.invoke(request)
             except BaseException as exc:
                 self._genai_end(served, call, None, exc)
                 raise
@@ -112,13 +112,13 @@ class RuntimePath:
         if rollout is not None:
             return await asyncio.to_thread(self._rollout_answer, request, rollout)
         served = self._served
-        ainvoke = getattr(served.client, "ainvoke", None)
+        ainvoke = served.ainvoke
         call = None if served.genai is None else self._genai_start(served, request)
         try:
             if ainvoke is not None:
                 output = await ainvoke(request)
             else:
-                output = await asyncio.to_thread(served.client.invoke, request)
+                output = await asyncio.to_thread(served.invoke, request)
         except BaseException as exc:
             if call is not None:
                 self._genai_end(served, call, None, exc)
@@ -272,7 +272,7 @@ class RuntimePath:
             bound_log().exception("guardrails.ledger_write_failed", event="silent_modification")
         if self.guard.on_silent_modification == "restore":
             try:
-                restored = served._replace(client=self.rebuild(served.version))
+                restored = served.with_client(self.rebuild(served.version))
                 if self._served is served:  # a promotion meanwhile replaced the changed client
                     self._served = restored
             except Exception as exc:
@@ -286,5 +286,5 @@ class RuntimePath:
         """Rebuild the served client from the ledger's served state and unblock calls."""
         with self._review_lock:
             served = self._served
-            self._served = served._replace(client=self.rebuild(served.version))
+            self._served = served.with_client(self.rebuild(served.version))
             self._blocked = None

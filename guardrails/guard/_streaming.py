@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context
 
 from .._errors import GuardrailViolation, UnusableResponseError
-from .._messages import DISCLOSURE_VERSION, Request, Response, StreamChunk, StreamEnd
+from .._messages import DISCLOSURE_VERSION, REDACTIONS, Request, Response, StreamChunk, StreamEnd
 from .._telemetry import (
     ATTR_OUTCOME,
     ATTR_STREAM_ABORT,
@@ -34,7 +34,7 @@ from .._telemetry import (
     end_span,
     set_attributes,
 )
-from ..chain import OVERFLOW_POLICY, StreamBuffer, StreamPolicy
+from ..chain import OVERFLOW_POLICY, StreamBuffer, StreamInput, StreamPolicy
 from ._rollout import RESPONSE_ID, ROLLOUT_ARM
 from ._served import Served
 
@@ -48,7 +48,7 @@ CLOSED = {ATTR_OUTCOME: "closed"}
 class _Call:
     """One streamed call: what answers it, its buffer, its clock and counters."""
 
-    __slots__ = ("buffer", "chunks", "client", "first", "genai", "metadata", "rcall",
+    __slots__ = ("buffer", "chunks", "client", "first", "genai", "inputs", "metadata", "rcall",
                  "request", "rollout", "served", "span", "started", "text", "upstream",
                  "version")
 
@@ -61,6 +61,8 @@ class _Call:
         self.request: Any = None
         """The request as the input policies left it: what the client is asked."""
         self.upstream: Any = None
+        self.inputs: dict[str, dict[str, int]] | None = None
+        """What each policy's input side redacted, ``{policy: {label: count}}``."""
         self.genai: Any = None
         self.chunks = 0
         self.started = time.perf_counter()
@@ -135,6 +137,33 @@ def _aupstream(client: Any, request: Request) -> AsyncIterator[Any]:
     if callable(getattr(client, "stream", None)):
         return _athread(iter(client.stream(request)))
     return _aone(client, request)
+
+
+def _before(call: _Call, policy: StreamPolicy, request: Request) -> Request:
+    """One policy's input side; what it says it redacted is kept for the ``StreamEnd``."""
+    assert policy.before is not None
+    result = policy.before(request)
+    if not isinstance(result, StreamInput):
+        return result
+    if result.redactions:
+        inputs = call.inputs if call.inputs is not None else {}
+        inputs[policy.name] = dict(result.redactions)
+        call.inputs = inputs
+    return result.request
+
+
+def _noted(call: _Call) -> dict[str, Any]:
+    """The end's metadata: the disclosure plus ``guardrails.redactions`` in invoke's shape
+    (``{policy: {"input": {label: n}, "output": {label: n}}}``), when anything was redacted."""
+    outputs = call.buffer.redactions()
+    if not (outputs or call.inputs):
+        return call.metadata
+    notes: dict[str, dict[str, dict[str, int]]] = {}
+    for name, counts in (call.inputs or {}).items():
+        notes.setdefault(name, {})["input"] = counts
+    for name, counts in outputs.items():
+        notes.setdefault(name, {})["output"] = counts
+    return {**call.metadata, REDACTIONS: notes}
 
 
 def _usage_attributes(span: Any, usage: dict[str, int] | None) -> None:
@@ -290,7 +319,7 @@ class StreamPath:
             self._before_call()
             for policy in policies:
                 if policy.before is not None:
-                    request = policy.before(request)
+                    request = _before(call, policy, request)
             call.request = request
             self._assign(call, request)
             if call.served.genai is not None:
@@ -343,7 +372,7 @@ class StreamPath:
             end_span(call.span, None)
         telemetry.count(telemetry.invocations, OK)
         buffer = call.buffer
-        return StreamEnd(version=call.version, metadata=call.metadata, usage=buffer.usage,
+        return StreamEnd(version=call.version, metadata=_noted(call), usage=buffer.usage,
                          finish_reason=buffer.finish_reason)
 
     def _stream_failed(self, call: _Call, exc: BaseException) -> None:

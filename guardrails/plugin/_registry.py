@@ -29,6 +29,7 @@ from ..chain import (
     AsyncHandler,
     Handler,
     StreamHit,
+    StreamInput,
     StreamPolicy,
     is_async_only,
     validate_middlewares,
@@ -556,10 +557,11 @@ class _GuardedBefore:
     """A stream policy's input side under its plugin's ``on_error`` (``allow``: the request
     passes unchanged)."""
 
-    def __init__(self, before: Callable[[Request], Request], boundary: _Boundary) -> None:
+    def __init__(self, before: Callable[[Request], Request | StreamInput],
+                 boundary: _Boundary) -> None:
         self.before, self.boundary = before, boundary
 
-    def __call__(self, request: Request) -> Request:
+    def __call__(self, request: Request) -> Request | StreamInput:
         try:
             return self.before(request)
         except GuardrailViolation:

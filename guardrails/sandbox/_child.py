@@ -12,6 +12,7 @@ import pickle
 import sys
 from typing import Any
 
+from .._client import whole_answerer
 from ._wire import _HEADER, _dumps, _frame, _loads_plain, _read_exact, _write_all
 
 _MiB = 1024 * 1024
@@ -69,6 +70,7 @@ def _load(init: dict[str, Any], send: Any) -> tuple[Any, int]:
 def _serve(client: Any, receive: Any, write_fd: int) -> None:
     """Answer the parent's calls, one at a time, until it closes the pipe or says ``close``."""
     candidate: Any = None
+    answer: Any = None
     while True:
         op = "?"
         try:
@@ -77,9 +79,10 @@ def _serve(client: Any, receive: Any, write_fd: int) -> None:
                 os._exit(0)  # no atexit handlers: candidate code must not delay the exit
             if op == "build":
                 candidate, client = client.with_state(arg), None
-                value = None
+                # A stream-only candidate answers with its stream consumed whole.
+                answer, value = whole_answerer(candidate), None
             elif op == "invoke":
-                value = candidate.invoke(arg)
+                value = answer(arg)
             elif op == "snapshot":
                 value = candidate.snapshot()
             else:

@@ -8,8 +8,11 @@ are replaced in place and counted in the response metadata under
 
 On a stream (``ScanPolicy.streaming``) a scanner that offers
 ``stream_checks()`` (regex, deny_list) is checked with a hold-back window;
-any other scanner (pii) checks the whole response at the end of the stream.
-Redaction counts are not reported on a stream.
+any other scanner checks the whole response at the end of the stream (pii
+offers one whole-response check per kind). The redaction counts reach the
+stream's ``StreamEnd.metadata`` under ``guardrails.redactions``, as on
+``invoke`` (input counts through ``gr.StreamInput``, output counts from the
+buffer, by the label of each replacement).
 """
 
 from __future__ import annotations
@@ -174,8 +177,9 @@ class ScanPolicy:
         before = None if self._input is None else self._stream_before
         return gr.StreamPolicy(self.name, checks=checks, before=before)
 
-    def _stream_before(self, request: gr.Request) -> gr.Request:
-        return self._before(request)[0]
+    def _stream_before(self, request: gr.Request) -> gr.StreamInput:
+        request, counts = self._before(request)
+        return gr.StreamInput(request, dict(counts))
 
 
 class PatternCheck:

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 
 import guardrails as gr
 
-from ._text import Action, ApplyTo, Hit, ScanPolicy, replace_spans
+from ._text import ALL_CHANNELS, Action, ApplyTo, Hit, ScanPolicy, replace_spans
 
 Kind = Literal["email", "phone", "credit_card", "iban"]
 ALL_KINDS: tuple[Kind, ...] = ("email", "phone", "credit_card", "iban")
@@ -157,6 +157,12 @@ class PiiScanner:
         self.action = settings.action
         self.placeholder = settings.placeholder
 
+    def stream_checks(self) -> list[KindCheck]:
+        """One whole-response check per kind, in the order ``__call__`` applies them, so a
+        stream is redacted, and its redactions counted, exactly as ``invoke``'s answer."""
+        return [KindCheck(kind, self.action, self.placeholder.replace("{kind}", kind.upper()))
+                for kind in self.kinds]
+
     def __call__(self, text: str) -> tuple[str, list[Hit]]:
         hits: list[Hit] = []
         for kind in self.kinds:
@@ -165,6 +171,21 @@ class PiiScanner:
                 text = replace_spans(text, spans, self.placeholder.replace("{kind}", kind.upper()))
                 hits.extend(Hit(kind, self.action) for _ in spans)
         return text, hits
+
+
+class KindCheck:
+    """One kind as a stream check: its detector validates whole values, so it sees the whole
+    response (``max_span = None``); each value found is a hit labelled by the kind."""
+
+    max_span = None
+    channels = ALL_CHANNELS
+
+    def __init__(self, kind: str, action: Action, replacement: str) -> None:
+        self.kind, self.replacement = kind, None if action == "block" else replacement
+
+    def find(self, text: str, pos: int, offset: int) -> list[gr.StreamHit]:
+        return [gr.StreamHit(start, end, self.replacement, self.kind)
+                for start, end in sorted(_FINDERS[self.kind](text)) if start >= pos]
 
 
 def build(settings: PiiSettings) -> gr.PluginParts:
