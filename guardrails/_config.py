@@ -531,36 +531,36 @@ def open_blobs(config: Config, root: Path, source: str) -> Any:
     return store
 
 
+def _cluster_blobs(config: Config, root: Path, source: str, table: str) -> tuple[Any, Any]:
+    """The blob store the workers open, after refusing a cluster under the process sandbox."""
+    if config.sandbox.mode == "process":
+        raise ConfigError(f"{source}: [{table}] runs candidates on the cluster's "
+                          "workers, outside the process sandbox; use [sandbox] mode = "
+                          f"\"inline\" with a cluster of trusted candidates, or remove "
+                          f"[{table}]")
+    # The workers open the same store as the guard: on another host, a file:// store must be
+    # a shared mount at the same path.
+    return blob_url(config, root)
+
+
 def _dask(config: Config, root: Path, source: str) -> Any:
-    if config.canaries.dask is None:
+    cluster = config.canaries.dask
+    if cluster is None:
         return None
     from .canary import DaskSettings
 
-    # The workers open the same store as the guard: on another host, a file:// store must be
-    # a shared mount at the same path.
-    url, options = blob_url(config, root)
-    if config.sandbox.mode == "process":
-        raise ConfigError(f"{source}: [canaries.dask] runs candidates on the cluster's "
-                          "workers, outside the process sandbox; use [sandbox] mode = "
-                          "\"inline\" with a cluster of trusted candidates, or remove "
-                          "[canaries.dask]")
-    cluster = config.canaries.dask
+    url, options = _cluster_blobs(config, root, source, "canaries.dask")
     return DaskSettings(scheduler=cluster.scheduler, build=cluster.build, blobs=url,
                         blob_options=options, connect_timeout=cluster.connect_timeout)
 
 
 def _ray(config: Config, root: Path, source: str) -> Any:
-    if config.canaries.ray is None:
+    cluster = config.canaries.ray
+    if cluster is None:
         return None
     from .canary import RaySettings
 
-    url, options = blob_url(config, root)
-    if config.sandbox.mode == "process":
-        raise ConfigError(f"{source}: [canaries.ray] runs candidates on the cluster's "
-                          "workers, outside the process sandbox; use [sandbox] mode = "
-                          "\"inline\" with a cluster of trusted candidates, or remove "
-                          "[canaries.ray]")
-    cluster = config.canaries.ray
+    url, options = _cluster_blobs(config, root, source, "canaries.ray")
     return RaySettings(address=cluster.address, build=cluster.build, blobs=url,
                        blob_options=options, connect_timeout=cluster.connect_timeout)
 
