@@ -91,6 +91,10 @@ SCENARIOS = (
 )
 
 
+BOUNDARY = "group"
+"""``--boundary``: ``group`` (the rule's default: group-sequential where calibrated) or
+``anytime`` (the e-process alone, the design before the group-sequential boundary)."""
+
 SAFETY_CALLS = 1
 """Calls per safety case (``--safety-calls``): 1 now, 2 before the incumbent stopped being asked."""
 
@@ -144,7 +148,8 @@ def run_sequential(scenario: Scenario, safety_cases: int, rng: random.Random,
     ratio); ``capability-first``: safety cases only once capability is shown. In every
     order, once capability is shown the remaining safety cases run at once.
     """
-    test = SequentialNonInferiority(margin=MARGIN, alpha=ALPHA, max_cases=MAX_CAPABILITY_CASES)
+    test = SequentialNonInferiority(margin=MARGIN, alpha=ALPHA, max_cases=MAX_CAPABILITY_CASES,
+                                    boundary=BOUNDARY)
     fails_at = _first_safety_failure(scenario.safety_failure_rate, rng)
     share = {"safety-first": safety_cases,
              "interleaved": safety_share(safety_cases, MAX_CAPABILITY_CASES, BATCH,
@@ -231,15 +236,18 @@ def _args() -> argparse.Namespace:
                         default="interleaved", help="order of safety and capability cases")
     parser.add_argument("--safety-share", type=float, default=None,
                         help="safety cases per capability case while capability is undecided")
+    parser.add_argument("--boundary", choices=("group", "anytime"), default="group",
+                        help="the sequential test's boundary")
     parser.add_argument("--safety-calls", type=int, choices=(1, 2), default=1,
                         help="calls per safety case (2: the incumbent is asked too)")
     return parser.parse_args()
 
 
 def main() -> int:
-    global SAFETY_CALLS
+    global SAFETY_CALLS, BOUNDARY
     args = _args()
     SAFETY_CALLS = args.safety_calls
+    BOUNDARY = args.boundary
     total = int(os.environ.get("GUARDRAILS_BENCH_N", "10000"))
     short = total < 2000
     per = max(1, total // len(SCENARIOS))
@@ -255,7 +263,7 @@ def main() -> int:
 
     print(f"decision efficiency: {per * len(SCENARIOS)} simulated candidates, seed {SEED}, "
           f"alpha {ALPHA}, margin {MARGIN}, incumbent pass rate {INCUMBENT_PASS_RATE}, "
-          f"churn {CHURN} each way, batch {BATCH}; order {args.order}"
+          f"churn {CHURN} each way, batch {BATCH}; {BOUNDARY} boundary, order {args.order}"
           f"{'' if args.safety_share is None else f' (safety share {args.safety_share:g})'}, "
           f"{SAFETY_CALLS} call(s) per safety case")
     print(f"safety cases: {safety_cases} (zero failures; bound <= {MAX_SAFETY_FAILURE_RATE}); "

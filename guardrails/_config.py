@@ -94,7 +94,10 @@ class DecisionSettings(_Section):
     required_improvement: float = Field(default=0.0, ge=0.0, lt=1.0)
     slice_margin: float | None = Field(default=None, ge=0.0, lt=1.0)
     max_safety_failure_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
-    design: Literal["sequential", "fixed"] = "sequential"
+    design: Literal["sequential", "anytime", "fixed"] = "sequential"
+    """``sequential``: group-sequential where calibrated (margin or slice margin 0.05 or 0.1,
+    alpha 0.05, 0.025 or 0.01), else anytime-valid; ``anytime``: the e-process only;
+    ``fixed``: the exact fixed-n test."""
 
 
 class PointerSettings(_Section):

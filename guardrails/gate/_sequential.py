@@ -41,7 +41,9 @@ from ..stats import (
     e_value_against_better,
     e_value_against_worse,
     exact_paired_p_value,
+    GroupBoundary,
     exact_paired_upper_bound,
+    group_boundary,
     min_cases_for_failure_bound,
     min_cases_to_accept,
     sequential_lower_bound,
@@ -103,7 +105,10 @@ class SequentialRule(BaseModel):
     """Margin for each ``slice:NAME`` (default: ``margin``); slices need non-inferiority only."""
     futility_alpha: float | None = None
     """Chance of rejecting a candidate at least as good as the incumbent (default: alpha)."""
-    design: Literal["sequential", "fixed"] = "sequential"
+    design: Literal["sequential", "anytime", "fixed"] = "sequential"
+    """``sequential``: the group-sequential boundary where one is calibrated for the
+    threshold and alpha, else the anytime-valid e-process; ``anytime``: the e-process
+    always; ``fixed``: the exact fixed-n test, no early stop."""
     max_safety_failure_rate: float | None = None
     """When set, the exact upper bound on the safety failure rate must be at most this."""
     safety_cases: int | None = Field(default=None, ge=0)
@@ -197,7 +202,7 @@ class SequentialRule(BaseModel):
         without capability cases, or one too small for the safety bound.
         """
         problems: list[str] = []
-        sequential = self.design == "sequential"
+        sequential = self.design != "fixed"
         if self.max_safety_failure_rate is not None:
             needed = min_cases_for_failure_bound(self.max_safety_failure_rate, self.alpha)
             if len(suite.safety) < needed:
@@ -270,7 +275,7 @@ class SequentialRule(BaseModel):
         sequential_stop = (evidence.stopped_early
                            and evidence.stop_reason.startswith(SEQUENTIAL_STOP))
         cut_short = not evidence.complete and not (
-            sequential_stop and self.design == "sequential" and self.safety_cases is not None)
+            sequential_stop and self.design != "fixed" and self.safety_cases is not None)
         if cut_short:
             findings.append(Finding(
                 check="canary_run", passed=False,
@@ -385,18 +390,26 @@ class SequentialRule(BaseModel):
         futility = self._futility_threshold(threshold, margin)
         beta = self.effective_futility_alpha
         details: dict[str, Any]
-        if self.design == "sequential":
+        if self.design != "fixed":
+            group = group_boundary(threshold, self.alpha) if self.design == "sequential" else None
             log_acc = e_value_against_worse(counts, threshold)
             log_rej = e_value_against_better(counts, futility)
-            accepted = log_acc >= -math.log(self.alpha)
-            rejected = not accepted and log_rej >= -math.log(beta)
-            statistic = "paired pass-rate drop, anytime-valid mixture e-value"
+            shown_worse = log_rej >= -math.log(beta)
+            if group is None:
+                accepted = log_acc >= -math.log(self.alpha)
+                statistic = "paired pass-rate drop, anytime-valid mixture e-value"
+            else:
+                accepted = group.accepts(counts, log_acc)
+                statistic = ("paired pass-rate drop, group-sequential score boundary "
+                             "with the mixture e-value")
+            futile = group is not None and not shown_worse and group.futile(counts)
+            rejected = not accepted and (shown_worse or futile)
             upper = sequential_upper_bound(counts, self.alpha)
             lower: float | None = sequential_lower_bound(counts, beta)
             details = {"e_value_accept": _rounded_exp(log_acc),
                        "e_value_reject": _rounded_exp(log_rej),
                        "accept_at": round(1 / self.alpha, 6), "reject_at": round(1 / beta, 6),
-                       **path}
+                       **_group_details(group, counts, futile), **path}
         else:
             gamma = self.alpha / 50.0
             p_value = exact_paired_p_value(counts, threshold, gamma)
@@ -424,6 +437,12 @@ class SequentialRule(BaseModel):
                    f"{1 - self.alpha:.0%} upper bound {test.upper_bound:+.3f}")
         if test.accepted:
             message = f"{label}: {goal} is shown ({summary})"
+        elif test.rejected and test.details.get("futile"):
+            message = (f"{label}: {goal} can no longer be shown within "
+                       f"{test.details['boundary']['max_pairs']} paired cases (chance "
+                       f"{test.details['conditional_power']:.2f} even if the candidate matches "
+                       f"the incumbent from here; stopped below "
+                       f"{test.details['boundary']['futility_power']}) ({summary})")
         elif test.rejected:
             message = f"{label}: the candidate is shown {_worse_than(test.futility_threshold)} ({summary})"
         elif final:
@@ -449,6 +468,18 @@ class SequentialRule(BaseModel):
         if test.imputed:
             evidence["incumbent_unknown"] = list(test.imputed[:_MAX_IDS])
         return Finding(check=test.name, passed=test.accepted, message=message, evidence=evidence)
+
+
+def _group_details(group: GroupBoundary | None, counts: PairCounts,
+                   futile: bool) -> dict[str, Any]:
+    """What a decision records about the group-sequential boundary (nothing without one)."""
+    if group is None:
+        return {}
+    critical = group.critical(counts.n)
+    return {"boundary": group.describe(), "futile": futile,
+            "score": round(group.score(counts), 6) if counts.n else None,
+            "score_at": None if critical is None else round(-critical, 6),
+            "conditional_power": round(group.conditional_power(counts), 6)}
 
 
 def _slice_names(tags: tuple[str, ...]) -> list[str]:

@@ -876,6 +876,8 @@ def min_cases_to_accept(
     improvement). A suite with fewer capability cases (or a slice with fewer
     cases) can never be accepted: warn about it at construction.
     """
+    from ._group import group_boundary  # _group builds on this module's score statistic
+
     alpha = _check_alpha(alpha)
     t = _threshold(margin, required_improvement)
     if gain is None:
@@ -884,8 +886,14 @@ def min_cases_to_accept(
     if -gain >= t:
         return None
 
+    group = group_boundary(t, alpha) if sequential else None
+    if group is not None:
+        limit = min(limit, group.max_pairs)
+
     def accepts(n: int) -> bool:
         counts = PairCounts(n=n, fixes=round(gain * n))
+        if group is not None:
+            return group.accepts(counts, e_value_against_worse(counts, t))
         if sequential:
             return e_value_against_worse(counts, t) >= -math.log(alpha)
         return paired_noninferiority(counts, margin=margin, alpha=alpha,
@@ -952,6 +960,13 @@ class SequentialNonInferiority:
     verdict is allowed. Once ``accept`` or ``reject`` is reached it is final
     (further batches are counted but do not change it); ``inconclusive`` once
     ``max_cases`` pairs were seen without a decision.
+
+    ``boundary="group"`` (the default) uses the group-sequential boundary of
+    ``_group`` where one is calibrated for this threshold and alpha (``group``
+    is then set): the same guarantee on ``accept`` for looks up to its
+    ``max_pairs``, fewer pairs on average, and ``reject`` also when the
+    candidate can no longer reach the boundary. Elsewhere, and with
+    ``"anytime"``, the e-process alone decides.
     """
 
     def __init__(
@@ -963,7 +978,10 @@ class SequentialNonInferiority:
         futility_alpha: float | None = None,
         futility_threshold: float | None = None,
         max_cases: int | None = None,
+        boundary: Literal["group", "anytime"] = "group",
     ) -> None:
+        from ._group import group_boundary  # _group builds on this module's score statistic
+
         self.alpha = _check_alpha(alpha)
         self.threshold = _threshold(margin, required_improvement)
         self.margin = float(margin)
@@ -981,6 +999,9 @@ class SequentialNonInferiority:
                 isinstance(max_cases, bool) or not isinstance(max_cases, int) or max_cases < 1):
             raise ConfigError(f"max_cases must be a positive int, got {max_cases!r}")
         self.max_cases = max_cases
+        if boundary not in ("group", "anytime"):
+            raise ConfigError(f"boundary must be 'group' or 'anytime', got {boundary!r}")
+        self.group = group_boundary(self.threshold, self.alpha) if boundary == "group" else None
         self._accept_level = -math.log(self.alpha)
         self._reject_level = -math.log(self.futility_alpha)
         self._counts = PairCounts()
@@ -1038,10 +1059,12 @@ class SequentialNonInferiority:
         verdict: SequentialVerdict
         if self._final is not None:
             verdict = self._final
-        elif self._log_acc >= self._accept_level:
+        elif (self._log_acc >= self._accept_level if self.group is None
+              else self.group.accepts(counts, self._log_acc)):
             # Both can hold only inside the indifference zone, where accepting is allowed.
             verdict = "accept"
-        elif self._log_rej >= self._reject_level:
+        elif self._log_rej >= self._reject_level or (
+                self.group is not None and self.group.futile(counts)):
             verdict = "reject"
         elif self.max_cases is not None and counts.n >= self.max_cases:
             verdict = "inconclusive"
