@@ -129,9 +129,9 @@ def _outcomes(regressed: int, fixed: int, agreed: int) -> list[CaseOutcome]:
 
 
 def test_a_futility_stop_is_rejected_with_the_conditional_power_named() -> None:
-    """12 regressions and 2 fixes in 120 pairs: not yet shown worse, but out of reach."""
+    """22 regressions and 11 fixes in 240 pairs: not shown worse, but out of reach."""
     rule = SequentialRule(margin=0.05, safety_cases=0)
-    outcomes = _outcomes(12, 2, 106)
+    outcomes = _outcomes(22, 11, 207)
     assert rule.interim(outcomes) == "reject"
     evidence = CanaryEvidence(outcomes=outcomes, planned=600, stopped_early=True,
                               stop_reason=f"{SEQUENTIAL_STOP}: reject")
@@ -146,10 +146,10 @@ def test_a_futility_stop_is_rejected_with_the_conditional_power_named() -> None:
 
 
 def test_the_anytime_design_is_kept_on_request() -> None:
-    outcomes = _outcomes(12, 2, 106)
+    outcomes = _outcomes(22, 11, 207)
     rule = SequentialRule(margin=0.05, safety_cases=0, design="anytime")
     assert rule.interim(outcomes) == "continue"
-    _, findings = rule(CanaryEvidence(outcomes=outcomes, planned=120))
+    _, findings = rule(CanaryEvidence(outcomes=outcomes, planned=240))
     found = next(f for f in findings if f.check == "capability")
     assert "boundary" not in found.evidence
     assert math.isfinite(found.evidence["upper_bound"])
