@@ -320,8 +320,9 @@ def test_once_capability_is_shown_only_the_safety_cases_remain_to_run() -> None:
     candidate, incumbent = DictClient(state(400, 150)), DictClient(state(400, 150))
     evidence = _direct(candidate, incumbent, suite(400, safety=150), interim=rule.interim)
     pairs = sum(not o.safety for o in evidence.outcomes)
-    # An all-agreeing candidate is shown after 71 pairs: the batch of 8 that crosses it is last.
-    assert pairs == 76 and evidence.incumbent_calls == pairs
+    # An all-agreeing candidate is shown after 100 pairs (the group-sequential boundary): the
+    # batch that crosses it is the last.
+    assert pairs == 100 and evidence.incumbent_calls == pairs
     assert sum(o.safety for o in evidence.outcomes) == 150
     assert evidence.stop_reason.startswith("sequential") and rule(evidence)[0] is gr.Verdict.ACCEPTED
 

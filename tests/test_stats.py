@@ -189,7 +189,7 @@ def test_all_agreeing_candidate_is_accepted_at_about_three_over_margin() -> None
     for margin in (0.02, 0.05, 0.1):
         floor = math.ceil(math.log(0.05) / math.log1p(-margin))  # no valid test does better
         fixed = min_cases_to_accept(margin, 0.05, sequential=False)
-        sequential = min_cases_to_accept(margin, 0.05)
+        sequential = min_cases_to_accept(margin, 0.05, group=False)
         assert fixed is not None and sequential is not None
         assert floor <= fixed <= 3.1 / margin
         assert floor <= sequential <= 3.7 / margin
@@ -197,7 +197,12 @@ def test_all_agreeing_candidate_is_accepted_at_about_three_over_margin() -> None
         assert not paired_noninferiority(PairCounts(n=fixed - 1), margin=margin).accepted
         assert e_value_against_worse(PairCounts(n=sequential), margin) >= math.log(20)
         assert e_value_against_worse(PairCounts(n=sequential - 1), margin) < math.log(20)
-    assert min_cases_to_accept(0.05) == 71
+    assert min_cases_to_accept(0.05, group=False) == 71
+    # The group-sequential boundary (margins 0.05 and 0.1) pays for its truncation here:
+    # about 5/margin cases; where none is calibrated the anytime figure stands.
+    assert min_cases_to_accept(0.05) == 100
+    assert min_cases_to_accept(0.1) <= 5.0 / 0.1
+    assert min_cases_to_accept(0.02) == min_cases_to_accept(0.02, group=False)
 
 
 def test_required_improvement_variant() -> None:

@@ -53,11 +53,13 @@ def test_is_a_decision_rule_with_a_stable_repr() -> None:
 
 
 def test_all_agreeing_candidate_is_accepted_once_there_are_enough_cases() -> None:
-    rule = SequentialRule(margin=0.05)
-    verdict, findings = rule(evidence(safety(20), capability(71)))
+    assert SequentialRule(margin=0.05, design="anytime")(
+        evidence(safety(20), capability(71)))[0] is Verdict.ACCEPTED
+    rule = SequentialRule(margin=0.05)  # group-sequential: 100 cases
+    verdict, findings = rule(evidence(safety(20), capability(100)))
     assert verdict is Verdict.ACCEPTED
     assert all(f.passed for f in findings)
-    verdict, findings = rule(evidence(safety(20), capability(70)))
+    verdict, findings = rule(evidence(safety(20), capability(99)))
     assert verdict is Verdict.INCONCLUSIVE
     cap = finding(findings, "capability")
     assert not cap.passed and "ran out" in cap.message
@@ -107,7 +109,7 @@ def test_for_suite_and_check_suite() -> None:
     rule = SequentialRule.for_suite(suite, margin=0.05)
     assert rule.safety_cases == 10
     problems = rule.check_suite(suite)
-    assert any("40 capability cases can never be accepted" in p and "71" in p for p in problems)
+    assert any("40 capability cases can never be accepted" in p and "100" in p for p in problems)
     assert any("slice 'fr' has 5 cases" in p for p in problems)
     assert SequentialRule(margin=0.2).check_suite(
         CanarySuite([c for c in cases if "slice:fr" not in c.tags])) == []
@@ -207,11 +209,11 @@ def test_required_improvement() -> None:
 def test_interim_tells_the_runner_when_to_stop() -> None:
     rule = SequentialRule(margin=0.05, safety_cases=10)
     assert rule.interim(safety(10) + capability(30)) == "continue"
-    assert rule.interim(safety(10) + capability(80)) == "accept"
-    assert rule.interim(safety(5) + capability(80)) == "safety"  # only safety cases remain
+    assert rule.interim(safety(10) + capability(100)) == "accept"
+    assert rule.interim(safety(5) + capability(100)) == "safety"  # only safety cases remain
     assert rule.interim(safety(10, failing=(2,))) == "reject"
     assert rule.interim(safety(10) + capability(20, 20)) == "reject"
-    assert SequentialRule(margin=0.05).interim(safety(10) + capability(80)) == "continue"
+    assert SequentialRule(margin=0.05).interim(safety(10) + capability(100)) == "continue"
     assert SequentialRule(design="fixed", safety_cases=10).interim(
         safety(10) + capability(80)) == "continue"
 

@@ -215,7 +215,7 @@ class SequentialRule(BaseModel):
             return problems
         need = min_cases_to_accept(self.margin, self.alpha,
                                    required_improvement=self.required_improvement,
-                                   sequential=sequential)
+                                   sequential=sequential, group=self.design == "sequential")
         what = ("a candidate that agrees with the incumbent on every case"
                 if self.required_improvement == 0 else
                 "a candidate that fixes every case and breaks none")
@@ -225,7 +225,8 @@ class SequentialRule(BaseModel):
                 f"{need if need is not None else 'more than 1,000,000'} at margin "
                 f"{self.margin:g}, alpha {self.alpha:g}")
         slice_need = min_cases_to_accept(self.effective_slice_margin, self.alpha,
-                                         sequential=sequential)
+                                         sequential=sequential,
+                                         group=self.design == "sequential")
         sizes: dict[str, int] = {}
         for case in capability:
             for name in _slice_names(case.tags):
@@ -404,9 +405,13 @@ class SequentialRule(BaseModel):
                              "with the mixture e-value")
             futile = group is not None and not shown_worse and group.futile(counts)
             rejected = not accepted and (shown_worse or futile)
-            upper = sequential_upper_bound(counts, self.alpha)
+            # With the boundary, the e-value's own share of alpha gives the bound: a bound at
+            # 1 - alpha could exclude the margin where the design has not (yet) accepted.
+            bound_alpha = self.alpha if group is None else group.e_alpha
+            upper = sequential_upper_bound(counts, bound_alpha)
             lower: float | None = sequential_lower_bound(counts, beta)
-            details = {"e_value_accept": _rounded_exp(log_acc),
+            details = {"upper_bound_confidence": round(1 - bound_alpha, 6),
+                       "e_value_accept": _rounded_exp(log_acc),
                        "e_value_reject": _rounded_exp(log_rej),
                        "accept_at": round(1 / self.alpha, 6), "reject_at": round(1 / beta, 6),
                        **_group_details(group, counts, futile), **path}
@@ -432,9 +437,13 @@ class SequentialRule(BaseModel):
         goal = (f"a gain of at least {-test.threshold:.3f}" if improvement
                 else f"a drop below the margin {test.threshold:.3f}")
         label = "capability" if test.name == "capability" else f"slice {test.name[6:]!r}"
+        confidence = test.details.get("upper_bound_confidence", 1 - self.alpha)
         summary = (f"{counts.n} paired cases, {counts.regressions} regressed, "
                    f"{counts.fixes} fixed, observed drop {counts.difference:+.3f}, "
-                   f"{1 - self.alpha:.0%} upper bound {test.upper_bound:+.3f}")
+                   f"{100 * confidence:g} % upper bound {test.upper_bound:+.3f}")
+        if test.details.get("score_at") is not None:
+            summary += (f", score {test.details['score']:+.2f} against the boundary "
+                        f"{test.details['score_at']:+.2f}")
         if test.accepted:
             message = f"{label}: {goal} is shown ({summary})"
         elif test.rejected and test.details.get("futile"):

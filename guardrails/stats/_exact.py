@@ -862,6 +862,7 @@ def min_cases_to_accept(
     required_improvement: float = 0.0,
     gain: float | None = None,
     sequential: bool = True,
+    group: bool = True,
     limit: int = 1_000_000,
 ) -> int | None:
     """Fewest paired cases at which the most favourable plausible outcome is accepted.
@@ -870,7 +871,9 @@ def min_cases_to_accept(
     the incumbent on every case (``gain = 0``); with one, a candidate that breaks
     nothing and fixes a fraction ``gain`` of the cases (default 1.0: every case,
     the floor below which *no* outcome can be accepted). ``sequential`` picks
-    the anytime-valid design (:class:`SequentialNonInferiority`) or the fixed-n
+    the sequential design (:class:`SequentialNonInferiority`; with ``group``
+    its group-sequential boundary where one is calibrated, about 5/margin
+    cases, else the anytime-valid e-process, about 3.5/margin) or the fixed-n
     exact test (:func:`paired_noninferiority`). Returns ``None`` when even
     ``limit`` cases are not enough (e.g. ``gain`` at or below the required
     improvement). A suite with fewer capability cases (or a slice with fewer
@@ -886,14 +889,14 @@ def min_cases_to_accept(
     if -gain >= t:
         return None
 
-    group = group_boundary(t, alpha) if sequential else None
-    if group is not None:
-        limit = min(limit, group.max_pairs)
+    boundary = group_boundary(t, alpha) if sequential and group else None
+    if boundary is not None:
+        limit = min(limit, boundary.max_pairs)
 
     def accepts(n: int) -> bool:
         counts = PairCounts(n=n, fixes=round(gain * n))
-        if group is not None:
-            return group.accepts(counts, e_value_against_worse(counts, t))
+        if boundary is not None:
+            return boundary.accepts(counts, e_value_against_worse(counts, t))
         if sequential:
             return e_value_against_worse(counts, t) >= -math.log(alpha)
         return paired_noninferiority(counts, margin=margin, alpha=alpha,
