@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def discordance_grid(threshold: float, points: int) -> list[float]:
     return sorted(set(even + dense))
 
 
-def _edges(n: int, ok) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _edges(n: int, ok: Callable[[int, int], bool]) -> np.ndarray:
     """For each fix count c, the largest regression count b with ``ok(b, c)`` (-1: none).
 
     Every region here only grows when a regression becomes a fix (the score

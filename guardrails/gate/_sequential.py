@@ -36,12 +36,12 @@ from .._decision import Finding, Verdict
 from .._errors import ConfigError
 from ..canary import SEQUENTIAL_STOP, CanaryEvidence, CanarySuite, CaseOutcome
 from ..stats import (
+    GroupBoundary,
     PairCounts,
     clopper_pearson_upper,
     e_value_against_better,
     e_value_against_worse,
     exact_paired_p_value,
-    GroupBoundary,
     exact_paired_upper_bound,
     group_boundary,
     min_cases_for_failure_bound,
@@ -59,6 +59,8 @@ SLICE_PREFIX = "slice:"
 _MAX_IDS = 100  # case ids listed per finding; the total is always given
 
 Interim = Literal["accept", "reject", "continue", "safety"]
+# accepted, rejected, statistic, upper bound, lower bound (None: not computed), details
+_Judgement = tuple[bool, bool, str, float, float | None, dict[str, Any]]
 
 
 class _Test(BaseModel):
@@ -389,47 +391,52 @@ class SequentialRule(BaseModel):
                 path["fixed_at"].append(position)
         counts = PairCounts(n=len(outcomes), regressions=len(regressed), fixes=len(fixed))
         futility = self._futility_threshold(threshold, margin)
-        beta = self.effective_futility_alpha
-        details: dict[str, Any]
-        if self.design != "fixed":
-            group = group_boundary(threshold, self.alpha) if self.design == "sequential" else None
-            log_acc = e_value_against_worse(counts, threshold)
-            log_rej = e_value_against_better(counts, futility)
-            shown_worse = log_rej >= -math.log(beta)
-            if group is None:
-                accepted = log_acc >= -math.log(self.alpha)
-                statistic = "paired pass-rate drop, anytime-valid mixture e-value"
-            else:
-                accepted = group.accepts(counts, log_acc)
-                statistic = ("paired pass-rate drop, group-sequential score boundary "
-                             "with the mixture e-value")
-            futile = group is not None and not shown_worse and group.futile(counts)
-            rejected = not accepted and (shown_worse or futile)
-            # With the boundary, the e-value's own share of alpha gives the bound: a bound at
-            # 1 - alpha could exclude the margin where the design has not (yet) accepted.
-            bound_alpha = self.alpha if group is None else group.e_alpha
-            upper = sequential_upper_bound(counts, bound_alpha)
-            lower: float | None = sequential_lower_bound(counts, beta)
-            details = {"upper_bound_confidence": round(1 - bound_alpha, 6),
-                       "e_value_accept": _rounded_exp(log_acc),
-                       "e_value_reject": _rounded_exp(log_rej),
-                       "accept_at": round(1 / self.alpha, 6), "reject_at": round(1 / beta, 6),
-                       **_group_details(group, counts, futile), **path}
-        else:
-            gamma = self.alpha / 50.0
-            p_value = exact_paired_p_value(counts, threshold, gamma)
-            p_worse = exact_paired_p_value(_mirror(counts), -futility, beta / 50.0)
-            accepted = p_value <= self.alpha
-            rejected = not accepted and p_worse <= beta
-            statistic = "paired pass-rate drop, exact unconditional score test (fixed n)"
-            upper = exact_paired_upper_bound(counts, self.alpha) if counts.n else 1.0
-            lower = None
-            details = {"p_value": round(p_value, 8), "p_value_worse": round(p_worse, 8)}
+        judge = self._judge_fixed if self.design == "fixed" else self._judge_sequential
+        accepted, rejected, statistic, upper, lower, details = judge(
+            counts, threshold, futility, path)
         return _Test(name=name, counts=counts, threshold=threshold, margin=margin,
                      futility_threshold=futility, accepted=accepted,
                      rejected=rejected, statistic=statistic, upper_bound=upper,
                      lower_bound=lower, details=details, regressed=tuple(regressed),
                      fixed=tuple(fixed), imputed=tuple(imputed), passes=passes)
+
+    def _judge_sequential(self, counts: PairCounts, threshold: float, futility: float,
+                          path: dict[str, list[int]]) -> _Judgement:
+        beta = self.effective_futility_alpha
+        group = group_boundary(threshold, self.alpha) if self.design == "sequential" else None
+        log_acc = e_value_against_worse(counts, threshold)
+        log_rej = e_value_against_better(counts, futility)
+        shown_worse = log_rej >= -math.log(beta)
+        if group is None:
+            accepted = log_acc >= -math.log(self.alpha)
+            statistic = "paired pass-rate drop, anytime-valid mixture e-value"
+        else:
+            accepted = group.accepts(counts, log_acc)
+            statistic = ("paired pass-rate drop, group-sequential score boundary "
+                         "with the mixture e-value")
+        futile = group is not None and not shown_worse and group.futile(counts)
+        rejected = not accepted and (shown_worse or futile)
+        # With the boundary, the e-value's own share of alpha gives the bound: a bound at
+        # 1 - alpha could exclude the margin where the design has not (yet) accepted.
+        bound_alpha = self.alpha if group is None else group.e_alpha
+        details = {"upper_bound_confidence": round(1 - bound_alpha, 6),
+                   "e_value_accept": _rounded_exp(log_acc),
+                   "e_value_reject": _rounded_exp(log_rej),
+                   "accept_at": round(1 / bound_alpha, 6), "reject_at": round(1 / beta, 6),
+                   **_group_details(group, counts, futile), **path}
+        return (accepted, rejected, statistic, sequential_upper_bound(counts, bound_alpha),
+                sequential_lower_bound(counts, beta), details)
+
+    def _judge_fixed(self, counts: PairCounts, threshold: float, futility: float,
+                     path: dict[str, list[int]]) -> _Judgement:
+        beta = self.effective_futility_alpha
+        p_value = exact_paired_p_value(counts, threshold, self.alpha / 50.0)
+        p_worse = exact_paired_p_value(_mirror(counts), -futility, beta / 50.0)
+        accepted = p_value <= self.alpha
+        upper = exact_paired_upper_bound(counts, self.alpha) if counts.n else 1.0
+        return (accepted, not accepted and p_worse <= beta,
+                "paired pass-rate drop, exact unconditional score test (fixed n)", upper, None,
+                {"p_value": round(p_value, 8), "p_value_worse": round(p_worse, 8)})
 
     def _test_finding(self, test: _Test, *, final: bool) -> Finding:
         counts = test.counts

@@ -902,7 +902,12 @@ def min_cases_to_accept(
         return paired_noninferiority(counts, margin=margin, alpha=alpha,
                                      required_improvement=required_improvement).accepted
 
-    # Exponential search, then bisection (acceptance is monotone in n for a fixed gain).
+    return _first_accepted(accepts, limit)
+
+
+def _first_accepted(accepts: Callable[[int], bool], limit: int) -> int | None:
+    """Smallest n <= limit with ``accepts(n)``, for an ``accepts`` monotone in n."""
+    # Exponential search, then bisection.
     hi = 1
     while not accepts(hi):
         if hi >= limit:

@@ -86,7 +86,7 @@ class GroupBoundary(BaseModel):
         """The score statistic must be at most minus this after ``n`` pairs (None: no look)."""
         if n < self.min_pairs or n > self.max_pairs:
             return None
-        return self.constant * (n / self.max_pairs) ** (self.shape - 0.5)
+        return float(self.constant * (n / self.max_pairs) ** (self.shape - 0.5))
 
     def score(self, counts: PairCounts) -> float:
         return _score(counts.regressions, counts.fixes, counts.n, self.threshold)
