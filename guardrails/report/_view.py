@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonpatch
 import jsonpointer
@@ -416,44 +417,75 @@ def _raw(entry: LedgerEntry) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _drift(ledger: Ledger, entries: list[LedgerEntry]) -> tuple[DriftPoint, ...]:
-    """Distance from the anchor of the day for each accepted state, in ledger order."""
-    points = []
-    anchor_state: Any = None
-    for entry in entries:
-        raw = _raw(entry)
-        candidate = raw.get("candidate")
-        if raw.get("verdict") != "accepted" or not isinstance(candidate, str) \
-                or not ledger.has_state(candidate):
-            continue
-        state = ledger.get_state(candidate)
-        if raw.get("anchor") or anchor_state is None:
-            anchor_state = state
-        points.append(DriftPoint(index=entry.index, distance=drift_distance(anchor_state, state),
-                                 anchor=bool(raw.get("anchor"))))
-    return tuple(points)
+class _Seen(NamedTuple):
+    """What the summaries over every decision need of one; the entry itself is not kept
+    (holding ten thousand parsed decisions made the garbage collector most of the cost)."""
+
+    index: int
+    verdict: str
+    accepted: str | None
+    anchor: bool
+    budget: float | None
 
 
-def _budget(entries: Iterable[LedgerEntry], configured: float | None) -> float | None:
-    if configured is not None:
-        return configured
-    for entry in entries:
-        for finding in _raw(entry).get("findings") or ():
-            if isinstance(finding, dict) and finding.get("check") == "drift_budget":
-                budget = _num((finding.get("evidence") or {}).get("budget"))
-                if budget is not None:
-                    return budget
+def _seen(entry: LedgerEntry) -> _Seen:
+    raw = _raw(entry)
+    verdict = str(raw.get("verdict"))
+    candidate = raw.get("candidate")
+    return _Seen(index=entry.index, verdict=verdict,
+                 accepted=candidate if verdict == "accepted" and isinstance(candidate, str)
+                 else None,
+                 anchor=bool(raw.get("anchor")), budget=_recorded_budget(raw))
+
+
+def _recorded_budget(raw: Mapping[str, Any]) -> float | None:
+    for finding in raw.get("findings") or ():
+        if isinstance(finding, dict) and finding.get("check") == "drift_budget":
+            budget = _num((finding.get("evidence") or {}).get("budget"))
+            if budget is not None:
+                return budget
     return None
 
 
-def _scan(ledger: Ledger) -> tuple[list[LedgerEntry], list[tuple[int, str]]]:
-    decisions, events = [], []
+def _drift(ledger: Ledger, seen: list[_Seen]) -> tuple[DriftPoint, ...]:
+    """Distance from the anchor of the day for each accepted state, in ledger order."""
+    points = []
+    anchor_state: Any = None
+    for decision in seen:
+        if decision.accepted is None or not ledger.has_state(decision.accepted):
+            continue
+        state = ledger.get_state(decision.accepted)
+        if decision.anchor or anchor_state is None:
+            anchor_state = state
+        points.append(DriftPoint(index=decision.index,
+                                 distance=drift_distance(anchor_state, state),
+                                 anchor=decision.anchor))
+    return tuple(points)
+
+
+def _budget(seen: list[_Seen], configured: float | None) -> float | None:
+    if configured is not None:
+        return configured
+    return next((d.budget for d in reversed(seen) if d.budget is not None), None)
+
+
+class _Scan(NamedTuple):
+    seen: list[_Seen]
+    recent: list[LedgerEntry]
+    events: list[tuple[int, str]]
+
+
+def _scan(ledger: Ledger) -> _Scan:
+    seen: list[_Seen] = []
+    recent: deque[LedgerEntry] = deque(maxlen=TIMELINE_LIMIT)
+    events: deque[tuple[int, str]] = deque(maxlen=TIMELINE_LIMIT)
     for entry in ledger.entries():
         if entry.type == "decision":
-            decisions.append(entry)
+            seen.append(_seen(entry))
+            recent.append(entry)
         else:
             events.append((entry.index, str(entry.body.get("event", "event"))))
-    return decisions, events
+    return _Scan(seen, list(recent), list(events))
 
 
 def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = None,
@@ -472,13 +504,12 @@ def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = N
     check = verify_ledger(ledger, blob_store)
     if not check.ok:
         log.warning("report_of_unverified_ledger", source=source, problem=check.problem)
-    decisions, events = _scan(ledger)
+    scan = _scan(ledger)
     withheld = frozenset(h for h in hidden if h)
     counts: dict[str, int] = {}
-    for entry in decisions:
-        verdict = str(_raw(entry).get("verdict"))
-        counts[verdict] = counts.get(verdict, 0) + 1
-    recent = [(e, d) for e in decisions[-TIMELINE_LIMIT:] if (d := e.decision) is not None]
+    for decision in scan.seen:
+        counts[decision.verdict] = counts.get(decision.verdict, 0) + 1
+    recent = [(e, d) for e in scan.recent if (d := e.decision) is not None]
     newest = recent[-detail_limit:][::-1] if detail_limit > 0 else []
     root = None
     if check.ok:
@@ -491,9 +522,9 @@ def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = N
         details=tuple(detail(ledger, e, verified=check.ok, blob_store=blob_store, inputs=inputs,
                              with_path=n < path_limit, hidden=withheld)
                       for n, (e, _) in enumerate(newest)),
-        older=max(0, len(decisions) - TIMELINE_LIMIT),
-        points=tuple((e.index, str(_raw(e).get("verdict"))) for e in decisions),
-        drift=_drift(ledger, decisions),
-        drift_budget=_budget(reversed(decisions), drift_budget),
-        events=tuple(events[-TIMELINE_LIMIT:]), pending=tuple(ledger.pending()),
+        older=max(0, len(scan.seen) - TIMELINE_LIMIT),
+        points=tuple((d.index, d.verdict) for d in scan.seen),
+        drift=_drift(ledger, scan.seen),
+        drift_budget=_budget(scan.seen, drift_budget),
+        events=tuple(scan.events), pending=tuple(ledger.pending()),
         elapsed=time.perf_counter() - started)

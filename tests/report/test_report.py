@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -134,20 +133,16 @@ def _copies(ledger: gr.SQLiteLedger, decisions: list[gr.Decision], total: int) -
 
 
 @pytest.mark.slow
-def test_a_ten_thousand_entry_ledger_reports_in_under_ten_seconds_and_five_megabytes(
-        tmp_path: Path) -> None:
-    """Old decisions are summarised: the file stays small and the command stays fast."""
+def test_a_ten_thousand_entry_ledger_reports_in_under_five_megabytes(tmp_path: Path) -> None:
+    """Old decisions are summarised, so the file stays small (its time: benchmarks/report.py)."""
     path, blobs = build_ledger(tmp_path, pending=False)
     ledger = gr.SQLiteLedger(path)
     real = [e.decision for e in ledger.entries() if e.decision and not e.decision.accepted]
     _copies(ledger, [d for d in real if d is not None], 10_000 - len(ledger))
     ledger.close()
     out = tmp_path / "big.html"
-    started = time.perf_counter()
     done = run_cli("report", "--ledger", str(path), "--blobs", str(blobs), "-o", str(out))
-    elapsed = time.perf_counter() - started
     assert done.returncode == 0, done.stderr
-    assert elapsed < 10, done.stdout
     assert out.stat().st_size < 5 * 1024 * 1024
 
 
