@@ -421,7 +421,7 @@ class _Seen(NamedTuple):
     """What the summaries over every decision need of one; the entry itself is not kept
     (holding ten thousand parsed decisions made the garbage collector most of the cost)."""
 
-    index: int
+    entry: int
     verdict: str
     accepted: str | None
     anchor: bool
@@ -432,7 +432,7 @@ def _seen(entry: LedgerEntry) -> _Seen:
     raw = _raw(entry)
     verdict = str(raw.get("verdict"))
     candidate = raw.get("candidate")
-    return _Seen(index=entry.index, verdict=verdict,
+    return _Seen(entry=entry.index, verdict=verdict,
                  accepted=candidate if verdict == "accepted" and isinstance(candidate, str)
                  else None,
                  anchor=bool(raw.get("anchor")), budget=_recorded_budget(raw))
@@ -457,7 +457,7 @@ def _drift(ledger: Ledger, seen: list[_Seen]) -> tuple[DriftPoint, ...]:
         state = ledger.get_state(decision.accepted)
         if decision.anchor or anchor_state is None:
             anchor_state = state
-        points.append(DriftPoint(index=decision.index,
+        points.append(DriftPoint(index=decision.entry,
                                  distance=drift_distance(anchor_state, state),
                                  anchor=decision.anchor))
     return tuple(points)
@@ -523,7 +523,7 @@ def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = N
                              with_path=n < path_limit, hidden=withheld)
                       for n, (e, _) in enumerate(newest)),
         older=max(0, len(scan.seen) - TIMELINE_LIMIT),
-        points=tuple((d.index, d.verdict) for d in scan.seen),
+        points=tuple((d.entry, d.verdict) for d in scan.seen),
         drift=_drift(ledger, scan.seen),
         drift_budget=_budget(scan.seen, drift_budget),
         events=tuple(scan.events), pending=tuple(ledger.pending()),
