@@ -219,8 +219,8 @@ def test_a_guard_reviews_on_the_cluster_with_the_local_decision(dask_client: Any
     """Through the whole update path, a guard whose RunSettings name a cluster decides as the
     local guard does for the same seed: same verdict, same findings."""
     store = FileBlobStore(tmp_path / "blobs")
-    state = {"answers": {f"q{i}": f"a{i}" for i in range(40)}, "default": "?"}
-    cases = [gr.CanaryCase(id=f"c{i}", input=f"q{i}", expect=f"a{i}") for i in range(40)]
+    state = {"answers": {f"q{i}": f"a{i}" for i in range(50)}, "default": "?"}
+    cases = [gr.CanaryCase(id=f"c{i}", input=f"q{i}", expect=f"a{i}") for i in range(50)]
     cases.append(gr.CanaryCase(id="s", input="q0", expect="a0", tags=("safety",)))
     patch = {"op": "replace", "path": "/answers/q3", "value": "wrong"}
     settings = RunSettings(dask=DaskSettings(scheduler=dask_client.scheduler.address,

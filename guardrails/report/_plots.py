@@ -35,15 +35,16 @@ _ATTRIBUTE = re.compile(r'="([^"]*)"')
 _DIGITS = re.compile(r"(\d\.\d)\d+")
 
 
-def _figure(width: float, height: float, right: float = 0.98) -> tuple[Any, Any]:
+def _figure(width: float, height: float, right: float = 0.98, rows: int = 1) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(width, height), dpi=72)
+    fig, ax = plt.subplots(rows, 1, figsize=(width, height * rows), dpi=72, sharex=True)
     # Fixed margins instead of tight_layout, which draws every figure twice.
-    fig.subplots_adjust(left=0.85 / width + 0.02, right=right, bottom=0.3, top=0.95)
+    fig.subplots_adjust(left=0.85 / width + 0.02, right=right, bottom=0.3 / rows,
+                        top=1 - 0.05 / rows, hspace=0.15)
     return fig, ax
 
 
@@ -119,29 +120,53 @@ def drift_svg(points: Sequence[DriftPoint], budget: float | None) -> str:
 
 def sequential_svg(tests: Sequence[TestView]) -> str:
     """Each test's e-value for acceptance after each case (log scale), and the boundary it
-    must cross; the rejection e-value too when it moved. One figure per decision."""
+    must cross; the rejection e-value too when it moved. Under the group-sequential design,
+    a second panel: the score statistic and the critical value it must fall to. One figure
+    per decision."""
 
     def draw() -> str:
-        fig, ax = _figure(6.0, 2.0, right=0.7)
-        boundary = None
-        for number, test in enumerate(tests, start=1):
-            if not test.path:
-                continue  # numbered as in the decision's table, which lists every test
-            xs = [n for n, _, _ in test.path]
-            line, = ax.plot(xs, [math.exp(min(a, 700.0)) for _, a, _ in test.path],
-                            label=f"test {number}: not worse")
-            if any(r != 0 for _, _, r in test.path):
-                ax.plot(xs, [math.exp(min(r, 700.0)) for _, _, r in test.path], linestyle=":",
-                        color=line.get_color(), label=f"test {number}: worse")
-            boundary = test.accept_at or boundary
-        if boundary:
-            ax.axhline(boundary, color="#57606a", linestyle="--", linewidth=0.8,
-                       label=f"boundary {boundary:g}")
-        ax.set_yscale("log")
-        _plain_log_ticks(ax)
-        ax.set_xlabel("cases seen")
-        ax.set_ylabel("e-value")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=7)
+        scored = any(test.score_path for test in tests)
+        fig, axes = _figure(6.0, 2.0, right=0.7, rows=2 if scored else 1)
+        top = axes[0] if scored else axes
+        _draw_e_values(top, tests)
+        if scored:
+            _draw_scores(axes[1], tests)
+        (axes[1] if scored else top).set_xlabel("cases seen")
         return _svg(fig)
 
     return _styled(draw)
+
+
+def _draw_e_values(ax: Any, tests: Sequence[TestView]) -> None:
+    boundary = None
+    for number, test in enumerate(tests, start=1):
+        if not test.path:
+            continue  # numbered as in the decision's table, which lists every test
+        xs = [n for n, _, _ in test.path]
+        line, = ax.plot(xs, [math.exp(min(a, 700.0)) for _, a, _ in test.path],
+                        label=f"test {number}: not worse")
+        if any(r != 0 for _, _, r in test.path):
+            ax.plot(xs, [math.exp(min(r, 700.0)) for _, _, r in test.path], linestyle=":",
+                    color=line.get_color(), label=f"test {number}: worse")
+        boundary = test.accept_at or boundary
+    if boundary:
+        ax.axhline(boundary, color="#57606a", linestyle="--", linewidth=0.8,
+                   label=f"boundary {boundary:g}")
+    ax.set_yscale("log")
+    _plain_log_ticks(ax)
+    ax.set_ylabel("e-value")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=7)
+
+
+def _draw_scores(ax: Any, tests: Sequence[TestView]) -> None:
+    """Accepted when the score falls to the dashed line (drawn at the looks only)."""
+    for number, test in enumerate(tests, start=1):
+        if not test.score_path:
+            continue
+        line, = ax.plot([n for n, _, _ in test.score_path],
+                        [z for _, z, _ in test.score_path], label=f"test {number}: score")
+        looks = [(n, c) for n, _, c in test.score_path if c is not None]
+        ax.plot([n for n, _ in looks], [c for _, c in looks], linestyle="--", linewidth=0.8,
+                color=line.get_color(), label=f"test {number}: accept below")
+    ax.set_ylabel("score")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=7)

@@ -42,7 +42,8 @@ PATH_LIMIT = 10
 VALUE_CHARS = 240
 """A value in a diff is cut to this many characters (the full state is in the ledger)."""
 CONFIDENCE = 0.95
-_SEQUENTIAL = "paired pass-rate drop, anytime-valid mixture e-value"
+_SEQUENTIAL = ("paired pass-rate drop, anytime-valid mixture e-value",
+               "paired pass-rate drop, group-sequential score boundary with the mixture e-value")
 _APPROVAL = "human_approval"
 
 
@@ -88,6 +89,9 @@ class TestView(_Frozen):
     reject_at: float | None = None
     path: tuple[tuple[int, float, float], ...] = ()
     """(cases seen, log e-value for acceptance, log e-value for rejection) after each case."""
+    score_path: tuple[tuple[int, float, float | None], ...] = ()
+    """Group-sequential design only: (cases seen, score statistic, the value it must fall to
+    at that look, or None where there is no look) after each case."""
 
 
 class DiffRow(_Frozen):
@@ -181,25 +185,59 @@ def _interval(passes: int, cases: int) -> Interval | None:
                     high=min(1.0, high))
 
 
-def _sequential_path(ev: Mapping[str, Any]) -> tuple[tuple[int, float, float], ...]:
-    """Redraw the e-values after each case from the discordant positions the ledger kept."""
-    from ..stats import PairCounts, e_value_against_better, e_value_against_worse
+def _counts_path(ev: Mapping[str, Any]) -> list[Any]:
+    """The paired counts after each case, from the discordant positions the ledger kept."""
+    from ..stats import PairCounts
 
-    cases, threshold = ev.get("cases"), ev.get("threshold")
-    futility = ev.get("futility_threshold")
-    regressed, fixed = ev.get("regressed_at"), ev.get("fixed_at")
-    if not (isinstance(cases, int) and isinstance(regressed, list) and isinstance(fixed, list)
-            and isinstance(threshold, int | float) and isinstance(futility, int | float)):
-        return ()
+    cases, regressed, fixed = ev.get("cases"), ev.get("regressed_at"), ev.get("fixed_at")
+    if not (isinstance(cases, int) and isinstance(regressed, list) and isinstance(fixed, list)):
+        return []
     kinds = {p: 1 for p in regressed} | {p: -1 for p in fixed}
     r = f = 0
     path = []
     for n in range(1, cases + 1):
         r += kinds.get(n) == 1
         f += kinds.get(n) == -1
-        counts = PairCounts(n=n, regressions=r, fixes=f)
-        path.append((n, e_value_against_worse(counts, threshold),
-                     e_value_against_better(counts, futility)))
+        path.append(PairCounts(n=n, regressions=r, fixes=f))
+    return path
+
+
+def _sequential_path(ev: Mapping[str, Any]) -> tuple[tuple[int, float, float], ...]:
+    """Redraw the e-values after each case from the discordant positions the ledger kept."""
+    from ..stats import e_value_against_better, e_value_against_worse
+
+    threshold, futility = ev.get("threshold"), ev.get("futility_threshold")
+    if not (isinstance(threshold, int | float) and isinstance(futility, int | float)):
+        return ()
+    return tuple((c.n, e_value_against_worse(c, threshold), e_value_against_better(c, futility))
+                 for c in _counts_path(ev))
+
+
+def _recorded_boundary(ev: Mapping[str, Any]) -> Any:
+    """The group-sequential boundary a decision recorded, or None (none, or not readable)."""
+    from pydantic import ValidationError
+
+    from ..stats import GroupBoundary
+
+    recorded = ev.get("boundary")
+    if not isinstance(recorded, dict):
+        return None
+    fields = {k: v for k, v in recorded.items() if k in GroupBoundary.model_fields}
+    try:
+        return GroupBoundary(threshold=ev.get("threshold"), alpha=ev.get("alpha"), **fields)
+    except (ValidationError, TypeError):
+        return None
+
+
+def _score_path(ev: Mapping[str, Any]) -> tuple[tuple[int, float, float | None], ...]:
+    """The score statistic after each case and the boundary it must fall to (group design)."""
+    boundary = _recorded_boundary(ev)
+    if boundary is None:
+        return ()
+    path = []
+    for counts in _counts_path(ev):
+        critical = boundary.critical(counts.n)
+        path.append((counts.n, boundary.score(counts), None if critical is None else -critical))
     return tuple(path)
 
 
@@ -227,6 +265,7 @@ def _margin_test(finding: Finding) -> TestView:
 
 def _paired_test(finding: Finding, with_path: bool) -> TestView:
     ev = finding.evidence
+    drawn = with_path and ev.get("statistic") in _SEQUENTIAL
     cases = _cases_of(ev)
     cand, inc = ev.get("candidate_passes"), ev.get("incumbent_passes")
     return TestView(
@@ -237,7 +276,7 @@ def _paired_test(finding: Finding, with_path: bool) -> TestView:
         estimate=_num(ev.get("estimate")), upper_bound=_num(ev.get("upper_bound")),
         margin=_num(ev.get("margin")), e_value=_num(ev.get("e_value_accept")),
         accept_at=_num(ev.get("accept_at")), reject_at=_num(ev.get("reject_at")),
-        path=_sequential_path(ev) if with_path and ev.get("statistic") == _SEQUENTIAL else ())
+        path=_sequential_path(ev) if drawn else (), score_path=_score_path(ev) if drawn else ())
 
 
 def _safety_test(finding: Finding) -> TestView:

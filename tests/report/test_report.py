@@ -11,6 +11,7 @@ import pytest
 
 import guardrails as gr
 from guardrails.report import read_report
+from guardrails.testing import DictClient
 
 from .conftest import run_cli
 from .ledgers import HIDDEN_MARKER, HOSTILE, PUBLIC_MARKER, build_ledger
@@ -250,3 +251,50 @@ def test_a_ledger_that_will_not_open_still_gets_a_red_report(tmp_path: Path) -> 
     assert "LEDGER DOES NOT VERIFY" in html and "not a guardrails ledger" in html
     statement = run_cli("transparency", "--ledger", str(foreign), "--json")
     assert statement.returncode == 1 and json.loads(statement.stdout)["verified"] is False
+
+
+def _group_sequential_ledger(tmp_path: Path) -> gr.SQLiteLedger:
+    """One review under the group-sequential design (margin 0.1): a harmless change, accepted."""
+    answers = {f"q{i}": f"a{i}" for i in range(120)}
+    cases = [gr.CanaryCase(id=f"c{i}", input=f"q{i}", expect=f"a{i}") for i in range(120)]
+    cases.append(gr.CanaryCase(id="s", input="q0", expect="a0", tags=("safety",)))
+    ledger = gr.SQLiteLedger(tmp_path / "group.db")
+    client = DictClient({"answers": answers, "temperature": 0.2, "default": "?"})
+    guard = gr.Guard(canaries=cases, seed=3, ledger=ledger,
+                     decision_rule=gr.SequentialRule(margin=0.1, safety_cases=1))
+    guarded = guard.wrap(client)
+    client.queue({"op": "replace", "path": "/temperature", "value": 0.3})
+    decision = guarded.self_improve()
+    assert decision is not None and decision.accepted
+    return ledger
+
+
+def test_a_group_sequential_decision_draws_its_score_and_boundary(tmp_path: Path) -> None:
+    """The score path ends at the recorded score, at or below the critical value it was
+    accepted at; the report's plot gets the score panel."""
+    ledger = _group_sequential_ledger(tmp_path)
+    try:
+        data = read_report(ledger, source="t")
+        entry = list(ledger.entries())[-1]
+    finally:
+        ledger.close()
+    recorded = next(f for f in entry.decision.findings if f.check == "capability").evidence
+    test = next(t for t in data.details[0].tests if t.name == "capability")
+    n, score, critical = test.score_path[-1]
+    assert n == recorded["cases"]
+    assert score == pytest.approx(recorded["score"], abs=1e-6)
+    assert critical == pytest.approx(recorded["score_at"], abs=1e-6) and score <= critical
+    assert all(c is None for k, _, c in test.score_path if k < recorded["boundary"]["min_pairs"])
+    out = tmp_path / "group.html"
+    assert run_cli("report", "--ledger", str(tmp_path / "group.db"), "-o", str(out)).returncode == 0
+    assert "score statistic (lower panel)" in out.read_text(encoding="utf-8")
+
+
+def test_an_anytime_decision_has_no_score_panel(ledger_paths: tuple[Path, Path]) -> None:
+    """Margin 0.2 has no tabulated boundary: the e-value path alone, as before."""
+    ledger = gr.SQLiteLedger(ledger_paths[0])
+    try:
+        data = read_report(ledger, source="t")
+    finally:
+        ledger.close()
+    assert all(not t.score_path for d in data.details for t in d.tests)
