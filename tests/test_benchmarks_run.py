@@ -21,6 +21,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     ("import_cost.py", "2"),  # fresh interpreters
     ("sandbox_startup.py", "3"),  # warm and cold jailed sandboxes
     ("peers/workload_ours.py", "200"),  # our side of the peers comparison (the peers need installs)
+    ("report.py", "300"),  # `guardrails report` on a ledger of 300 entries, against `ledger verify`
     ("soak.py", "40"),  # 40 reviews under random faults, calls in 4 threads; exits 1 on a failure
     # a LocalCluster of 2 workers against the local runner, a CPU-bound model
     pytest.param("distributed_review.py", "100", marks=pytest.mark.slow),
