@@ -20,14 +20,14 @@ from typing import Any, NamedTuple
 import jsonpatch
 import jsonpointer
 import structlog
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._decision import Decision, Finding
 from .._errors import GuardrailsError
 from ..blobs import BLOB_KEY, BlobStore
 from ..gate import drift_distance
 from ..ledger import Ledger, LedgerEntry, LedgerReport, PendingApproval
-from ..stats import clopper_pearson_upper
+from ..stats import GroupBoundary, PairCounts, clopper_pearson_upper
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +42,8 @@ PATH_LIMIT = 10
 VALUE_CHARS = 240
 """A value in a diff is cut to this many characters (the full state is in the ledger)."""
 CONFIDENCE = 0.95
+_MAX_PATH_CASES = 100_000
+"""A recorded case count above this draws no path (a tampered entry must not stall the report)."""
 _SEQUENTIAL = ("paired pass-rate drop, anytime-valid mixture e-value",
                "paired pass-rate drop, group-sequential score boundary with the mixture e-value")
 _APPROVAL = "human_approval"
@@ -185,12 +187,11 @@ def _interval(passes: int, cases: int) -> Interval | None:
                     high=min(1.0, high))
 
 
-def _counts_path(ev: Mapping[str, Any]) -> list[Any]:
+def _counts_path(ev: Mapping[str, Any]) -> list[PairCounts]:
     """The paired counts after each case, from the discordant positions the ledger kept."""
-    from ..stats import PairCounts
-
     cases, regressed, fixed = ev.get("cases"), ev.get("regressed_at"), ev.get("fixed_at")
-    if not (isinstance(cases, int) and isinstance(regressed, list) and isinstance(fixed, list)):
+    if not (isinstance(cases, int) and 0 < cases <= _MAX_PATH_CASES
+            and isinstance(regressed, list) and isinstance(fixed, list)):
         return []
     kinds = {p: 1 for p in regressed} | {p: -1 for p in fixed}
     r = f = 0
@@ -213,12 +214,8 @@ def _sequential_path(ev: Mapping[str, Any]) -> tuple[tuple[int, float, float], .
                  for c in _counts_path(ev))
 
 
-def _recorded_boundary(ev: Mapping[str, Any]) -> Any:
+def _recorded_boundary(ev: Mapping[str, Any]) -> GroupBoundary | None:
     """The group-sequential boundary a decision recorded, or None (none, or not readable)."""
-    from pydantic import ValidationError
-
-    from ..stats import GroupBoundary
-
     recorded = ev.get("boundary")
     if not isinstance(recorded, dict):
         return None

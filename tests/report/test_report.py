@@ -298,3 +298,29 @@ def test_an_anytime_decision_has_no_score_panel(ledger_paths: tuple[Path, Path])
     finally:
         ledger.close()
     assert all(not t.score_path for d in data.details for t in d.tests)
+
+
+@pytest.mark.parametrize("evidence", [
+    {"boundary": {"constant": "wide", "max_pairs": -1}},
+    {"boundary": "group"},
+    {"cases": 10**12},
+], ids=["nonsense boundary", "boundary not a mapping", "absurd case count"])
+def test_a_hostile_sequential_record_draws_no_path_and_the_report_still_renders(
+        tmp_path: Path, evidence: dict[str, object]) -> None:
+    """What the ledger recorded is read, not trusted: a boundary that does not validate, or a
+    case count no review has, gives the final figures without a path, not an error or a stall."""
+    ledger = _group_sequential_ledger(tmp_path)
+    try:
+        decision = list(ledger.entries())[-1].decision
+        findings = tuple(f.model_copy(update={"evidence": {**f.evidence, **evidence}})
+                         if f.check == "capability" else f for f in decision.findings)
+        ledger.record(decision.model_copy(update={"proposal_id": "hostile", "findings": findings,
+                                                  "verdict": gr.Verdict.REJECTED,
+                                                  "accepted": False}))
+        data = read_report(ledger, source="t")
+    finally:
+        ledger.close()
+    test = next(t for t in data.details[0].tests if t.name == "capability")
+    assert test.score_path == ()
+    if "cases" in evidence:
+        assert test.path == ()
