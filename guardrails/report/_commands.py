@@ -55,30 +55,32 @@ class UnreadableLedger(Exception):
         self.name, self.problem = name, problem
 
 
-def _open_sqlite(path: Path, verifier: VerifierKey | None = None) -> Ledger:
+def _open_sqlite(path: Path, verifier: VerifierKey | None = None, *,
+                 read_only: bool) -> Ledger:
     if not path.is_file():
         fail(f"{path}: no ledger there (nothing is created by a report); run the application "
              "or 'guardrails demo' first, or point --ledger at an existing file", EXIT_CONFIG)
     try:
-        return SQLiteLedger(path, verifier_key=verifier)
+        return SQLiteLedger(path, verifier_key=verifier, read_only=read_only)
     except LedgerIntegrityError as exc:
         raise UnreadableLedger(str(path), str(exc)) from None
     except GuardrailsError as exc:
         fail(str(exc), EXIT_CONFIG)
 
 
-def _from_config(config_path: Path) -> Source:
+def _from_config(config_path: Path, read_only: bool) -> Source:
     from .._config import open_ledger
 
     try:
         config, root = load_config(config_path)
         if is_postgres_url(config.ledger.path):
-            ledger: Ledger = open_ledger(config.ledger, root, str(config_path))
+            ledger: Ledger = open_ledger(config.ledger, root, str(config_path),
+                                         read_only=read_only)
             name = "the PostgreSQL ledger of " + str(config_path)
         else:
             verifier = None if config.ledger.verifier_key is None else VerifierKey.load(
                 root / config.ledger.verifier_key)
-            ledger = _open_sqlite(root / config.ledger.path, verifier)
+            ledger = _open_sqlite(root / config.ledger.path, verifier, read_only=read_only)
             name = str(root / config.ledger.path)
     except GuardrailsError as exc:
         fail(str(exc), EXIT_CONFIG)
@@ -87,13 +89,18 @@ def _from_config(config_path: Path) -> Source:
     return Source(ledger, name, blobs, config, config_path)
 
 
-def open_source(config_path: Path, ledger_path: Path | None, blobs_path: Path | None) -> Source:
-    """The ledger ``guardrails status`` reads; without a configuration here, the demo's."""
+def open_source(config_path: Path, ledger_path: Path | None, blobs_path: Path | None, *,
+                read_only: bool = True) -> Source:
+    """The ledger ``guardrails status`` reads; without a configuration here, the demo's.
+
+    ``read_only`` (the default) opens it without creating or writing anything; the review
+    page, which records approvals, opens it with ``read_only=False``."""
     if ledger_path is not None:
         blobs = FileBlobStore(blobs_path) if blobs_path is not None else None
-        return Source(_open_sqlite(ledger_path), str(ledger_path), blobs, None, None)
+        return Source(_open_sqlite(ledger_path, read_only=read_only), str(ledger_path), blobs,
+                      None, None)
     if config_path.is_file():
-        source = _from_config(config_path)
+        source = _from_config(config_path, read_only)
         if blobs_path is not None:
             source.blobs = FileBlobStore(blobs_path)
         return source
@@ -101,7 +108,8 @@ def open_source(config_path: Path, ledger_path: Path | None, blobs_path: Path | 
         click.echo(f"no {config_path} here: reading the demo's ledger {DEMO_LEDGER}", err=True)
         blobs = FileBlobStore(blobs_path or DEMO_BLOBS) if (blobs_path or DEMO_BLOBS).is_dir() \
             else None
-        return Source(_open_sqlite(DEMO_LEDGER), str(DEMO_LEDGER), blobs, None, None)
+        return Source(_open_sqlite(DEMO_LEDGER, read_only=read_only), str(DEMO_LEDGER), blobs,
+                      None, None)
     fail(f"no {config_path} and no demo ledger ({DEMO_LEDGER}) here: pass -c CONFIG, "
          "--ledger PATH, or run 'guardrails demo' first", EXIT_CONFIG)
 

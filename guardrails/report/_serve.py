@@ -208,7 +208,7 @@ def run_serve(source: Source, port: int) -> None:
 def serve_command(config_path: Any, ledger_path: Any, blobs_path: Any, port: int) -> None:
     """The body of ``guardrails serve``: refuses a ledger that will not open (exit 1)."""
     try:
-        source = open_source(config_path, ledger_path, blobs_path)
+        source = open_source(config_path, ledger_path, blobs_path, read_only=False)
     except UnreadableLedger as exc:
         fail(f"{exc.problem}; the review page shows only a ledger that opens", EXIT_NOT_VERIFIED)
     run_serve(source, port)

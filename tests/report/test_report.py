@@ -324,3 +324,19 @@ def test_a_hostile_sequential_record_draws_no_path_and_the_report_still_renders(
     assert test.score_path == ()
     if "cases" in evidence:
         assert test.path == ()
+
+
+@pytest.mark.parametrize("command", ["report", "transparency"])
+def test_reading_for_a_report_writes_nothing_to_the_ledger(tmp_path: Path, command: str) -> None:
+    """A ledger in rollback-journal mode stays byte for byte what it was, with no file added
+    beside it: the report opens it read-only (a writable open would switch it to WAL)."""
+    (tmp_path / "ledger").mkdir()
+    ledger, _ = build_ledger(tmp_path / "ledger", pending=False)
+    with sqlite3.connect(ledger) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    before, files = ledger.read_bytes(), sorted(p.name for p in ledger.parent.iterdir())
+    args = ["-o", str(tmp_path / "report.html")] if command == "report" else []
+    done = run_cli(command, "--ledger", str(ledger), *args)
+    assert done.returncode == 0, done.stderr
+    assert ledger.read_bytes() == before
+    assert sorted(p.name for p in ledger.parent.iterdir()) == files
