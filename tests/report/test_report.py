@@ -6,6 +6,7 @@ import json
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -255,10 +256,15 @@ def test_a_ledger_that_will_not_open_still_gets_a_red_report(tmp_path: Path) -> 
 
 def _group_sequential_ledger(tmp_path: Path) -> gr.SQLiteLedger:
     """One review under the group-sequential design (margin 0.1): a harmless change, accepted."""
+    ledger = gr.SQLiteLedger(tmp_path / "group.db")
+    _review_into(ledger)
+    return ledger
+
+
+def _review_into(ledger: Any) -> None:
     answers = {f"q{i}": f"a{i}" for i in range(120)}
     cases = [gr.CanaryCase(id=f"c{i}", input=f"q{i}", expect=f"a{i}") for i in range(120)]
     cases.append(gr.CanaryCase(id="s", input="q0", expect="a0", tags=("safety",)))
-    ledger = gr.SQLiteLedger(tmp_path / "group.db")
     client = DictClient({"answers": answers, "temperature": 0.2, "default": "?"})
     guard = gr.Guard(canaries=cases, seed=3, ledger=ledger,
                      decision_rule=gr.SequentialRule(margin=0.1, safety_cases=1))
@@ -266,7 +272,6 @@ def _group_sequential_ledger(tmp_path: Path) -> gr.SQLiteLedger:
     client.queue({"op": "replace", "path": "/temperature", "value": 0.3})
     decision = guarded.self_improve()
     assert decision is not None and decision.accepted
-    return ledger
 
 
 def test_a_group_sequential_decision_draws_its_score_and_boundary(tmp_path: Path) -> None:
@@ -340,3 +345,29 @@ def test_reading_for_a_report_writes_nothing_to_the_ledger(tmp_path: Path, comma
     assert done.returncode == 0, done.stderr
     assert ledger.read_bytes() == before
     assert sorted(p.name for p in ledger.parent.iterdir()) == files
+
+
+def test_a_postgresql_ledger_is_reported_from_its_configuration(
+        tmp_path: Path, postgres_dsn: str, pg_schema: str) -> None:
+    """`report -c` on a configuration naming a PostgreSQL ledger: verified, every decision
+    shown, and the ledger's size unchanged (read-only transactions)."""
+    ledger = gr.PostgresLedger(postgres_dsn, schema=pg_schema)
+    try:
+        _review_into(ledger)
+        size = len(ledger)
+    finally:
+        ledger.close()
+    config = tmp_path / "guardrails.toml"
+    (tmp_path / "cases.jsonl").write_text(json.dumps({"id": "c0", "input": "q0", "expect": "a0"}))
+    config.write_text(f'[canaries]\nfiles = ["cases.jsonl"]\n\n[ledger]\npath = "{postgres_dsn}"\n'
+                      f'schema = "{pg_schema}"\n', encoding="utf-8")
+    out = tmp_path / "pg.html"
+    done = run_cli("report", "-c", str(config), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    html = out.read_text(encoding="utf-8")
+    assert "Ledger verified" in html and "score statistic (lower panel)" in html
+    reopened = gr.PostgresLedger(postgres_dsn, schema=pg_schema, read_only=True)
+    try:
+        assert len(reopened) == size
+    finally:
+        reopened.close()
