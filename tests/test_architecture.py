@@ -26,7 +26,7 @@ LAYERS: dict[str, set[str]] = {
     "guard": {"_config", "blobs", "canary", "chain", "gate", "ledger", "plugin", "rollout",
               "sandbox", "stats"},
     "canary": {"blobs"},
-    "report": {"_config", "blobs", "canary", "gate", "guard", "ledger", "stats"},
+    "report": {"_config", "blobs", "canary", "gate", "guard", "ledger", "rollout", "stats"},
 }
 SHARED = {"_canonical", "_client", "_decision", "_errors", "_messages", "_telemetry", "_threads"}
 PACKAGES = sorted(p.name for p in CORE.iterdir() if (p / "__init__.py").exists())

@@ -27,7 +27,9 @@ from .._errors import GuardrailsError
 from ..blobs import BLOB_KEY, BlobStore
 from ..gate import drift_distance
 from ..ledger import Ledger, LedgerEntry, LedgerReport, PendingApproval
+from ..rollout import ROLLOUT_EVENT
 from ..stats import GroupBoundary, PairCounts, clopper_pearson_upper
+from ._rollouts import RolloutStep, rollout_step
 
 log = structlog.get_logger(__name__)
 
@@ -165,8 +167,11 @@ class ReportData(_Frozen):
     drift: tuple[DriftPoint, ...]
     drift_budget: float | None
     events: tuple[tuple[int, str], ...]
+    """(entry index, event name) of the newest events other than rollout transitions."""
     pending: tuple[PendingApproval, ...]
     elapsed: float = 0.0
+    rollouts: tuple[RolloutStep, ...] = ()
+    """The newest rollout transitions (up to ``TIMELINE_LIMIT``), oldest first."""
 
 
 def verify_ledger(ledger: Ledger, blob_store: BlobStore | None) -> LedgerReport:
@@ -509,19 +514,23 @@ class _Scan(NamedTuple):
     seen: list[_Seen]
     recent: list[LedgerEntry]
     events: list[tuple[int, str]]
+    rollouts: list[RolloutStep]
 
 
 def _scan(ledger: Ledger) -> _Scan:
     seen: list[_Seen] = []
     recent: deque[LedgerEntry] = deque(maxlen=TIMELINE_LIMIT)
     events: deque[tuple[int, str]] = deque(maxlen=TIMELINE_LIMIT)
+    rollouts: deque[RolloutStep] = deque(maxlen=TIMELINE_LIMIT)
     for entry in ledger.entries():
         if entry.type == "decision":
             seen.append(_seen(entry))
             recent.append(entry)
+        elif entry.body.get("event") == ROLLOUT_EVENT:
+            rollouts.append(rollout_step(entry.index, entry.body))
         else:
             events.append((entry.index, str(entry.body.get("event", "event"))))
-    return _Scan(seen, list(recent), list(events))
+    return _Scan(seen, list(recent), list(events), list(rollouts))
 
 
 def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = None,
@@ -562,5 +571,5 @@ def read_report(ledger: Ledger, *, source: str, blob_store: BlobStore | None = N
         points=tuple((d.entry, d.verdict) for d in scan.seen),
         drift=_drift(ledger, scan.seen),
         drift_budget=_budget(scan.seen, drift_budget),
-        events=tuple(scan.events), pending=tuple(ledger.pending()),
+        events=tuple(scan.events), rollouts=tuple(scan.rollouts), pending=tuple(ledger.pending()),
         elapsed=time.perf_counter() - started)

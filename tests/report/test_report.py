@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markupsafe import escape
 
 import guardrails as gr
 from guardrails.report import read_report
@@ -371,3 +373,72 @@ def test_a_postgresql_ledger_is_reported_from_its_configuration(
         assert len(reopened) == size
     finally:
         reopened.close()
+
+
+def _rolled_back(tmp_path: Path) -> Path:
+    """A ledger where a candidate passed the canaries, entered a staged rollout and was rolled
+    back by its live errors (the rollout of tests/test_rollout_guard.py, on a SQLite ledger)."""
+    path = tmp_path / "rollout.db"
+    ledger = gr.SQLiteLedger(path)
+    cases = [gr.CanaryCase(id=k, input=k, expect=k.upper()) for k in ("a", "b")]
+    policy = gr.RolloutPolicy(steps=(5, 25, 50, 100), min_samples=30, evaluate_every=10)
+
+    def responder(state: dict[str, Any], request: gr.Request) -> Any:
+        text = str(request.input)
+        if text.startswith("live") and int(text.split()[1]) % 10 < state["fail"] * 10:
+            raise RuntimeError("the model could not answer")
+        return text.upper()
+
+    guarded = gr.Guard(canaries=cases, rollout=policy, ledger=ledger).wrap(
+        DictClient({"fail": 0.1, "rev": 0}, responder))
+    assert guarded.propose({"parent": guarded.version, "patch": [
+        {"op": "replace", "path": "/fail", "value": 0.6},
+        {"op": "replace", "path": "/rev", "value": 1}]}).accepted
+    for i in range(5000):
+        with contextlib.suppress(RuntimeError):
+            guarded.invoke(gr.Request(input=f"live {i}", metadata={"user_id": f"u{i % 2000}"}))
+        if guarded.rollout_status().phase == "aborted":  # type: ignore[union-attr]
+            break
+    ledger.close()
+    return path
+
+
+def test_a_rolled_back_rollout_is_in_the_report_with_its_reason(tmp_path: Path) -> None:
+    """Every transition has a row: the start at the first step's share, then the abort with
+    the reason and the failed finding the rollout recorded."""
+    path = _rolled_back(tmp_path)
+    ledger = gr.SQLiteLedger(path, read_only=True)
+    try:
+        events = [e.body for e in ledger.entries() if e.body.get("event") == "rollout"]
+        data = read_report(ledger, source="t")
+    finally:
+        ledger.close()
+    assert [r.action for r in data.rollouts] == [e["action"] for e in events] == ["start", "abort"]
+    start, abort = data.rollouts
+    assert start.phase == "step" and start.weight == 5.0
+    assert abort.phase == "aborted" and abort.reason == events[-1]["reason"]
+    assert "fail" in abort.reason and abort.attempt == start.attempt == events[0]["attempt"]
+    assert all(name != "rollout" for _, name in data.events)
+    out = tmp_path / "rollout.html"
+    assert run_cli("report", "--ledger", str(path), "-o", str(out)).returncode == 0
+    html = out.read_text(encoding="utf-8")
+    assert "Staged rollouts" in html and str(escape(abort.reason)) in html
+
+
+def test_a_rollout_event_of_the_wrong_shape_is_shown_as_far_as_it_reads(tmp_path: Path) -> None:
+    """Fields of the wrong type read as absent; hostile text stays text on the page."""
+    path = _rolled_back(tmp_path)
+    ledger = gr.SQLiteLedger(path)
+    try:
+        ledger.record_event("rollout", action=5, phase=None, weight="lots", step=True,
+                            findings="none", reason=HOSTILE, attempt=["x"])
+        data = read_report(ledger, source="t")
+    finally:
+        ledger.close()
+    odd = data.rollouts[-1]
+    assert (odd.action, odd.phase, odd.weight, odd.step, odd.attempt, odd.failed) == \
+        ("?", "?", None, None, None, ())
+    out = tmp_path / "odd.html"
+    assert run_cli("report", "--ledger", str(path), "-o", str(out)).returncode == 0
+    page = out.read_text(encoding="utf-8")
+    assert HOSTILE not in page and str(escape(HOSTILE)) in page
