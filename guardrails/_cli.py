@@ -318,22 +318,49 @@ def check(config_path: Path, as_json: bool) -> None:
     take the configured args) and builds the client when it can; a client that
     cannot be built here (no network, no API key) is reported, not an error.
     """
+    from ._config import guard_kwargs
     from .guard import Guard
 
     config, root = _config(config_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, once, with the summary
-        guard = Guard.from_config(config_path)
+        # Without the stores: checking creates no ledger and no blob folder.
+        guard = Guard(**guard_kwargs(config, root, str(config_path), stores=False))
     client = _check_client(config, root, guard)
+    ledger = _check_ledger(config, root, str(config_path))
     summary: dict[str, Any] = {"config": str(config_path), "cases": len(guard.canaries),
                "safety_cases": len(guard.canaries.safety),
                "frozen": list(guard.constraints.frozen), "fingerprint": guard.fingerprint(),
-               "client": client, "warnings": guard.suite_warnings}
+               "client": client, "ledger": ledger, "warnings": guard.suite_warnings}
     jail_line = _check_jail(guard, summary)
     _emit(summary, as_json, f"ok: {config_path} ({summary['cases']} canary cases, "
                             f"{summary['safety_cases']} safety; fingerprint "
-                            f"{summary['fingerprint'][:12]})\nclient: {client}" + jail_line
+                            f"{summary['fingerprint'][:12]})\nclient: {client}\nledger: {ledger}"
+                            + jail_line
                             + "".join(f"\nwarning: {w}" for w in guard.suite_warnings))
+
+
+def _check_ledger(config: Config, root: Path, source: str) -> str:
+    """What ``check`` found of the ledger, opened read-only (never created); a ledger that
+    cannot be opened here (a server out of reach) is reported, not an error."""
+    from ._config import open_ledger
+    from .ledger import is_postgres_url, redact
+
+    path = config.ledger.path
+    remote = is_postgres_url(path)
+    name = redact(path) if remote else str(root / path)
+    if not remote and not (root / path).is_file():
+        return f"{name} does not exist yet (the first run creates it)"
+    try:
+        ledger = open_ledger(config.ledger, root, source, read_only=True)
+    except GuardrailsError as exc:
+        return f"{name} could not be opened here ({exc})"
+    try:
+        served = ledger.served_version()
+        return (f"{name}: {len(ledger)} entries, serving "
+                f"{served[:12] if served else 'nothing yet'} (opened read-only)")
+    finally:
+        ledger.close()
 
 
 def _check_client(config: Config, root: Path, guard: Any) -> str:

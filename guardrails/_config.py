@@ -10,6 +10,7 @@ import difflib
 import importlib
 import inspect
 import os
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -197,6 +198,12 @@ class BlobSettings(_Section):
     @model_validator(mode="after")
     def _options_fit(self) -> BlobSettings:
         lowered = self.url.lower()
+        if "://" in lowered and not lowered.startswith(
+                ("file://", "s3://", "postgresql://", "postgres://")):
+            # The scheme only: the rest of a URL may hold a password.
+            raise ValueError(f"the blob store URL has an unknown scheme "
+                             f"{lowered.split('://', 1)[0] + '://'!r}; use file://PATH, "
+                             "postgresql://USER@HOST/DB or s3://BUCKET/PREFIX")
         if self.cache_dir is not None and not lowered.startswith(
                 ("s3://", "postgresql://", "postgres://")):
             raise ValueError("cache_dir applies to a remote (s3:// or postgresql://) blob store "
@@ -391,13 +398,21 @@ def explain(exc: ValidationError, model: type[BaseModel], source: str) -> str:
             lines.append(f"{source}: {key!r} is required; add it")
         elif error["type"] in _SCALAR_TYPES and isinstance(error.get("input"), str):
             lines.append(f"{source}: {key!r}: {error['msg']} (got the string "
-                         f"{error.get('input')!r}); write the value without quotes")
+                         f"{_shown(error.get('input'))}); write the value without quotes")
+        elif isinstance(error.get("input"), dict):  # a whole section: its message says what
+            lines.append(f"{source}: {key!r}: {error['msg']}")
         else:
-            lines.append(f"{source}: {key!r}: {error['msg']} (got {error.get('input')!r})")
+            lines.append(f"{source}: {key!r}: {error['msg']} (got {_shown(error.get('input'))})")
     return "\n".join(lines)
 
 
 _SCALAR_TYPES = frozenset({"float_type", "int_type", "bool_type"})
+_URL_PASSWORD = re.compile(r"(://[^:/@\s'\"]*):[^@\s'\"]*@")
+
+
+def _shown(value: Any) -> str:
+    """A rejected value as an error shows it: a password in a URL becomes ``***``."""
+    return _URL_PASSWORD.sub(r"\1:***@", repr(value))
 
 
 def load_config(path: str | os.PathLike[str]) -> tuple[Config, Path]:
@@ -431,8 +446,12 @@ def _pointer_specs(entries: list[str | PointerSettings]) -> tuple[Any, ...]:
     return tuple(e if isinstance(e, str) else e.model_dump() for e in entries)
 
 
-def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
-    """The ``Guard`` arguments a validated configuration describes (files resolved from ``root``)."""
+def guard_kwargs(config: Config, root: Path, source: str, *,
+                 stores: bool = True) -> dict[str, Any]:
+    """The ``Guard`` arguments a validated configuration describes (files resolved from ``root``).
+
+    ``stores=False`` leaves the ledger and the blob store out (the guard then keeps an
+    in-memory ledger): nothing is opened, created or written, for commands that only check."""
     from .canary import CanarySuite, RunSettings
     from .gate import ApprovalPolicy, FrozenConstraints
 
@@ -462,8 +481,8 @@ def guard_kwargs(config: Config, root: Path, source: str) -> dict[str, Any]:
         "checks": parts.checks,
         "constraints": constraints,
         "canaries": suite,
-        "ledger": open_ledger(config.ledger, root, source),
-        "blob_store": open_blobs(config, root, source),
+        "ledger": open_ledger(config.ledger, root, source) if stores else None,
+        "blob_store": open_blobs(config, root, source) if stores else _no_blobs(config, source),
         "approval": approval,
         "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files", "dask", "ray"}),
                                   dask=_dask(config, root, source),
@@ -515,13 +534,19 @@ def blob_url(config: Config, root: Path) -> tuple[str, dict[str, Any]]:
     return url, config.blobs.options()
 
 
+def _no_blobs(config: Config, source: str) -> Any:
+    """No store (None), but a configuration naming two is still refused."""
+    if config.blobs is not None and "blobs" in config.ledger.model_fields_set:
+        raise ConfigError(f"{source}: both [blobs] url and [ledger] blobs name a blob store; "
+                          "keep [blobs] url and remove [ledger] blobs")
+    return None
+
+
 def open_blobs(config: Config, root: Path, source: str) -> Any:
     """The blob store the configuration names; errors name the file and the section."""
     from .blobs import open_blob_store
 
-    if config.blobs is not None and "blobs" in config.ledger.model_fields_set:
-        raise ConfigError(f"{source}: both [blobs] url and [ledger] blobs name a blob store; "
-                          "keep [blobs] url and remove [ledger] blobs")
+    _no_blobs(config, source)
     url, options = blob_url(config, root)
     try:
         store = open_blob_store(url, **options)

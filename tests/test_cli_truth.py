@@ -110,6 +110,25 @@ def test_status_with_a_ledger_in_a_missing_folder_creates_nothing(project: Path)
     assert snapshot(project) == before
 
 
+def test_check_of_a_new_project_creates_no_ledger_and_no_blob_folder(project: Path) -> None:
+    """check validates what the configuration names without opening a store for writing: the
+    ledger it would create is named as not there yet, and the folder is left as it was."""
+    before = snapshot(project)
+    result = cli(project, "check")
+    assert result.returncode == 0, result
+    assert "does not exist yet" in result.stdout
+    assert snapshot(project) == before and not (project / ".guardrails").exists()
+
+
+def test_check_reports_an_existing_ledger_read_only(project: Path,
+                                                   served: gr.GuardedClient) -> None:
+    """With a ledger there, check names its size and served version (JSON too)."""
+    result = cli(project, "check", "--json")
+    assert result.returncode == 0, result
+    ledger = json.loads(result.stdout)["ledger"]
+    assert f"{entries(project)} entries" in ledger and served.version[:12] in ledger
+
+
 def test_a_foreign_sqlite_file_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
     """Another application's SQLite database is "not a guardrails ledger" and is not altered."""
     with sqlite3.connect(tmp_path / "app.db") as conn:
@@ -123,10 +142,12 @@ def test_a_foreign_sqlite_file_is_refused_and_left_as_it_was(tmp_path: Path) -> 
 
 def test_every_reading_command_leaves_the_ledger_folder_byte_identical(
         project: Path, served: gr.GuardedClient) -> None:
-    """verify, show, prove, status and pending change no byte and create no side file."""
+    """verify, show, prove, status, pending, check and transparency change no byte and create
+    no side file."""
     before = snapshot(project)
     for args in (("ledger", "verify", LEDGER), ("ledger", "show", LEDGER),
-                 ("ledger", "prove", LEDGER, "0"), ("status",), ("pending",)):
+                 ("ledger", "prove", LEDGER, "0"), ("status",), ("pending",), ("check",),
+                 ("transparency",)):
         result = cli(project, *args)
         assert result.returncode == 0, (args, result)
     assert snapshot(project) == before

@@ -53,6 +53,7 @@ def test_canaries_dask_reaches_the_run_settings(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("extra", "match"), [
     ('[blobs]\nurl = "ftp://x/y"\n', "unknown scheme"),
+    ('[blobs]\nurl = "mysql://app:hunter2@db/x"\n', r"unknown scheme 'mysql://'; use file://"),
     ('[blobs]\nurl = "s3://b/p"\nregion = "x"\nschema = "y"\n', "postgresql:// blob store only"),
     ('[blobs]\nurl = "blobs"\nendpoint = "http://x"\n', "s3:// blob store only"),
     ('[canaries.dask]\nscheduler = "tcp://x:1"\nbuild = "nocolon"\n', "package.module:callable"),
@@ -89,3 +90,16 @@ def test_canaries_ray_refuses_the_process_sandbox(tmp_path: Path) -> None:
     with pytest.raises(gr.ConfigError, match=r"\[canaries.ray\] runs candidates"):
         _guard(tmp_path, '[canaries.ray]\naddress = "auto"\nbuild = "pkg.mod:build"\n'
                '[sandbox]\nmode = "process"\n')
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ('[blobs]\nurl = "mysql://app:hunter2@db/x"\n', "mysql://"),
+    ('[blobs]\nurl = "postgresql://app:hunter2@db/x"\nendpoint = "http://x"\n', "endpoint"),
+    ('[ledger]\npath = "ledger.db"\ntimeout = "postgresql://app:hunter2@db/x"\n', "***"),
+], ids=["unknown scheme", "option of another store", "a URL where a number goes"])
+def test_a_refused_setting_is_named_without_echoing_a_password(
+        tmp_path: Path, extra: str, named: str) -> None:
+    """The error names what is wrong and the fix; a URL's password never reaches it."""
+    with pytest.raises(gr.ConfigError) as refused:
+        _guard(tmp_path, extra)
+    assert named in str(refused.value) and "hunter2" not in str(refused.value)
