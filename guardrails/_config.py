@@ -110,13 +110,21 @@ class PointerSettings(_Section):
     nothing when the guard wraps the client is a configuration error."""
 
 
+class DriftPointerSettings(_Section):
+    """A drift pointer's budget as a table: ``{ budget = 0.2, may_be_absent = true }``."""
+
+    budget: float = Field(ge=0.0)
+    may_be_absent: bool = False
+    """The path may match nothing in the state yet (see ``PointerSettings``)."""
+
+
 class ConstraintSettings(_Section):
     """``[constraints]``: frozen pointers, mutable scope and drift budget."""
 
     frozen: list[str | PointerSettings] = []
     mutable: list[str | PointerSettings] | None = None
     drift_budget: float | None = Field(default=None, ge=0.0)
-    drift_pointers: dict[str, float] = {}
+    drift_pointers: dict[str, float | DriftPointerSettings] = {}
     drift_blobs: Literal["digest", "l2"] = "digest"
 
 
@@ -469,7 +477,8 @@ def guard_kwargs(config: Config, root: Path, source: str, *,
             mutable=(None if config.constraints.mutable is None
                      else _pointer_specs(config.constraints.mutable)),
             drift_budget=config.constraints.drift_budget,
-            drift_pointers=config.constraints.drift_pointers,
+            drift_pointers={p: b if isinstance(b, float) else b.model_dump()
+                            for p, b in config.constraints.drift_pointers.items()},
             drift_blobs=config.constraints.drift_blobs)
     except ValidationError as exc:
         raise ConfigError(explain(exc, ConstraintSettings, f"{source} [constraints]")) from None

@@ -1,5 +1,6 @@
-"""Pointers that point at nothing are errors when the guard wraps the client: a frozen or
-mutable pointer must match something in the served state, unless it says it may be absent."""
+"""Pointers that point at nothing are errors when the guard wraps the client: a frozen,
+mutable or drift pointer must match something in the served state, unless it says it may be
+absent."""
 
 from __future__ import annotations
 
@@ -39,6 +40,32 @@ def test_a_misspelled_mutable_pointer_is_refused_too() -> None:
         _guard(mutable=["/param"]).wrap(DictClient(STATE))
 
 
+def test_a_misspelled_drift_pointer_is_refused_too() -> None:
+    """A per-pointer budget at nothing leaves the real path under no budget of its own."""
+    with pytest.raises(gr.ConfigError) as raised:
+        _guard(drift_pointers={"/system_promt": 0.2}).wrap(DictClient(STATE))
+    message = str(raised.value)
+    assert "drift pointer '/system_promt' matches nothing" in message
+    assert "did you mean '/system_prompt'?" in message
+    assert '"/system_promt" = { budget = 0.2, may_be_absent = true }' in message
+
+
+def test_a_drift_pointer_that_may_be_absent_starts_and_still_bounds_what_appears() -> None:
+    """With may_be_absent the guard starts; content added there later is measured against
+    that pointer's own budget (all new: distance 1 > 0.2) and refused."""
+    guarded = _guard(drift_pointers={"/memory/notes": {"budget": 0.2, "may_be_absent": True}}
+                     ).wrap(DictClient(STATE))
+    decision = guarded.propose(gr.UpdateProposal(parent=guarded.version, patch=[
+        {"op": "add", "path": "/memory/notes", "value": "remember everything"}]))
+    assert decision.deciding_finding is not None
+    assert decision.deciding_finding.check == "drift_budget"
+
+
+def test_a_drift_pointer_table_with_an_unknown_key_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"is a budget or \{ budget = 0.2"):
+        gr.FrozenConstraints(drift_pointers={"/memory": {"budget": 0.2, "maybe": True}})
+
+
 def test_a_refused_pointer_leaves_no_ledger_behind(tmp_path: Path) -> None:
     """The check runs before genesis: fixing the pointer and starting again just works."""
     ledger = gr.SQLiteLedger(tmp_path / "ledger.db")
@@ -58,8 +85,8 @@ def test_a_pointer_that_may_be_absent_is_accepted_and_still_protects() -> None:
 
 
 def test_may_be_absent_for_a_pointer_that_is_not_listed_is_refused() -> None:
-    """A may_be_absent entry that is neither frozen nor mutable is itself a pointer at nothing."""
-    with pytest.raises(ValueError, match="neither a frozen nor a mutable pointer"):
+    """A may_be_absent entry that no pointer lists is itself a pointer at nothing."""
+    with pytest.raises(ValueError, match="not a frozen, mutable or drift pointer"):
         gr.FrozenConstraints(frozen=["/system_prompt"], may_be_absent=["/memory/rules"])
 
 
@@ -148,3 +175,19 @@ def test_guardrails_check_accepts_the_table_form_from_toml(
     result = CliRunner().invoke(main, ["check"])
     assert result.exit_code == 0, result.output
     assert "every pointer resolves" in result.output
+
+
+def test_guardrails_check_takes_a_drift_pointer_table_from_toml(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`drift_pointers = { "/memory/notes" = { budget = 0.2, may_be_absent = true } }` is
+    accepted; the same pointer as a bare budget is refused with exit 3."""
+    _project(tmp_path, monkeypatch, '"/system_prompt"')
+    config = tmp_path / "guardrails.toml"
+    text = config.read_text()
+    config.write_text(text.replace("[canaries]", 'drift_pointers = { "/memory/notes" = '
+                                   '{ budget = 0.2, may_be_absent = true } }\n\n[canaries]'))
+    assert CliRunner().invoke(main, ["check"]).exit_code == 0
+    config.write_text(text.replace("[canaries]", 'drift_pointers = { "/memory/notes" = 0.2 }'
+                                   '\n\n[canaries]'))
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 3 and "drift pointer '/memory/notes' matches nothing" in result.output

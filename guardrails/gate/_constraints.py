@@ -165,6 +165,18 @@ def changed_pointers(before: Any, after: Any, _prefix: tuple[str, ...] = ()) -> 
         yield _pointer(_prefix)
 
 
+def _drift_entry(pointer: str, entry: dict[str, Any]) -> tuple[float, bool]:
+    """A ``{"budget": ..., "may_be_absent": ...}`` value of ``drift_pointers``, checked."""
+    unknown = sorted(set(entry) - {"budget", "may_be_absent"})
+    budget, absent = entry.get("budget"), entry.get("may_be_absent", False)
+    if unknown or not isinstance(budget, int | float) or isinstance(budget, bool):
+        raise ValueError(f"drift_pointers[{pointer!r}] is a budget or {{ budget = 0.2, "
+                         f"may_be_absent = true }}; got {sorted(entry)}")
+    if not isinstance(absent, bool):
+        raise ValueError(f"may_be_absent of {pointer!r} must be true or false")
+    return float(budget), absent
+
+
 def _pointer_entry(key: str, entry: dict[str, Any]) -> tuple[str, bool]:
     """A ``{"path": ..., "may_be_absent": ...}`` entry of ``frozen``/``mutable``, checked."""
     unknown = sorted(set(entry) - {"path", "may_be_absent"})
@@ -227,10 +239,11 @@ class FrozenConstraints(BaseModel):
     frozen: tuple[str, ...] = ()
     mutable: tuple[str, ...] | None = None
     may_be_absent: tuple[str, ...] = ()
-    """Frozen or mutable pointers that may match nothing in the state yet (a path the model
-    may add later). Every other pointer must resolve in the served state when the guard wraps
-    the client (``check_pointers``). In ``frozen``/``mutable`` a pointer may also be given as
-    ``{"path": "/memory/rules", "may_be_absent": True}``, which lands here."""
+    """Frozen, mutable or drift pointers that may match nothing in the state yet (a path the
+    model may add later). Every other pointer must resolve in the served state when the guard
+    wraps the client (``check_pointers``). In ``frozen``/``mutable`` a pointer may also be given
+    as ``{"path": "/memory/rules", "may_be_absent": True}``, and in ``drift_pointers`` a budget
+    as ``{"budget": 0.2, "may_be_absent": True}``; both land here."""
     invariants: tuple[Invariant, ...] = ()
     drift_budget: float | None = Field(default=None, ge=0.0)
     drift_pointers: dict[str, float] = Field(default_factory=dict)
@@ -256,17 +269,26 @@ class FrozenConstraints(BaseModel):
                     entry = entry[0]
                 plain.append(entry)
             data[key] = tuple(plain)
+        if isinstance(data.get("drift_pointers"), dict):
+            budgets = {}
+            for pointer, value in data["drift_pointers"].items():
+                if isinstance(value, dict):
+                    value, maybe = _drift_entry(pointer, value)
+                    if maybe:
+                        absent.append(pointer)
+                budgets[pointer] = value
+            data["drift_pointers"] = budgets
         if absent:
             data["may_be_absent"] = tuple(dict.fromkeys(absent))
         return data
 
     @model_validator(mode="after")
     def _absent_named(self) -> FrozenConstraints:
-        named = {*self.frozen, *(self.mutable or ())}
+        named = {*self.frozen, *(self.mutable or ()), *self.drift_pointers}
         stray = [p for p in self.may_be_absent if p not in named]
         if stray:
-            raise ValueError(f"may_be_absent names {stray[0]!r}, which is neither a frozen nor "
-                             "a mutable pointer; list it in frozen or mutable")
+            raise ValueError(f"may_be_absent names {stray[0]!r}, which is not a frozen, mutable "
+                             "or drift pointer; list it in frozen, mutable or drift_pointers")
         return self
 
     @model_validator(mode="after")
@@ -324,15 +346,18 @@ class FrozenConstraints(BaseModel):
         ``state`` (unless it is in ``may_be_absent``), naming the closest existing path: a
         pointer that points at nothing protects nothing."""
         absent_ok = set(self.may_be_absent)
-        for kind, pointers in (("frozen", self.frozen), ("mutable", self.mutable or ())):
+        for kind, pointers in (("frozen", self.frozen), ("mutable", self.mutable or ()),
+                               ("drift", tuple(self.drift_pointers))):
             for pointer in pointers:
                 if pointer in absent_ok or _resolve(state, pointer) is not _MISSING:
                     continue
+                table = (f'"{pointer}" = {{ budget = {self.drift_pointers[pointer]:g}, '
+                         "may_be_absent = true }" if kind == "drift"
+                         else f'{{ path = "{pointer}", may_be_absent = true }}')
                 raise ConfigError(
                     f"{kind} pointer {pointer!r} matches nothing in {where} "
                     f"({_closest(pointer, state)}); a pointer that protects nothing is a "
-                    "mistake: fix it, or, for a path that may appear later, say so with "
-                    f'{{ path = "{pointer}", may_be_absent = true }}')
+                    f"mistake: fix it, or, for a path that may appear later, say so with {table}")
 
     def check_frozen(self, incumbent: dict[str, Any], candidate: dict[str, Any]) -> list[Finding]:
         """One failed finding per frozen pointer whose value the candidate changes."""
