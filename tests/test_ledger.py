@@ -85,6 +85,20 @@ def test_promote_with_stale_parent_does_nothing(ledger: gr.Ledger) -> None:
     assert len(ledger) == 2 and ledger.served_version() == V1
 
 
+def test_an_event_at_a_stale_size_is_refused_and_writes_nothing(
+        store_factory: Any) -> None:
+    """record_event_at appends only while the ledger holds the size the writer saw; a second
+    connection that appended first makes it refuse, on every shared backend."""
+    first, second = store_factory(), store_factory()
+    size = len(first)
+    assert second.record_event("other writer") is not None
+    assert first.record_event_at(size, "mine", n=1) is None
+    assert len(first) == size + 1
+    entry = first.record_event_at(size + 1, "mine", n=1)
+    assert entry is not None and entry.index == size + 1 and entry.body == {"event": "mine", "n": 1}
+    assert first.verify().ok
+
+
 def test_promote_on_empty_ledger_needs_no_parent(ledger: gr.Ledger) -> None:
     """On an empty ledger only a promotion expecting no served version succeeds."""
     ledger.put_state(STATE_1)

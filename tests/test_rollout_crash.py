@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -189,3 +190,44 @@ def test_a_move_being_recorded_right_now_is_waited_for_not_written_twice(
     monkeypatch.setattr(_live, "REPAIR_GRACE", 0.0)
     assert run("resume").exit_code == 0
     assert [a for a, _, _ in _story()] == ["start", "pause", "resume"]
+
+
+class _Racing:
+    """A ledger whose next event write first lets another repairer, on a connection of its
+    own (as another process would), repair the same gap to the end."""
+
+    def __init__(self, ledger: gr.SQLiteLedger, other: Any) -> None:
+        self._ledger, self._other, self.raced = ledger, other, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def __len__(self) -> int:
+        return len(self._ledger)
+
+    def _race(self) -> None:
+        if not self.raced:
+            self.raced = True
+            self._other()
+
+    def record_event(self, *args: Any, **kwargs: Any) -> Any:
+        self._race()
+        return self._ledger.record_event(*args, **kwargs)
+
+    def record_event_at(self, *args: Any, **kwargs: Any) -> Any:
+        self._race()
+        return self._ledger.record_event_at(*args, **kwargs)
+
+
+def test_two_repairers_of_the_same_gap_record_it_once(project: Path) -> None:
+    """The other repairer writes the missing pause between this one's look and its write:
+    this one's append is refused (the ledger grew), it looks again and finds nothing missing."""
+    _start(project)
+    _crash(project, "pause")
+    policy = gr.Guard.from_config(project / "guardrails.toml").rollout
+    ledger, other = _ledger(project), _ledger(project)
+    racing = _Racing(ledger, lambda: repair(store_for(other), other, policy))  # type: ignore[arg-type]
+    fixed = repair(store_for(ledger), racing, policy)  # type: ignore[arg-type]
+    assert racing.raced and fixed.action is None and fixed.problem is None
+    assert [a for a, _, _ in _story()] == ["start", "pause"]
+    assert ledger.verify().ok

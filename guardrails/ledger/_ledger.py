@@ -137,6 +137,8 @@ class Ledger(Protocol):
 
     def record_event(self, event: str, **details: Any) -> LedgerEntry: ...
 
+    def record_event_at(self, size: int, event: str, **details: Any) -> LedgerEntry | None: ...
+
     def promote(self, decision: Decision, expected_parent: str | None,
                 proposal: dict[str, Any] | None = None, *,
                 resolves: str | None = None) -> Decision | None: ...
@@ -557,6 +559,15 @@ class StoreLedger:
 
     def record_event(self, event: str, **details: Any) -> LedgerEntry:
         with self._transaction() as tx:
+            return self._append(tx, "event", {"event": event, **details})
+
+    def record_event_at(self, size: int, event: str, **details: Any) -> LedgerEntry | None:
+        """``record_event`` only if the ledger still holds ``size`` entries, in one
+        transaction (a compare-and-swap on its end); ``None``, writing nothing, when another
+        writer appended first. For writers that must not record the same fact twice."""
+        with self._transaction() as tx:
+            if int(tx.head().get("size") or 0) != size:
+                return None
             return self._append(tx, "event", {"event": event, **details})
 
     def promote(self, decision: Decision, expected_parent: str | None,

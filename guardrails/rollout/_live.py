@@ -75,15 +75,20 @@ class RolloutMetrics:
             _log.warning("guardrails.telemetry_failed", metric="rollout", exc_info=True)
 
 
+def transition_details(state: RolloutState, policy: RolloutPolicy, action: str,
+                       findings: Sequence[Finding] = ()) -> dict[str, Any]:
+    """The ledger event's fields for a transition into ``state``."""
+    return {"action": action, "attempt": state.attempt, "seq": state.seq, "phase": state.phase,
+            "step": state.step, "weight": state.weight(policy), "candidate": state.candidate,
+            "incumbent": state.incumbent, "reason": state.reason,
+            "findings": [f.model_dump(mode="json") for f in findings]}
+
+
 def record_transition(ledger: Ledger, state: RolloutState, policy: RolloutPolicy, action: str,
                       findings: Sequence[Finding] = (), **extra: Any) -> int:
     """Append the transition to the ledger; returns the entry's index."""
-    entry = ledger.record_event(
-        ROLLOUT_EVENT, action=action, attempt=state.attempt, seq=state.seq, phase=state.phase,
-        step=state.step, weight=state.weight(policy), candidate=state.candidate,
-        incumbent=state.incumbent, reason=state.reason,
-        findings=[f.model_dump(mode="json") for f in findings], **extra)
-    return entry.index
+    details = transition_details(state, policy, action, findings)
+    return ledger.record_event(ROLLOUT_EVENT, **details, **extra).index
 
 
 def apply_action(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
@@ -160,7 +165,9 @@ def _promote(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy, state: 
         kind="rollout", source=source)
     problem = None
     try:
-        if ledger.promote(decision, state.incumbent) is None:
+        # Served already: another replica (or repairer) recorded this very promotion first.
+        if ledger.promote(decision, state.incumbent) is None \
+                and ledger.served_version() != state.candidate:
             problem = "another version was promoted during the rollout"
     except Exception as exc:
         problem = f"recording the promotion failed ({type(exc).__name__}: {exc})"

@@ -24,6 +24,7 @@ from ._store import RolloutStore
 ROLLOUT_EVENT = "rollout"
 """The ledger event kind of every rollout transition (start included)."""
 _WINDOW = 256
+_ATTEMPTS = 5
 
 
 class Repair(BaseModel):
@@ -78,16 +79,30 @@ def repair(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
            state: RolloutState | None = None) -> Repair:
     """Bring the ledger level with the store for ``state``'s attempt (default: the latest one).
 
-    Idempotent: a second call finds nothing missing. Two processes repairing the same gap
-    at the same moment may each append the entry (the same ``seq`` twice; harmless to
-    every reader), since the ledger has no conditional append for events.
+    Idempotent, and safe to run in several processes at once: the missing entry is appended
+    only if the ledger has not grown since the gap was seen (``record_event_at``), so two
+    repairers of the same gap write it once; the one that lost looks again and finds nothing
+    missing.
     """
-    # The transition's own writers; _live imports this module, so not at the top.
-    from ._live import _promote, record_transition
+    current = state
+    for _ in range(_ATTEMPTS):
+        current = store.get(state.attempt) if state is not None else store.latest()
+        if current is None:
+            return Repair(state=None)
+        done = _repair_once(store, ledger, policy, current, len(ledger))
+        if done is not None:
+            return done
+    return Repair(state=current, problem=(
+        f"the ledger or the store kept moving during {_ATTEMPTS} repairs; run it again"))
 
-    current = store.get(state.attempt) if state is not None else store.latest()
-    if current is None:
-        return Repair(state=None)
+
+def _repair_once(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
+                 current: RolloutState, size: int) -> Repair | None:
+    """One look at the gap between ``current`` and a ledger of ``size`` entries; ``None`` when
+    another writer moved either first (look again)."""
+    # The transition's own writers; _live imports this module, so not at the top.
+    from ._live import _promote, transition_details
+
     last, behind = lag(ledger, current)
     if last is not None and int(last.get("seq", -1)) > current.seq:
         return Repair(state=current, problem=(
@@ -102,13 +117,19 @@ def repair(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
                 "phase": "aborted", "seq": current.seq + 1,
                 "reason": "its start was never recorded in the ledger (a crash); rolled back"})
             if not store.swap(current, rolled_back):
-                return repair(store, ledger, policy, current)  # it moved: look again
+                return None
             current = rolled_back
-        record_transition(ledger, current, policy, "abort", source="repair", repaired=True)
-        return Repair(state=current, action="abort")
-    action = _action(last, current)
-    if current.phase == "promoted" and ledger.served_version() != current.candidate:
-        current = _promote(store, ledger, policy, current, (), "repair")
-        action = "advance" if current.phase == "promoted" else "abort"
-    record_transition(ledger, current, policy, action, source="repair", repaired=True)
+        action = "abort"
+    else:
+        action = _action(last, current)
+        if current.phase == "promoted" and ledger.served_version() != current.candidate:
+            current = _promote(store, ledger, policy, current, (), "repair")
+            action = "advance" if current.phase == "promoted" else "abort"
+            size = len(ledger)  # the promotion's own entry; a racing writer is caught below
+            if lag(ledger, current)[1] is False:
+                return Repair(state=current)
+    details = transition_details(current, policy, action)
+    if ledger.record_event_at(size, ROLLOUT_EVENT, **details, source="repair",
+                              repaired=True) is None:
+        return None
     return Repair(state=current, action=action)
