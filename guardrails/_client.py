@@ -93,23 +93,40 @@ def answers_by_stream(client: Any) -> bool:
         callable(getattr(client, "stream", None)) or callable(getattr(client, "astream", None)))
 
 
+WHOLE_MAX_CHARS = 16 * 1024 * 1024
+"""The most text and tool-call arguments a stream read whole may carry (16 Mi characters):
+past it the stream is closed and the answer is unusable (``too_large``), so a stream that
+never ends cannot fill the reviewing process's memory before the case's deadline."""
+
+
 class _Joined:
     """A stream consumed whole: the text, and each tool call's id, name and arguments."""
 
-    __slots__ = ("calls", "text")
+    __slots__ = ("calls", "size", "text")
 
     def __init__(self) -> None:
         self.text: list[str] = []
         self.calls: dict[int, list[Any]] = {}
+        self.size = 0
+
+    def _count(self, chars: int, source: str) -> None:
+        self.size += chars
+        if self.size > WHOLE_MAX_CHARS:
+            raise UnusableResponseError(
+                f"{source}'s stream carried more than {WHOLE_MAX_CHARS:,} characters; it "
+                "was closed there", adapter=source, reason="too_large")
 
     def add(self, item: Any, source: str) -> None:
         if type(item) is str:
+            self._count(len(item), source)
             self.text.append(item)
             return
         if not isinstance(item, StreamChunk):
             raise UnusableResponseError(
                 f"{source}'s stream yielded a {type(item).__name__}; a stream yields str or "
                 "guardrails.StreamChunk", adapter=source, reason="wrong_type")
+        self._count(len(item.text or "")
+                    + sum(len(d.arguments or "") for d in item.tool_calls), source)
         if item.text:
             self.text.append(item.text)
         for delta in item.tool_calls:
@@ -146,8 +163,9 @@ def answer_whole(client: Any, request: Request, *, deadline: float | None = None
     [{"id", "name", "arguments"}]}`` when it called tools (the OpenAI
     adapter's shape); reasoning deltas are not part of the answer. Raises
     ``UnusableResponseError`` for an item that is neither ``str`` nor
-    ``StreamChunk``, a stream with no text and no tool call, or a tool call
-    without a name; whatever the stream raised propagates. ``deadline``
+    ``StreamChunk``, a stream with no text and no tool call, a tool call
+    without a name, or more than ``WHOLE_MAX_CHARS`` characters (``too_large``,
+    the stream closed there); whatever the stream raised propagates. ``deadline``
     (``time.monotonic()``): past it the stream is closed and ``CallTimeout``
     raised, so a stream that never ends does not hold its thread forever.
     A client with only ``astream`` runs it to completion on an event loop of

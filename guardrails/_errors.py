@@ -50,7 +50,7 @@ class UnusableResponseError(GuardrailsError):
     ``adapter`` names the adapter; ``reason`` is a short stable code
     (``wrong_schema``, ``no_choices``, ``empty_content``, ``refusal``,
     ``no_answer``, ``missing_field``, ``empty_field``, ``nan``, ``wrong_shape``,
-    ``wrong_type``). The message says what was wrong with the response's
+    ``wrong_type``, ``too_large``). The message says what was wrong with the response's
     structure, never its content (it may be a hidden canary's answer).
     """
 

@@ -245,6 +245,37 @@ def test_an_endless_candidate_stream_times_out_is_closed_and_is_not_accepted() -
     assert Endless.closed  # closed by the consumer, not left reading
 
 
+class Flood(Endless):
+    """An endless stream of large chunks: it would fill memory long before a deadline."""
+
+    def stream(self, request: gr.Request) -> Iterator[str]:
+        if not self.state.get("endless"):
+            yield from super().stream(request)
+            return
+        try:
+            while True:
+                yield "x" * 65536
+        finally:
+            Endless.closed.append(True)
+
+    def with_state(self, state: dict[str, Any]) -> Flood:
+        return Flood(state)
+
+
+def test_a_flooding_candidate_stream_is_cut_at_the_size_cap_closed_and_not_accepted() -> None:
+    """With no deadline near, a stream carrying more than WHOLE_MAX_CHARS is closed there and
+    counts as an unusable answer; the candidate is not accepted."""
+    Endless.closed.clear()
+    client = gr.Guard(canaries=CASES, canary_run=RUN, case_timeout=60).wrap(Flood(INCUMBENT))
+    decision = client.propose(patch(client, BETTER, {"op": "add", "path": "/endless",
+                                                     "value": True}))
+    assert not decision.accepted and Endless.closed
+    flooding = Flood({**INCUMBENT, "endless": True})
+    with pytest.raises(gr.UnusableResponseError, match="more than 16,777,216 characters") as cut:
+        gr.Guard(canaries=CASES).wrap(flooding).invoke("a")
+    assert cut.value.reason == "too_large"
+
+
 # -- the process sandbox -------------------------------------------------------------------------
 
 
