@@ -254,3 +254,31 @@ def test_a_malformed_record_entry_is_no_record() -> None:
     control = _control(_propose(guarded, "v2"))
     assert control.passed
     assert control.evidence["record"]["trials"] == 0
+
+
+def test_a_newly_promoted_version_has_the_record_of_the_review_that_accepted_it(
+        tmp_path: Path) -> None:
+    """v2 passed every case as the candidate of its own review; in the next review, as the
+    incumbent, it fails six of ten: that review is void, with the accepting review as the
+    record, although v2 was never the incumbent of a review before."""
+    broken: set[str] = set()
+
+    def responder(state: dict[str, Any], request: Request) -> Any:
+        text = str(request.input)
+        if state["prompt"] == "v1":
+            return "a?"  # v1 fails everything: v2 is better and is accepted
+        if state["prompt"] == "v2" and text in broken:
+            return "a?"
+        return "a" + text[1:]
+
+    client = DictClient({"prompt": "v1"}, responder)
+    guarded = gr.Guard(canaries=CASES, ledger=gr.SQLiteLedger(tmp_path / "l.db"), seed=1).wrap(
+        client)
+    accepted = _propose(guarded, "v2")
+    assert accepted.accepted
+    broken.update(f"q{i}" for i in range(6))
+    decision = _propose(guarded, "v3")
+    control = _control(decision)
+    assert decision.verdict is gr.Verdict.ERROR and not control.passed
+    assert control.evidence["statistic"] == "fisher_exact_one_sided"
+    assert control.evidence["record"]["reviews"] == 1

@@ -121,27 +121,41 @@ def suite_change(ledger: Ledger, lock: dict[str, Any]) -> dict[str, Any] | None:
             "record_restarts": old.get("suite_fingerprint") != lock.get("suite_fingerprint")}
 
 
+def _side_outcomes(entry: LedgerEntry, control: dict[str, Any], incumbent: str) -> Any:
+    """What ``entry`` recorded of ``incumbent``'s answers: its incumbent side, or, in the
+    review that accepted it, its candidate side (so a newly promoted version has a record
+    from its first review on); ``None`` when it recorded neither."""
+    if control.get("incumbent") == incumbent:
+        return control.get("outcomes")
+    decision = entry.body["decision"]
+    if decision.get("verdict") == "accepted" and decision.get("candidate") == incumbent:
+        return control.get("candidate_outcomes")
+    return None
+
+
 def read_record(ledger: Ledger, incumbent: str, suite_fingerprint: str) -> ControlRecord:
     """The incumbent's record: earlier reviews of the same version on the same suite whose own
-    control passed (a void review is no record). A decision re-recorded by an approval counts
-    once. Raises whatever the ledger raises."""
+    control passed (a void review is no record), including the review that accepted it
+    (its candidate side). A decision re-recorded by an approval counts once. Raises whatever
+    the ledger raises."""
     record, seen = ControlRecord(), set()
     for entry in newest_first(ledger):
         control = _control_of(entry)
-        if (control is None or not control.get("passed") or control.get("incumbent") != incumbent
+        if (control is None or not control.get("passed")
                 or control.get("suite_fingerprint") != suite_fingerprint):
             continue
+        outcomes = _side_outcomes(entry, control, incumbent)
         key = entry.body["decision"].get("proposal_id") or entry.index
-        if key in seen:
+        if outcomes is None or key in seen:
             continue
         seen.add(key)
-        outcomes = control.get("outcomes")
         for case_id in _ids(outcomes, "passed"):
             record.passes[case_id] = record.passes.get(case_id, 0) + 1
             record.trials[case_id] = record.trials.get(case_id, 0) + 1
         for case_id in _ids(outcomes, "failed"):
             record.trials[case_id] = record.trials.get(case_id, 0) + 1
-        record.varied = record.varied or control.get("incumbent_varied") is True
+        record.varied = record.varied or (control.get("incumbent_varied") is True
+                                          and control.get("incumbent") == incumbent)
         record.reviews.append(entry.index)
         if len(record.reviews) >= RECORD_REVIEWS:
             break
@@ -211,13 +225,18 @@ def control_finding(evidence: CanaryEvidence, *, incumbent: str = "",
     answered = [o for o in capability if o.incumbent_answered]
     empty = [o for o in answered if o.incumbent_error == EMPTY_OUTPUT]
     passed_ids, failed_ids = _outcomes(capability)
+    candidate_passed = [o.case_id for o in capability if o.candidate_passed]
+    candidate_failed = [o.case_id for o in capability
+                        if not o.candidate_passed and o.checker_error is None]
     counts: dict[str, Any] = {
         "statistic": "incumbent_sanity_floor", "capability_cases": len(capability),
         "incumbent_answered": len(answered), "incumbent_empty": len(empty),
         "incumbent_passed": len(passed_ids), "incumbent": incumbent,
         "suite_fingerprint": None if lock is None else lock["suite_fingerprint"], "lock": lock,
         "incumbent_varied": evidence.incumbent_varied,
-        "outcomes": {"passed": passed_ids, "failed": failed_ids}}
+        "outcomes": {"passed": passed_ids, "failed": failed_ids},
+        # The candidate's side too: if it is accepted, its first record as the incumbent.
+        "candidate_outcomes": {"passed": candidate_passed, "failed": candidate_failed}}
     if capability and len(empty) == len(answered):
         return _floor_failure(capability, answered, counts)
     if record_error is not None:
