@@ -73,6 +73,27 @@ def test_reviews_under_the_same_bar_record_no_event(tmp_path: Path) -> None:
     assert _events(gr.SQLiteLedger(path)) == []
 
 
+class _PlainRule:
+    """A custom decision rule that is no pydantic model and has the default repr (its memory
+    address, different in every process)."""
+
+    margin = 0.1
+
+    def __call__(self, evidence: Any) -> Any:
+        return gr.MarginRule(margin=self.margin)(evidence)
+
+
+def test_a_custom_rule_with_a_default_repr_is_the_same_lock_after_a_restart(
+        tmp_path: Path) -> None:
+    """Two instances (as in two processes) of the same plain rule record no suite_changed."""
+    path = tmp_path / "l.db"
+    first, second = _PlainRule(), _PlainRule()
+    assert repr(first) != repr(second)
+    _review(gr.SQLiteLedger(path), decision_rule=first)
+    _review(gr.SQLiteLedger(path), decision_rule=second)
+    assert _events(gr.SQLiteLedger(path)) == []
+
+
 @pytest.mark.filterwarnings("ignore:guardrails")  # two cases are too few for the rule: no matter
 def test_a_change_of_rule_is_recorded_with_the_new_rule(tmp_path: Path) -> None:
     """From the margin rule to the sequential one: rule, margin and alpha all change."""

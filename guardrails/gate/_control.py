@@ -18,6 +18,7 @@ the bar between two reviews becomes a ``suite_changed`` ledger event.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -54,10 +55,17 @@ class ControlRecord:
     """Whether any earlier review saw the incumbent give two different outputs."""
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+"""The memory address in a default ``repr``: it differs in every process, the rule does not."""
+
+
 def rule_lock(suite: CanarySuite, rule: Any) -> dict[str, Any]:
-    """What judged a review: suite fingerprint, rule (type and settings), margin and alpha."""
+    """What judged a review: suite fingerprint, rule (type and settings), margin and alpha.
+    A rule that is no pydantic model is described by its ``repr`` without memory addresses,
+    so the same rule in a restarted process is the same lock."""
     dump = getattr(rule, "model_dump", None)
-    rule_settings = dump(mode="json") if callable(dump) else {"repr": repr(rule)}
+    rule_settings = (dump(mode="json") if callable(dump)
+                     else {"repr": _ADDRESS.sub("", repr(rule))})
     return {"suite_fingerprint": suite.fingerprint(),
             "rule": f"{type(rule).__module__}.{type(rule).__qualname__}",
             "margin": rule_settings.pop("margin", getattr(rule, "margin", None)),
