@@ -326,8 +326,12 @@ def check(config_path: Path, as_json: bool) -> None:
         warnings.simplefilter("ignore")  # reported below, once, with the summary
         # Without the stores: checking creates no ledger and no blob folder.
         guard = Guard(**guard_kwargs(config, root, str(config_path), stores=False))
-    client = _check_client(config, root, guard)
-    ledger = _check_ledger(config, root, str(config_path))
+    ledger, served = _check_ledger(config, root, str(config_path))
+    if served is not None:  # what Guard.wrap checks the pointers against: the served state
+        version, state = served
+        guard.constraints.check_pointers(state, f"the state the ledger serves ({version[:12]})")
+        ledger += "; every pointer resolves in the state it serves"
+    client = _check_client(config, root, guard, pointers=served is None)
     summary: dict[str, Any] = {"config": str(config_path), "cases": len(guard.canaries),
                "safety_cases": len(guard.canaries.safety),
                "frozen": list(guard.constraints.frozen), "fingerprint": guard.fingerprint(),
@@ -340,9 +344,11 @@ def check(config_path: Path, as_json: bool) -> None:
                             + "".join(f"\nwarning: {w}" for w in guard.suite_warnings))
 
 
-def _check_ledger(config: Config, root: Path, source: str) -> str:
-    """What ``check`` found of the ledger, opened read-only (never created); a ledger that
-    cannot be opened here (a server out of reach) is reported, not an error."""
+def _check_ledger(config: Config, root: Path, source: str
+                  ) -> tuple[str, tuple[str, dict[str, Any]] | None]:
+    """What ``check`` found of the ledger, opened read-only (never created), and the version
+    and state it serves, if any; a ledger that cannot be opened here (a server out of reach)
+    is reported, not an error."""
     from ._config import open_ledger
     from .ledger import is_postgres_url, redact
 
@@ -350,24 +356,28 @@ def _check_ledger(config: Config, root: Path, source: str) -> str:
     remote = is_postgres_url(path)
     name = redact(path) if remote else str(root / path)
     if not remote and not (root / path).is_file():
-        return f"{name} does not exist yet (the first run creates it)"
+        return f"{name} does not exist yet (the first run creates it)", None
     try:
         ledger = open_ledger(config.ledger, root, source, read_only=True)
     except GuardrailsError as exc:
-        return f"{name} could not be opened here ({exc})"
+        return f"{name} could not be opened here ({exc})", None
     try:
-        served = ledger.served_version()
-        return (f"{name}: {len(ledger)} entries, serving "
-                f"{served[:12] if served else 'nothing yet'} (opened read-only)")
+        version = ledger.served_version()
+        line = (f"{name}: {len(ledger)} entries, serving "
+                f"{version[:12] if version else 'nothing yet'} (opened read-only)")
+        if version is None or not ledger.has_state(version):
+            return line, None
+        return line, (version, ledger.get_state(version))
     finally:
         ledger.close()
 
 
-def _check_client(config: Config, root: Path, guard: Any) -> str:
+def _check_client(config: Config, root: Path, guard: Any, *, pointers: bool = True) -> str:
     """What ``check`` found of the [client]: imported and built, or why it was not built.
 
-    A built client's state resolves every frozen and mutable pointer (exit 3 naming the
-    pointer and the closest path otherwise), as ``Guard.wrap`` requires."""
+    With ``pointers`` (no ledger serving a state yet), a built client's state resolves every
+    frozen, mutable and drift pointer (exit 3 naming the pointer and the closest path
+    otherwise), as ``Guard.wrap`` requires."""
     if config.client is None:
         return "none configured (review and rollback need a [client] section)"
     config.client.load_factory(root)  # ConfigError, exit 3: the configuration is wrong
@@ -375,6 +385,8 @@ def _check_client(config: Config, root: Path, guard: Any) -> str:
         built = config.client.build(root)
     except ConfigError as exc:
         return f"{config.client.factory} imports, but was not built here: {exc}"
+    if not pointers:
+        return f"{config.client.factory} imported and built"
     try:
         state = built.snapshot()
     except Exception as exc:

@@ -191,3 +191,20 @@ def test_guardrails_check_takes_a_drift_pointer_table_from_toml(
                                    '\n\n[canaries]'))
     result = CliRunner().invoke(main, ["check"])
     assert result.exit_code == 3 and "drift pointer '/memory/notes' matches nothing" in result.output
+
+
+def test_guardrails_check_resolves_the_pointers_in_the_state_the_ledger_serves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a ledger serving a state, check judges the pointers there, as wrap will: the
+    configured client's fresh state has "/extra", the served one does not, so exit 3."""
+    _project(tmp_path, monkeypatch, '"/system_prompt"')
+    ledger = gr.SQLiteLedger(tmp_path / ".guardrails" / "ledger.db")
+    _guard(ledger).wrap(DictClient({"system_prompt": "be kind", "memory": {}}))
+    ledger.close()
+    config = tmp_path / "guardrails.toml"
+    config.write_text(config.read_text().replace('frozen = ["/system_prompt"]',
+                                                 'frozen = ["/system_prompt", "/extra"]')
+                      .replace("memory = {}}", "memory = {}, extra = 1}"))
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 3, result.output
+    assert "frozen pointer '/extra' matches nothing in the state the ledger serves" in result.output
