@@ -788,7 +788,7 @@ def ledger_show(path: Path, verdict: str | None, version: str | None, as_json: b
 
 @ledger.command("verify")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--blobs", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--blobs", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Also check every blob of every accepted state in this folder.")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path),
               help="A verifier (public) key file: check the ledger's signed checkpoint with it "
@@ -954,7 +954,7 @@ def db_status(url: str | None, schema: str | None, config_path: Path, as_json: b
 @url_argument
 @schema_option
 @config_option
-@click.option("--blobs", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--blobs", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Also check every blob of every accepted state in this folder.")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path),
               help="A verifier (public) key file to check the signed checkpoint with.")
@@ -1049,7 +1049,7 @@ ledger_path_option = click.option(
     "--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path),
     help="A SQLite ledger file to read instead of the configuration's.")
 blobs_path_option = click.option(
-    "--blobs", "blobs_path", type=click.Path(file_okay=False, path_type=Path),
+    "--blobs", "blobs_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="The blob store folder (default: the configuration's, or the demo's).")
 
 

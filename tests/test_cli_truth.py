@@ -110,6 +110,19 @@ def test_status_with_a_ledger_in_a_missing_folder_creates_nothing(project: Path)
     assert snapshot(project) == before
 
 
+def test_a_blob_folder_that_is_not_there_is_a_usage_error_and_stays_absent(
+        project: Path, served: gr.GuardedClient) -> None:
+    """ledger verify and report given --blobs at nothing: exit 2 naming the folder, and no
+    folder is created (a reader never makes the store it was asked to read)."""
+    before = snapshot(project)
+    for args in (("ledger", "verify", LEDGER, "--blobs", "nowhere"),
+                 ("report", "--blobs", "nowhere", "-o", "report.html")):
+        result = cli(project, *args)
+        assert result.returncode == 2, (args, result)
+        assert "nowhere" in result.stderr and "does not exist" in result.stderr
+    assert not (project / "nowhere").exists() and snapshot(project) == before
+
+
 def test_check_of_a_new_project_creates_no_ledger_and_no_blob_folder(project: Path) -> None:
     """check validates what the configuration names without opening a store for writing: the
     ledger it would create is named as not there yet, and the folder is left as it was."""
