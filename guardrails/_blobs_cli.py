@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ._errors import ConfigError, GuardrailsError
+from ._errors import ConfigError, GuardrailsError, LedgerIntegrityError
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 3
@@ -21,16 +21,38 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+class _AbsentFolder:
+    """A blob folder that does not exist, read as an empty store (opening it would create it)."""
+
+    def __init__(self, url: str) -> None:
+        self.name = f"{url} (no such folder)"
+
+    def get(self, digest: str) -> bytes:
+        raise KeyError(digest)
+
+
 def _open(config_path: Path) -> tuple[Any, Any]:
-    """(ledger, blob store) as the configuration names them; exit 3 when it cannot."""
-    from ._config import load_config, open_blobs, open_ledger
+    """(ledger, blob store) as the configuration names them; the ledger read-only (a missing
+    ledger is exit 1, never created), a missing blob folder read as empty, not created; exit 3
+    when the configuration is wrong."""
+    from ._config import blob_url, load_config, open_blobs, open_ledger, refuse_two_blob_stores
     from .blobs import CachedBlobStore
 
     try:
         config, root = load_config(config_path)
-        ledger, store = (open_ledger(config.ledger, root, str(config_path)),
-                         open_blobs(config, root, str(config_path)))
+        refuse_two_blob_stores(config, str(config_path))
+        ledger = open_ledger(config.ledger, root, str(config_path), read_only=True)
+    except LedgerIntegrityError as exc:
+        _fail(str(exc), EXIT_FAILED)
     except GuardrailsError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    url, _ = blob_url(config, root)
+    if url.startswith("file://") and not Path(url[len("file://"):]).is_dir():
+        return ledger, _AbsentFolder(url)
+    try:
+        store = open_blobs(config, root, str(config_path))
+    except GuardrailsError as exc:
+        _close(ledger)
         _fail(str(exc), EXIT_CONFIG)
     # verify and gc answer for the shared store itself: a local cache may still hold a blob
     # the store has lost.
@@ -129,8 +151,14 @@ def blobs_gc(config_path: Path, dry_run: bool, grace: float, as_json: bool) -> N
     if grace < 0:
         _fail("--grace must be zero or more hours", 2)
     ledger, store = _open(config_path)
+    if isinstance(store, _AbsentFolder):
+        _fail(f"the blob store {store.name} holds nothing to collect", EXIT_FAILED)
     if not hasattr(store, "blobs"):
         _fail(f"the blob store {store!r} cannot list its blobs", EXIT_CONFIG)
+    if len(ledger) == 0:
+        # Every blob would be unreferenced: a ledger path that is wrong must not empty the store.
+        _fail("the ledger holds no entries, so every blob would look unreferenced; check "
+              "[ledger] path (gc deletes nothing against an empty ledger)", EXIT_FAILED)
     try:
         required, optional = ledger_states(ledger)
         garbage = list(unreferenced_blobs(store, [*required.values(), *optional.values()],

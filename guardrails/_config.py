@@ -543,11 +543,16 @@ def blob_url(config: Config, root: Path) -> tuple[str, dict[str, Any]]:
     return url, config.blobs.options()
 
 
-def _no_blobs(config: Config, source: str) -> Any:
-    """No store (None), but a configuration naming two is still refused."""
+def refuse_two_blob_stores(config: Config, source: str) -> None:
+    """``ConfigError`` when both ``[blobs] url`` and ``[ledger] blobs`` name a store."""
     if config.blobs is not None and "blobs" in config.ledger.model_fields_set:
         raise ConfigError(f"{source}: both [blobs] url and [ledger] blobs name a blob store; "
                           "keep [blobs] url and remove [ledger] blobs")
+
+
+def _no_blobs(config: Config, source: str) -> Any:
+    """No store (None), but a configuration naming two is still refused."""
+    refuse_two_blob_stores(config, source)
     return None
 
 
@@ -555,7 +560,7 @@ def open_blobs(config: Config, root: Path, source: str) -> Any:
     """The blob store the configuration names; errors name the file and the section."""
     from .blobs import open_blob_store
 
-    _no_blobs(config, source)
+    refuse_two_blob_stores(config, source)
     url, options = blob_url(config, root)
     try:
         store = open_blob_store(url, **options)

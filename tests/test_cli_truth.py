@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -121,6 +122,40 @@ def test_a_blob_folder_that_is_not_there_is_a_usage_error_and_stays_absent(
         assert result.returncode == 2, (args, result)
         assert "nowhere" in result.stderr and "does not exist" in result.stderr
     assert not (project / "nowhere").exists() and snapshot(project) == before
+
+
+def test_blobs_verify_without_a_ledger_fails_and_creates_nothing(project: Path) -> None:
+    """No ledger yet: not "ok: 0 blobs checked" on a ledger it just made, but exit 1 naming
+    the missing ledger; no ledger and no blob folder appear."""
+    before = snapshot(project)
+    result = cli(project, "blobs", "verify")
+    assert result.returncode == 1, result
+    assert "not a guardrails ledger" in result.stderr
+    assert snapshot(project) == before and not (project / ".guardrails").exists()
+
+
+def test_blobs_verify_reads_a_missing_blob_folder_as_empty_without_creating_it(
+        project: Path, served: gr.GuardedClient) -> None:
+    """The served states reference no blob: ok, and the folder named in the output is still
+    not there afterwards."""
+    shutil.rmtree(project / ".guardrails" / "blobs", ignore_errors=True)
+    before = snapshot(project)
+    result = cli(project, "blobs", "verify")
+    assert result.returncode == 0, result
+    assert "no such folder" in result.stdout
+    assert snapshot(project) == before and not (project / ".guardrails" / "blobs").exists()
+
+
+def test_blobs_gc_refuses_an_empty_ledger_and_deletes_nothing(project: Path) -> None:
+    """A ledger with no entries (a wrong [ledger] path, say) would make every blob look
+    unreferenced: gc refuses (exit 1) and every blob stays."""
+    store = gr.FileBlobStore(project / ".guardrails" / "blobs")
+    digest = store.put(b"weights that the real ledger references")
+    gr.SQLiteLedger(project / LEDGER).close()  # created, with no entry
+    result = cli(project, "blobs", "gc", "--grace", "0")
+    assert result.returncode == 1, result
+    assert "holds no entries" in result.stderr
+    assert store.get(digest) == b"weights that the real ledger references"
 
 
 def test_check_of_a_new_project_creates_no_ledger_and_no_blob_folder(project: Path) -> None:
