@@ -31,10 +31,11 @@ class _AbsentFolder:
         raise KeyError(digest)
 
 
-def _open(config_path: Path) -> tuple[Any, Any]:
+def _open(config_path: Path, *, writes_blobs: bool = False) -> tuple[Any, Any]:
     """(ledger, blob store) as the configuration names them; the ledger read-only (a missing
-    ledger is exit 1, never created), a missing blob folder read as empty, not created; exit 3
-    when the configuration is wrong."""
+    ledger is exit 1, never created), a missing blob folder read as empty, not created, and
+    the store read-only unless ``writes_blobs`` (gc deleting); exit 3 when the configuration
+    is wrong."""
     from ._config import blob_url, load_config, open_blobs, open_ledger, refuse_two_blob_stores
     from .blobs import CachedBlobStore
 
@@ -50,7 +51,7 @@ def _open(config_path: Path) -> tuple[Any, Any]:
     if url.startswith("file://") and not Path(url[len("file://"):]).is_dir():
         return ledger, _AbsentFolder(url)
     try:
-        store = open_blobs(config, root, str(config_path))
+        store = open_blobs(config, root, str(config_path), read_only=not writes_blobs)
     except GuardrailsError as exc:
         _close(ledger)
         _fail(str(exc), EXIT_CONFIG)
@@ -150,7 +151,7 @@ def blobs_gc(config_path: Path, dry_run: bool, grace: float, as_json: bool) -> N
 
     if grace < 0:
         _fail("--grace must be zero or more hours", 2)
-    ledger, store = _open(config_path)
+    ledger, store = _open(config_path, writes_blobs=not dry_run)
     if isinstance(store, _AbsentFolder):
         _fail(f"the blob store {store.name} holds nothing to collect", EXIT_FAILED)
     if not hasattr(store, "blobs"):

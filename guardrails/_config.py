@@ -556,17 +556,18 @@ def _no_blobs(config: Config, source: str) -> Any:
     return None
 
 
-def open_blobs(config: Config, root: Path, source: str) -> Any:
-    """The blob store the configuration names; errors name the file and the section."""
+def open_blobs(config: Config, root: Path, source: str, *, read_only: bool = False) -> Any:
+    """The blob store the configuration names; errors name the file and the section.
+    ``read_only``: as ``open_blob_store``, and without the local cache (no folder made)."""
     from .blobs import open_blob_store
 
     refuse_two_blob_stores(config, source)
     url, options = blob_url(config, root)
     try:
-        store = open_blob_store(url, **options)
+        store = open_blob_store(url, read_only=read_only, **options)
     except ConfigError as exc:
         raise ConfigError(f"{source} [blobs]: {exc}") from None
-    if config.blobs is not None and config.blobs.cache_dir is not None:
+    if not read_only and config.blobs is not None and config.blobs.cache_dir is not None:
         from .blobs import CachedBlobStore
 
         return CachedBlobStore(store, root / config.blobs.cache_dir, config.blobs.cache_max_bytes)

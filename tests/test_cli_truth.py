@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pg_server
 import pytest
 
 import guardrails as gr
@@ -144,6 +145,28 @@ def test_blobs_verify_reads_a_missing_blob_folder_as_empty_without_creating_it(
     assert result.returncode == 0, result
     assert "no such folder" in result.stdout
     assert snapshot(project) == before and not (project / ".guardrails" / "blobs").exists()
+
+
+def test_blobs_verify_creates_no_table_in_a_postgresql_blob_store(
+        project: Path, postgres_dsn: str, pg_schema: str) -> None:
+    """The served state references a blob; the PostgreSQL blob store it should be in was
+    never set up: verify fails naming the blob (exit 1) and leaves the schema without a
+    table (it reads the store, it does not create it)."""
+    digest = gr.FileBlobStore(project / "elsewhere").put(b"weights")
+    ledger = gr.SQLiteLedger(project / LEDGER)
+    gr.Guard(canaries=[gr.CanaryCase(id="a", input="a", expect="1")], ledger=ledger).wrap(
+        DictClient({"weights": gr.blob_ref(digest)}))
+    ledger.close()
+    config = project / "guardrails.toml"
+    config.write_text(config.read_text()
+                      + f'\n[blobs]\nurl = "{postgres_dsn}"\nschema = "{pg_schema}"\n')
+    result = cli(project, "blobs", "verify")
+    assert result.returncode == 1, result
+    assert digest in result.stdout
+    with pg_server.connect(postgres_dsn, None) as conn:
+        (tables,) = conn.execute("SELECT count(*) FROM information_schema.tables "
+                                 "WHERE table_schema = %s", (pg_schema,)).fetchone()
+    assert tables == 0
 
 
 def test_blobs_gc_refuses_an_empty_ledger_and_deletes_nothing(project: Path) -> None:

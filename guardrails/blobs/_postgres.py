@@ -73,13 +73,17 @@ class PostgresBlobStore:
     """
 
     def __init__(self, url: str, *, schema: str | None = None, chunk_size: int = CHUNK_SIZE,
-                 timeout: float = 10.0, statement_timeout: float = 300.0, pool_size: int = 4
-                 ) -> None:
+                 timeout: float = 10.0, statement_timeout: float = 300.0, pool_size: int = 4,
+                 read_only: bool = False) -> None:
         if chunk_size < 1024:
             raise ConfigError(f"chunk_size {chunk_size} is too small; use at least 1024 bytes")
         self._url = url
         self._options = {"schema": schema, "chunk_size": chunk_size, "timeout": timeout,
-                         "statement_timeout": statement_timeout, "pool_size": pool_size}
+                         "statement_timeout": statement_timeout, "pool_size": pool_size,
+                         "read_only": read_only}
+        self.read_only = read_only
+        """Creates no table and writes nothing (read-only transactions): for readers such as
+        ``guardrails blobs verify``; a store never created reads as unavailable."""
         self.schema = schema
         self.chunk_size = chunk_size
         self.timeout = timeout
@@ -122,11 +126,15 @@ class PostgresBlobStore:
         def configure(conn: Any) -> None:
             conn.execute(f"SET statement_timeout = {statement_ms}")
             conn.execute(f"SET lock_timeout = {max(lock_ms, statement_ms)}")
+            if self.read_only:
+                conn.execute("SET default_transaction_read_only = on")
 
         pool: ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             conninfo, kwargs={"autocommit": True}, min_size=0, max_size=self.pool_size,
             open=False, configure=configure, timeout=self.timeout, name="guardrails-blobs")
         pool.open(wait=False)
+        if self.read_only:
+            return pool
         try:
             with pool.connection() as conn, conn.transaction():
                 self._create_tables(conn)
