@@ -24,24 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import guardrails as gr
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "report"))
-from ledgers import build_ledger
+from ledgers import build_ledger, grow_ledger
 
 SIZE = int(os.environ.get("GUARDRAILS_BENCH_N", "10000"))
 CLI = str(Path(sys.executable).with_name("guardrails"))
-
-
-def grow(path: Path, size: int) -> None:
-    """Copies of the ledger's rejected decisions until it holds ``size`` entries."""
-    ledger = gr.SQLiteLedger(path)
-    rejected = [e.decision for e in ledger.entries() if e.decision and not e.decision.accepted]
-    for i in range(size - len(ledger)):
-        decision = rejected[i % len(rejected)]
-        assert decision is not None
-        ledger.record(decision.model_copy(update={"proposal_id": f"copy-{i}"}))
-    ledger.close()
 
 
 def timed(*args: str) -> float:
@@ -53,7 +40,7 @@ def timed(*args: str) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ledger, blobs = build_ledger(Path(tmp), pending=False)
-        grow(ledger, SIZE)
+        grow_ledger(ledger, SIZE)
         out = Path(tmp) / "report.html"
         verify = min(timed("ledger", "verify", str(ledger), "--blobs", str(blobs))
                      for _ in range(3))

@@ -485,13 +485,14 @@ def guard_kwargs(config: Config, root: Path, source: str, *,
     except ConfigError as exc:
         raise ConfigError(f"{source} [canaries] files: {exc}") from None
     approval = None if config.approval is None else ApprovalPolicy(**config.approval.model_dump())
+    refuse_two_blob_stores(config, source)  # also when no store is opened
     return {
         "middleware": parts.middleware,
         "checks": parts.checks,
         "constraints": constraints,
         "canaries": suite,
         "ledger": open_ledger(config.ledger, root, source) if stores else None,
-        "blob_store": open_blobs(config, root, source) if stores else _no_blobs(config, source),
+        "blob_store": open_blobs(config, root, source) if stores else None,
         "approval": approval,
         "canary_run": RunSettings(**config.canaries.model_dump(exclude={"files", "dask", "ray"}),
                                   dask=_dask(config, root, source),
@@ -548,12 +549,6 @@ def refuse_two_blob_stores(config: Config, source: str) -> None:
     if config.blobs is not None and "blobs" in config.ledger.model_fields_set:
         raise ConfigError(f"{source}: both [blobs] url and [ledger] blobs name a blob store; "
                           "keep [blobs] url and remove [ledger] blobs")
-
-
-def _no_blobs(config: Config, source: str) -> Any:
-    """No store (None), but a configuration naming two is still refused."""
-    refuse_two_blob_stores(config, source)
-    return None
 
 
 def open_blobs(config: Config, root: Path, source: str, *, read_only: bool = False) -> Any:

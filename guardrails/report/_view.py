@@ -46,8 +46,6 @@ VALUE_CHARS = 240
 CONFIDENCE = 0.95
 _MAX_PATH_CASES = 100_000
 """A recorded case count above this draws no path (a tampered entry must not stall the report)."""
-_SEQUENTIAL = ("paired pass-rate drop, anytime-valid mixture e-value",
-               "paired pass-rate drop, group-sequential score boundary with the mixture e-value")
 _APPROVAL = "human_approval"
 
 
@@ -267,7 +265,8 @@ def _margin_test(finding: Finding) -> TestView:
 
 def _paired_test(finding: Finding, with_path: bool) -> TestView:
     ev = finding.evidence
-    drawn = with_path and ev.get("statistic") in _SEQUENTIAL
+    # Only the sequential designs record the e-values (and the discordant positions).
+    drawn = with_path and "e_value_accept" in ev
     cases = _cases_of(ev)
     cand, inc = ev.get("candidate_passes"), ev.get("incumbent_passes")
     return TestView(

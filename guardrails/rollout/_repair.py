@@ -123,11 +123,8 @@ def _repair_once(store: RolloutStore, ledger: Ledger, policy: RolloutPolicy,
     else:
         action = _action(last, current)
         if current.phase == "promoted" and ledger.served_version() != current.candidate:
-            current = _promote(store, ledger, policy, current, (), "repair")
-            action = "advance" if current.phase == "promoted" else "abort"
-            size = len(ledger)  # the promotion's own entry; a racing writer is caught below
-            if lag(ledger, current)[1] is False:
-                return Repair(state=current)
+            _promote(store, ledger, policy, current, (), "repair")
+            return None  # the ledger grew (or the store moved): record it at the next look
     details = transition_details(current, policy, action)
     if ledger.record_event_at(size, ROLLOUT_EVENT, **details, source="repair",
                               repaired=True) is None:

@@ -126,10 +126,9 @@ class GroupBoundary(BaseModel):
 
     def describe(self) -> dict[str, float | int | str]:
         """The boundary as recorded in a decision's evidence."""
+        # threshold and alpha are recorded beside it, in the finding's own evidence.
         return {"kind": "group-sequential (Wang-Tsiatis on the score statistic)",
-                "constant": self.constant, "shape": self.shape, "max_pairs": self.max_pairs,
-                "min_pairs": self.min_pairs, "e_alpha": self.e_alpha,
-                "futility_from": self.futility_from, "futility_power": self.futility_power}
+                **self.model_dump(exclude={"threshold", "alpha"})}
 
 
 def design_for(threshold: float, alpha: float, constant: float) -> GroupBoundary:

@@ -66,3 +66,15 @@ def build_ledger(workdir: Path, *, pending: bool = True) -> tuple[Path, Path]:
         pass
     ledger.close()
     return ledger_path, blobs_path
+
+
+def grow_ledger(path: Path, size: int) -> None:
+    """Copies of the ledger's rejected decisions (the served version stays) until it holds
+    ``size`` entries: a large ledger of real decisions, quickly."""
+    ledger = gr.SQLiteLedger(path)
+    rejected = [e.decision for e in ledger.entries() if e.decision and not e.decision.accepted]
+    for i in range(size - len(ledger)):
+        decision = rejected[i % len(rejected)]
+        assert decision is not None
+        ledger.record(decision.model_copy(update={"proposal_id": f"copy-{i}"}))
+    ledger.close()

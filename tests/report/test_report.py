@@ -17,7 +17,7 @@ from guardrails.report import read_report
 from guardrails.testing import DictClient
 
 from .conftest import run_cli
-from .ledgers import HIDDEN_MARKER, HOSTILE, PUBLIC_MARKER, build_ledger
+from .ledgers import HIDDEN_MARKER, HOSTILE, PUBLIC_MARKER, build_ledger, grow_ledger
 
 
 @pytest.fixture(scope="module")
@@ -129,21 +129,11 @@ def test_demo_then_report_in_the_same_folder(tmp_path: Path) -> None:
     assert "frozen_pointer" in html
 
 
-def _copies(ledger: gr.SQLiteLedger, decisions: list[gr.Decision], total: int) -> None:
-    """Record ``total`` more decisions, cycling through real ones (rejected: the served one stays)."""
-    for i in range(total):
-        decision = decisions[i % len(decisions)]
-        ledger.record(decision.model_copy(update={"proposal_id": f"copy-{i}"}))
-
-
 @pytest.mark.slow
 def test_a_ten_thousand_entry_ledger_reports_in_under_five_megabytes(tmp_path: Path) -> None:
     """Old decisions are summarised, so the file stays small (its time: benchmarks/report.py)."""
     path, blobs = build_ledger(tmp_path, pending=False)
-    ledger = gr.SQLiteLedger(path)
-    real = [e.decision for e in ledger.entries() if e.decision and not e.decision.accepted]
-    _copies(ledger, [d for d in real if d is not None], 10_000 - len(ledger))
-    ledger.close()
+    grow_ledger(path, 10_000)
     out = tmp_path / "big.html"
     done = run_cli("report", "--ledger", str(path), "--blobs", str(blobs), "-o", str(out))
     assert done.returncode == 0, done.stderr
